@@ -1,0 +1,83 @@
+"""Chat with a model in the terminal, tokens streaming as they are generated.
+
+``python -m chatstream.console [--model PATH]`` (or ``chatstream chat``) uses the bundled tiny model by
+default. Commands at the prompt: ``/clear`` forgets the conversation, ``/exit`` (or EOF) quits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from .chat_prompt import AbstractChatPrompt
+from .generation import ChatGenerator, GenerationParams
+
+
+def run_console_chat(
+    generator: ChatGenerator,
+    new_prompt: Callable[[], AbstractChatPrompt],
+    read_line: Callable[[str], str] = input,
+    out: TextIO = sys.stdout,
+) -> AbstractChatPrompt:
+    """Read a line, stream the answer, repeat until ``/exit`` or EOF. Returns the final conversation."""
+    prompt = new_prompt()
+    while True:
+        try:
+            line = read_line("you> ")
+        except EOFError:
+            out.write("\n")
+            return prompt
+        text = line.strip()
+        if text == "/exit":
+            return prompt
+        if text == "/clear":
+            prompt = new_prompt()
+            out.write("(conversation cleared)\n")
+            continue
+        if not text:
+            continue
+        prompt.add_requester_msg(text)
+        prompt.add_responder_msg(None)
+        out.write("bot> ")
+        answer = ""
+        for delta in generator.stream(prompt):
+            answer += delta
+            out.write(delta)
+            out.flush()
+        out.write("\n")
+        prompt.set_responder_last_msg(answer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .bundled import bundled_model_path
+    from .chat_prompt import ChatPromptFromTemplate
+    from .device import resolve_device
+
+    parser = argparse.ArgumentParser(prog="chatstream chat", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    path = args.model or bundled_model_path()
+    device = resolve_device(args.device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+    params = GenerationParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    generator = ChatGenerator(model, tokenizer, device, params)
+    print(f"chatting with {path} on {device}; /clear forgets, /exit quits")
+    run_console_chat(generator, lambda: ChatPromptFromTemplate(tokenizer))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""The generation engine: prompt -> input ids (with truncation) -> KV-cache decode loop -> text deltas.
+
+The loop prefills the prompt once, then feeds one token per step with the model's KV cache under
+``torch.inference_mode()``. It stops on an EOS id, on a stop string (found by the detokeniser) or at
+``max_new_tokens``. Everything here is blocking; the server drives it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
+from .detokenizer import StreamingDetokenizer
+from .device import resolve_device
+from .exceptions import ConfigurationError, PromptTooLongError
+from .sampling import SamplingParams
+from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Everything that shapes one generation. Construction validates every field."""
+
+    max_new_tokens: int = 256
+    context_len: int = 1024
+    temperature: float = 1.0
+    top_k: int | None = 50
+    top_p: float | None = 1.0
+    repetition_penalty: float | None = None
+    repetition_penalty_method: str = "multiplicative"
+    add_special_tokens: bool | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "context_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"`{name}` (={value!r}) must be an integer >= 1.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ConfigurationError(f"`seed` (={self.seed!r}) must be an integer or None.")
+        if self.add_special_tokens is not None and not isinstance(self.add_special_tokens, bool):
+            raise ConfigurationError(
+                f"`add_special_tokens` (={self.add_special_tokens!r}) must be True, False or None."
+            )
+        self.sampling  # noqa: B018 - validates the sampling fields
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            repetition_penalty_method=self.repetition_penalty_method,
+        )
+
+    def replace(self, **changes: Any) -> GenerationParams:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown generation parameter(s) {sorted(unknown)}; known ones are "
+                f"{[f.name for f in dataclasses.fields(self)]}."
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every id that ends a response: the tokenizer's EOS and the model's generation_config EOS."""
+    ids: set[int] = set()
+    for source in (getattr(tokenizer, "eos_token_id", None),
+                   getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(int(i) for i in source)
+    return ids
+
+
+def encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def build_input_ids(
+    chat_prompt: AbstractChatPrompt, tokenizer: Any, params: GenerationParams
+) -> tuple[list[int], int]:
+    """Token ids of the prompt and how many new tokens may follow them.
+
+    While prompt + ``max_new_tokens`` exceeds ``context_len``, the oldest turns are dropped (never the
+    system message nor the current request); if that is not enough, fewer new tokens are allowed.
+    ``chat_prompt`` itself is never changed.
+    """
+    add_special = params.add_special_tokens
+    if add_special is None:
+        add_special = not isinstance(chat_prompt, ChatPromptFromTemplate)  # templates carry their own BOS
+    prompt = chat_prompt
+    ids = encode(tokenizer, prompt.create_prompt(), add_special)
+    while len(ids) + params.max_new_tokens > params.context_len:
+        if prompt is chat_prompt:
+            prompt = chat_prompt.copy()
+        if not prompt.drop_oldest_turn():
+            break
+        ids = encode(tokenizer, prompt.create_prompt(), add_special)
+    room = params.context_len - len(ids)
+    if room < 1:
+        raise PromptTooLongError(
+            f"the prompt is {len(ids)} tokens even with every older turn dropped, and context_len is "
+            f"{params.context_len}; shorten the input (or the system message) or raise context_len."
+        )
+    return ids, min(room, params.max_new_tokens)
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+@torch.inference_mode()
+def decode_tokens(
+    model: Any,
+    input_ids: list[int],
+    *,
+    sampler: TokenSampler,
+    sampling: SamplingParams,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """Yield generated token ids one by one: prefill once, then one KV-cached step per token."""
+    prompt_len = len(input_ids)
+    history = torch.empty((1, prompt_len + max_new_tokens), dtype=torch.long, device=device)
+    history[0, :prompt_len] = torch.tensor(input_ids, dtype=torch.long)
+    attention_mask = torch.ones_like(history)
+    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    step_input = history[:, :prompt_len]
+    past_key_values = None
+    for step in range(max_new_tokens):
+        length = prompt_len + step
+        output = model(
+            input_ids=step_input,
+            attention_mask=attention_mask[:, :length],
+            past_key_values=past_key_values,
+            use_cache=True,
+            **extra,
+        )
+        past_key_values = output.past_key_values
+        token = sampler.sample(output.logits[:, -1, :], history[:, :length], sampling, generator)
+        if token in eos_ids:
+            return
+        yield token
+        history[0, length] = token
+        step_input = history[:, length : length + 1]
+
+
+class ChatGenerator:
+    """Generates a chat answer from a model, a tokenizer and a token sampler, as text deltas."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str | torch.device | None = None,
+        params: GenerationParams | None = None,
+        token_sampler: TokenSampler | None = None,
+        num_gpus: int | None = None,
+    ) -> None:
+        if model is None or tokenizer is None:
+            raise ConfigurationError(
+                "a model and a tokenizer are needed to generate; pass both, or use the generator mock "
+                "(use_mock_response=True) to run without a model."
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = resolve_device(device if device is not None else getattr(model, "device", None), num_gpus)
+        self.params = params or GenerationParams()
+        self.token_sampler = token_sampler or TokenSamplerIsok(seed=self.params.seed)
+        self.eos_ids = eos_token_ids(model, tokenizer)
+
+    def stream(
+        self,
+        chat_prompt: AbstractChatPrompt,
+        params: GenerationParams | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer to ``chat_prompt`` as text deltas (its last responder turn must be open)."""
+        params = params or self.params
+        input_ids, max_new_tokens = build_input_ids(chat_prompt, self.tokenizer, params)
+        stop_strs = chat_prompt.get_stop_strs() if chat_prompt.is_chat_mode_enabled() else []
+        detokenizer = StreamingDetokenizer(self.tokenizer, stop_strs, context_ids=input_ids)
+        tokens = decode_tokens(
+            self.model,
+            input_ids,
+            sampler=self.token_sampler,
+            sampling=params.sampling,
+            max_new_tokens=max_new_tokens,
+            eos_ids=self.eos_ids,
+            device=self.device,
+            generator=make_generator(params.seed),
+        )
+        try:
+            for token in tokens:
+                delta = detokenizer.push(token)
+                if delta:
+                    yield delta
+                if detokenizer.stopped or (should_stop is not None and should_stop()):
+                    return
+            tail = detokenizer.finish()
+            if tail:
+                yield tail
+        finally:
+            tokens.close()
+
+    def generate_text(self, chat_prompt: AbstractChatPrompt, params: GenerationParams | None = None) -> str:
+        """The whole answer at once (console use, tests)."""
+        return "".join(self.stream(chat_prompt, params))

@@ -1,0 +1,62 @@
+"""The token sampler: logits and the token history in, the next token id out.
+
+The decode loop talks to a ``TokenSampler`` and nothing else about sampling, so a recording or a
+replaying sampler (probe mode, MockTransformer) can stand in for the default one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from .sampling import SamplingParams, apply_processors, build_processors, sample_from_scores
+
+
+class TokenSampler(ABC):
+    """Chooses the next token from the logits of the last position."""
+
+    @abstractmethod
+    def sample(
+        self,
+        logits: torch.Tensor,
+        input_ids: torch.Tensor,
+        params: SamplingParams,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        """Return the next token id.
+
+        ``logits`` is ``(1, vocab)`` for the last position, ``input_ids`` is ``(1, seq)``: the prompt
+        and every token generated so far. ``generator`` seeds the draw; None uses the sampler's own.
+        """
+
+
+class TokenSamplerIsok(TokenSampler):
+    """The default sampler: repetition penalty, temperature, top-k, top-p, then a seeded draw."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._generator = torch.Generator()
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(seed)
+
+    def sample(
+        self,
+        logits: torch.Tensor,
+        input_ids: torch.Tensor,
+        params: SamplingParams,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        processors = build_processors(params, vocab_size=logits.shape[-1])
+        scores = apply_processors(processors, input_ids, logits)
+        tokens, _ = sample_from_scores(scores, params.greedy, generator or self._generator)
+        return int(tokens[0])
+
+
+def make_generator(seed: int | None) -> torch.Generator | None:
+    """A fresh CPU generator seeded with ``seed`` (one per generation), or None when no seed is set."""
+    if seed is None:
+        return None
+    return torch.Generator().manual_seed(seed)

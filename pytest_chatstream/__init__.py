@@ -1,0 +1,1 @@
+"""pytest plugin for ChatStream: record model cassettes with ``pytest --probe``, replay them in CI."""

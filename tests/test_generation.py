@@ -1,0 +1,158 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from chatstream.bundled import bundled_model_path
+from chatstream.chat_prompt import ChatPromptFromTemplate
+from chatstream.chat_prompt_presets import ChatPromptChatML
+from chatstream.exceptions import ConfigurationError, PromptTooLongError
+from chatstream.generation import ChatGenerator, GenerationParams, build_input_ids, decode_tokens, eos_token_ids
+from chatstream.sampling import SamplingParams
+from chatstream.token_sampler import TokenSamplerIsok
+
+GREEDY = GenerationParams(temperature=0, max_new_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer():
+    path = bundled_model_path()
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def ask(tokenizer, *turns: str, system: str = ""):
+    prompt = ChatPromptFromTemplate(tokenizer, system=system)
+    for i, turn in enumerate(turns):
+        if i % 2 == 0:
+            prompt.add_requester_msg(turn)
+        else:
+            prompt.add_responder_msg(turn)
+    prompt.add_responder_msg(None)
+    return prompt
+
+
+def test_greedy_loop_matches_transformers_generate(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids, _ = build_input_ids(ask(tokenizer, "Hello"), tokenizer, GREEDY)
+    ours = list(
+        decode_tokens(model, ids, sampler=TokenSamplerIsok(), sampling=SamplingParams(temperature=0),
+                      max_new_tokens=24, eos_ids=set(), device=torch.device("cpu"))
+    )
+    theirs = model.generate(torch.tensor([ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
+                            eos_token_id=None, pad_token_id=0)
+    assert ours == theirs[0, len(ids):].tolist()
+
+
+def test_answer_stops_at_eos_and_streams_utf8(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    generator = ChatGenerator(model, tokenizer, "cpu", GenerationParams(temperature=0, max_new_tokens=60))
+    deltas = list(generator.stream(ask(tokenizer, "こんにちは")))
+    text = "".join(deltas)
+    assert text and "\ufffd" not in text
+    assert "<|im_end|>" not in text
+    assert len(tokenizer.encode(text, add_special_tokens=False)) < 60, "the answer should end on EOS"
+
+
+def test_max_new_tokens_bounds_the_answer(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    generator = ChatGenerator(model, tokenizer, "cpu", GenerationParams(temperature=0, max_new_tokens=3))
+    tokens = []
+    ids, budget = build_input_ids(ask(tokenizer, "Hello"), tokenizer, generator.params)
+    for token in decode_tokens(model, ids, sampler=generator.token_sampler, sampling=SamplingParams(temperature=0),
+                               max_new_tokens=budget, eos_ids=generator.eos_ids, device=generator.device):
+        tokens.append(token)
+    assert len(tokens) <= 3
+
+
+def test_stop_string_ends_generation(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    full = ChatGenerator(model, tokenizer, "cpu", GREEDY).generate_text(ask(tokenizer, "Hello"))
+    assert len(full) > 4
+    stop = full[3:5]
+
+    class StopPrompt(ChatPromptFromTemplate):
+        def get_stop_strs(self):
+            return [stop]
+
+    prompt = StopPrompt(tokenizer)
+    prompt.add_requester_msg("Hello")
+    prompt.add_responder_msg(None)
+    cut = ChatGenerator(model, tokenizer, "cpu", GREEDY).generate_text(prompt)
+    assert cut == full[: full.index(stop)]
+
+
+def test_same_seed_same_answer_at_temperature(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    params = GenerationParams(temperature=1.0, top_k=None, max_new_tokens=20, seed=42)
+    first = ChatGenerator(model, tokenizer, "cpu", params).generate_text(ask(tokenizer, "Hello"))
+    second = ChatGenerator(model, tokenizer, "cpu", params).generate_text(ask(tokenizer, "Hello"))
+    assert first == second
+
+
+def test_truncation_drops_oldest_turns_but_keeps_system(model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    prompt = ask(tokenizer, "first question " * 10, "first answer " * 10, "second question", system="SYSTEM")
+    full_ids, _ = build_input_ids(prompt, tokenizer, GenerationParams(context_len=1024, max_new_tokens=8))
+    short_budget = GenerationParams(context_len=len(full_ids) + 8 - 1, max_new_tokens=8)
+    ids, room = build_input_ids(prompt, tokenizer, short_budget)
+    text = tokenizer.decode(ids)
+    assert "SYSTEM" in text and "second question" in text and "first" not in text
+    assert room == 8
+    assert prompt.get_turn() == 2, "the stored history is never changed"
+
+
+def test_truncation_shrinks_new_tokens_when_last_turn_alone_is_long(model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    prompt = ask(tokenizer, "hello")
+    ids, _ = build_input_ids(prompt, tokenizer, GREEDY)
+    ids2, room = build_input_ids(prompt, tokenizer, GenerationParams(context_len=len(ids) + 2, max_new_tokens=50))
+    assert ids2 == ids and room == 2
+
+
+def test_prompt_that_cannot_fit_raises_clear_error(model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    with pytest.raises(PromptTooLongError, match="context_len is 16"):
+        build_input_ids(ask(tokenizer, "a long question " * 20), tokenizer,
+                        GenerationParams(context_len=16, max_new_tokens=4))
+
+
+def test_chatml_preset_and_template_give_same_ids(model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    hand = ChatPromptChatML()
+    hand.add_requester_msg("Hello")
+    hand.add_responder_msg(None)
+    params = GenerationParams(add_special_tokens=False)
+    assert build_input_ids(hand, tokenizer, params) == build_input_ids(ask(tokenizer, "Hello"), tokenizer, params)
+
+
+def test_eos_ids_include_model_generation_config(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in eos_token_ids(model, tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [({"max_new_tokens": 0}, "`max_new_tokens` (=0)"), ({"context_len": "1k"}, "`context_len`"),
+     ({"seed": 1.5}, "`seed`"), ({"temperature": -1}, "`temperature`"), ({"add_special_tokens": "no"}, "True, False")],
+)
+def test_params_validate(kwargs, fragment):
+    with pytest.raises(ConfigurationError) as excinfo:
+        GenerationParams(**kwargs)
+    assert fragment in str(excinfo.value)
+
+
+def test_params_replace_rejects_unknown_names():
+    assert GenerationParams().replace(top_k=5).top_k == 5
+    with pytest.raises(ConfigurationError, match="unknown generation parameter"):
+        GenerationParams().replace(topk=5)
+
+
+def test_generator_needs_model_or_mock():
+    with pytest.raises(ConfigurationError, match="use_mock_response"):
+        ChatGenerator(None, None)
+
+
+def test_should_stop_cancels_between_steps(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    generator = ChatGenerator(model, tokenizer, "cpu", GenerationParams(temperature=0, max_new_tokens=50))
+    deltas = list(generator.stream(ask(tokenizer, "Hello"), should_stop=lambda: True))
+    assert len(deltas) <= 1

@@ -1,0 +1,63 @@
+import torch
+
+from chatstream.sampling import SamplingParams
+from chatstream.token_sampler import TokenSampler, TokenSamplerIsok, make_generator
+
+
+def random_logits(seed: int = 1, vocab: int = 500) -> torch.Tensor:
+    return torch.randn((1, vocab), generator=torch.Generator().manual_seed(seed))
+
+
+def draw(sampler: TokenSampler, params: SamplingParams, steps: int, generator=None) -> list[int]:
+    history = torch.tensor([[1, 2, 3]])
+    tokens = []
+    for step in range(steps):
+        token = sampler.sample(random_logits(step), history, params, generator)
+        tokens.append(token)
+        history = torch.cat([history, torch.tensor([[token]])], dim=1)
+    return tokens
+
+
+def test_same_seed_same_tokens():
+    params = SamplingParams(temperature=1.0, top_k=None, top_p=1.0)
+    assert draw(TokenSamplerIsok(seed=42), params, 30) == draw(TokenSamplerIsok(seed=42), params, 30)
+
+
+def test_different_seed_different_tokens():
+    params = SamplingParams(temperature=1.0, top_k=None, top_p=1.0)
+    assert draw(TokenSamplerIsok(seed=1), params, 30) != draw(TokenSamplerIsok(seed=2), params, 30)
+
+
+def test_per_generation_generator_overrides_own_state():
+    params = SamplingParams(temperature=0.8, top_k=20)
+    sampler = TokenSamplerIsok(seed=7)
+    draw(sampler, params, 5)  # advance the sampler's own generator
+    first = draw(sampler, params, 20, make_generator(42))
+    second = draw(sampler, params, 20, make_generator(42))
+    assert first == second
+
+
+def test_greedy_is_argmax_and_ignores_seed():
+    params = SamplingParams(temperature=0)
+    logits = random_logits(3)
+    expected = int(logits.argmax())
+    assert TokenSamplerIsok(seed=1).sample(logits, torch.tensor([[0]]), params) == expected
+    assert TokenSamplerIsok(seed=2).sample(logits, torch.tensor([[0]]), params) == expected
+
+
+def test_sampled_token_stays_within_top_k():
+    params = SamplingParams(temperature=1.5, top_k=3)
+    logits = random_logits(5)
+    allowed = set(torch.topk(logits, 3).indices[0].tolist())
+    sampler = TokenSamplerIsok(seed=0)
+    assert {sampler.sample(logits, torch.tensor([[0]]), params) for _ in range(50)} <= allowed
+
+
+def test_repetition_penalty_steers_greedy_away_from_repeat():
+    logits = torch.tensor([[2.0, 1.9, 0.0]])
+    params = SamplingParams(temperature=0, repetition_penalty=1.5)
+    assert TokenSamplerIsok().sample(logits, torch.tensor([[0]]), params) == 1
+
+
+def test_make_generator_none_without_seed():
+    assert make_generator(None) is None
