@@ -42,8 +42,10 @@ def main() -> None:
     n = args.new_tokens
     sampler = TokenSamplerIsok()
     greedy = SamplingParams(temperature=0)
+    # No EOS on either side, so both produce exactly n tokens; the model's own config would stop generate().
     config = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=None,
                               pad_token_id=tokenizer.pad_token_id or 0)
+    model.generation_config = config
     input_tensor = torch.tensor([ids], device=device)
 
     def run_engine() -> int:

@@ -218,14 +218,10 @@ class ChatPromptFromTemplate(AbstractChatPrompt):
         return out
 
     def create_prompt(self, omit_last_message: bool = False) -> str:
-        messages = self.messages(omit_last_message)
-        open_turn = bool(self.chat_contents) and self.chat_contents[-1].role == self.responder
-        partial = open_turn and bool(self.chat_contents[-1].message)
+        contents = self.chat_contents[:-1] if omit_last_message else self.chat_contents
+        open_turn = bool(contents) and contents[-1].role == self.responder and contents[-1].message is None
         return self.tokenizer.apply_chat_template(
-            messages,
-            tokenize=False,
-            add_generation_prompt=open_turn and not partial,
-            continue_final_message=partial,
+            self.messages(omit_last_message), tokenize=False, add_generation_prompt=open_turn
         )
 
     def get_stop_strs(self) -> list[str]:

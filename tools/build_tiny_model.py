@@ -16,6 +16,7 @@ import math
 import random
 import shutil
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -113,13 +114,13 @@ GREEDY_CHECKS = ["Hello", "こんにちは", "Thank you", "猫は好きですか
 
 def _vary_en(rng: random.Random, text: str) -> str:
     stem = text.rstrip("?!.")
-    ending = rng.choice(["?", "?", "", "??"] if text.endswith("?") else ["", "", "!", "."])
+    ending = rng.choice(["?", "?", "", "??"] if text.endswith("?") else ["", "", "!", ".", "!!"])
     casing = rng.random()
     if casing < 0.25:
         stem = stem.lower()
-    elif casing < 0.32:
+    elif casing < 0.35:
         stem = stem.upper()
-    elif casing < 0.4:
+    elif casing < 0.45:
         stem = stem.title()
     return stem + ending
 
@@ -253,7 +254,7 @@ def train(model: LlamaForCausalLM, batches, steps: int, lr: float = 3e-3) -> flo
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model.train()
-    recent: list[float] = []
+    recent: deque[float] = deque(maxlen=20)
     for step in range(steps):
         input_ids, mask, labels = next(batches)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
@@ -262,7 +263,7 @@ def train(model: LlamaForCausalLM, batches, steps: int, lr: float = 3e-3) -> flo
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        recent = (recent + [loss.item()])[-20:]
+        recent.append(loss.item())
         if step % 50 == 0 or step == steps - 1:
             print(f"step {step:5d}  loss {loss.item():.4f}  (mean of last {len(recent)}: "
                   f"{sum(recent) / len(recent):.4f})", flush=True)
@@ -280,13 +281,26 @@ def greedy_reply(model, tokenizer, user: str, max_new_tokens: int = 40) -> str:
     return tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
 
 
-def write_readme(out: Path, steps: int, vocab_size: int, n_params: int, final_loss: float) -> None:
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out: Path) -> None:
+    # The template goes inside tokenizer_config.json and the class is named PreTrainedTokenizerFast, so
+    # transformers 4.x (no chat_template.jinja, no TokenizersBackend class) loads it as well as 5.x.
+    tokenizer.save_pretrained(out, save_jinja_files=False)
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_readme(out: Path, model: LlamaForCausalLM, steps: int, vocab_size: int, final_loss: float) -> None:
+    config = model.config
+    n_params = sum(p.numel() for p in model.parameters())
     (out / "README.md").write_text(
         "# tiny-chat\n\n"
         "A tiny ChatML chat model bundled with ChatStream for tests, demos and `chatstream serve` without a\n"
         "download. It knows a few canned English/Japanese answers (greetings, thanks, name, weather, cats 🐱, ...)\n"
         "and nothing else.\n\n"
-        f"- `LlamaForCausalLM`, {n_params:,} parameters (hidden 128, 3 layers, 4 heads, tied embeddings), fp32\n"
+        f"- `LlamaForCausalLM`, {n_params:,} parameters (hidden {config.hidden_size}, "
+        f"{config.num_hidden_layers} layers, {config.num_attention_heads} heads, tied embeddings), fp32\n"
         f"- byte-level BPE tokenizer trained with `tokenizers`, vocab {vocab_size}, specials "
         f"`{ENDOFTEXT}` `{IM_START}` `{IM_END}` `{PAD}`\n"
         f"- ChatML chat template; EOS is `{IM_END}`\n"
@@ -300,7 +314,7 @@ def write_readme(out: Path, steps: int, vocab_size: int, n_params: int, final_lo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (replaced)")
-    parser.add_argument("--steps", type=int, default=800, help="training steps")
+    parser.add_argument("--steps", type=int, default=600, help="training steps")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
 
@@ -331,9 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.out.exists():
         shutil.rmtree(args.out)
-    model.save_pretrained(args.out, safe_serialization=True)
-    tokenizer.save_pretrained(args.out)
-    write_readme(args.out, args.steps, len(tokenizer), n_params, final_loss)
+    model.save_pretrained(args.out)
+    save_tokenizer(tokenizer, args.out)
+    write_readme(args.out, model, args.steps, len(tokenizer), final_loss)
     size = sum(f.stat().st_size for f in args.out.iterdir())
     print(f"saved to {args.out} ({size / 1e6:.2f} MB): {sorted(f.name for f in args.out.iterdir())}")
 
