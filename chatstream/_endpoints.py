@@ -1,0 +1,159 @@
+"""The ChatStream endpoints besides the chat itself: context, generation parameters, prompt, load,
+resource usage, feedback, health and the web UI (0.3 names and JSON shapes). A mixin of ChatStream."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ._http import call_maybe_async, error_response
+from ._webui import asset_response, page_response
+from .exceptions import ConfigurationError
+from .generation import GenerationParams
+from .request_handler import SUCCESS
+from .resource_usage import get_resource_usage
+
+if TYPE_CHECKING:
+    from .chat_stream import ChatStream
+
+CLIENT_PARAMS = ("temperature", "top_k", "top_p", "repetition_penalty", "repetition_penalty_method",
+                 "max_new_tokens", "seed")
+PARAM_ALIASES = {"top_k_value": "top_k", "top_p_value": "top_p"}  # the 0.3 names
+
+
+class EndpointsMixin:
+    """Handlers for the secondary APIs; each checks the caller's role first."""
+
+    async def handle_clear_context_request(self: ChatStream, request: Request, request_body: Any = None,
+                                           callback: Callable | None = None) -> Response:
+        auth = await self._authorize(request, "clear_context")
+        if isinstance(auth, Response):
+            return auth
+        _, session = auth
+        if session is None:
+            return error_response(400, "no_session", self.eloc.t("no_session"))
+        async with self.sessions.lock(session.session_id):  # waits for a running turn of this session
+            await session.remove("chat_prompt")
+        if callback is not None:
+            await call_maybe_async(callback, request, SUCCESS)
+        return self._respond(session, JSONResponse({"success": True, "message": "Context successfully cleared"}))
+
+    def _public_params(self: ChatStream, params: GenerationParams) -> dict:
+        public = {key: getattr(params, key) for key in (*CLIENT_PARAMS, "context_len")}
+        public.update(top_k_value=params.top_k, top_p_value=params.top_p)
+        return public
+
+    async def handle_set_generation_params_request(self: ChatStream, request: Request) -> Response:
+        auth = await self._authorize(request, "set_generation_params")
+        if isinstance(auth, Response):
+            return auth
+        _, session = auth
+        if session is None:
+            return error_response(400, "no_session", self.eloc.t("no_session"))
+        data = await self._read_json(request)
+        if isinstance(data, Response):
+            return self._respond(session, data)
+        changes = {PARAM_ALIASES.get(key, key): value for key, value in data.items()}
+        unknown = sorted(set(changes) - set(CLIENT_PARAMS))
+        overrides = dict(session.data.get("generation_params") or {})
+        overrides.update(changes)
+        overrides = {key: value for key, value in overrides.items() if value is not None}
+        try:
+            if unknown:
+                raise ConfigurationError(f"unknown or server-only parameter(s) {unknown}; a client may set "
+                                         f"{list(CLIENT_PARAMS)} (and the 0.3 names {list(PARAM_ALIASES)}).")
+            params = self.generation_params.replace(**overrides)
+            if params.max_new_tokens > self.generation_params.max_new_tokens:
+                raise ConfigurationError(f"`max_new_tokens` (={params.max_new_tokens}) may not exceed the server's "
+                                         f"{self.generation_params.max_new_tokens}.")
+        except ConfigurationError as error:
+            return self._respond(session, error_response(400, "bad_generation_params",
+                                                         self.eloc.t("bad_generation_params", reason=str(error))))
+        await session.update(generation_params=overrides)
+        return self._respond(session, JSONResponse(
+            {"success": True, "message": "success", "generation_params": self._public_params(params)}))
+
+    async def handle_get_generation_params_request(self: ChatStream, request: Request) -> Response:
+        auth = await self._authorize(request, "get_generation_params")
+        if isinstance(auth, Response):
+            return auth
+        _, session = auth
+        params = self._public_params(self.generation_params_for(session))
+        body = {"success": True, "message": "success", "generation_params": params}
+        return self._respond(session, JSONResponse(body))
+
+    async def handle_get_prompt_request(self: ChatStream, request: Request) -> Response:
+        auth = await self._authorize(request, "get_prompt")
+        if isinstance(auth, Response):
+            return auth
+        _, session = auth
+        prompt = self.prompt_in_session(session.data) if session is not None else None
+        if prompt is None:
+            return self._respond(session, JSONResponse({"success": True, "message": "no prompt", "prompt": None}))
+        text = prompt.create_prompt()
+        return self._respond(session, JSONResponse({"success": True, "message": "success",
+                                                    "prompt": urllib.parse.quote(text), "history": prompt.to_dict()}))
+
+    async def handle_get_load_request(self: ChatStream, request: Request) -> Response:
+        auth = await self._authorize(request, "get_load")
+        if isinstance(auth, Response):
+            return auth
+        stats = self.admission.stats()
+        worker = {"name": self.name, "processing": stats["running"], "running": stats["running"],
+                  "waiting": stats["waiting"], "max_processing": stats["max_running"],
+                  "max_waiting": stats["max_waiting"], "ready": self._ready}
+        return self._respond(auth[1], JSONResponse({"success": True, "message": "success",
+                                                    "chatstream_workers": [worker]}))
+
+    async def handle_get_resource_usage_request(self: ChatStream, request: Request) -> Response:
+        auth = await self._authorize(request, "get_resource_usage")
+        if isinstance(auth, Response):
+            return auth
+        usage = get_resource_usage(self.device, self.num_gpus)
+        usage["name"] = self.name
+        return self._respond(auth[1], JSONResponse({"success": True, "message": "success", "memory_usage": [usage]}))
+
+    async def handle_set_feedback_request(self: ChatStream, request: Request, opts: dict | None = None) -> Response:
+        """Accept ``{"message_id": str, ...}`` (like/dislike...) and pass it to ``opts["on_feedback_received"]``."""
+        auth = await self._authorize(request, "set_feedback")
+        if isinstance(auth, Response):
+            return auth
+        data = await self._read_json(request)
+        if isinstance(data, Response):
+            return self._respond(auth[1], data)
+        if not isinstance(data.get("message_id"), str):
+            return self._respond(auth[1], error_response(400, "bad_feedback", self.eloc.t("bad_feedback")))
+        receiver = (opts or {}).get("on_feedback_received")
+        if receiver is not None:
+            await call_maybe_async(receiver, data)
+        return self._respond(auth[1], JSONResponse({"success": True, "message": "success"}))
+
+    async def handle_health_request(self: ChatStream, request: Request | None = None) -> Response:
+        """200 when ready to serve, 503 before ``start_queue_worker`` / after ``stop_queue_worker``."""
+        body = {"status": "ok" if self._ready else "starting", "name": self.name}
+        return JSONResponse(body, status_code=200 if self._ready else 503)
+
+    # -- web UI ------------------------------------------------------------------------------------
+
+    async def index(self: ChatStream, request: Any = None, response: Any = None, opts: dict | None = None) -> Response:
+        """The chat page (0.3 called this with ``(request, response, opts)`` or ``(response, opts=...)``)."""
+        return await self._asset(request, "webui_index", lambda: page_response((opts or {}).get("ui_init_params")))
+
+    async def js(self: ChatStream, request: Any = None, response: Any = None) -> Response:
+        return await self._asset(request, "webui_js", lambda: asset_response("chatstream.js"))
+
+    async def css(self: ChatStream, request: Any = None, response: Any = None) -> Response:
+        return await self._asset(request, "webui_css", lambda: asset_response("chatstream.css"))
+
+    async def _asset(self: ChatStream, request: Any, api_name: str, make: Callable[[], Response]) -> Response:
+        if isinstance(request, Request):
+            auth = await self._authorize(request, api_name)
+            if isinstance(auth, Response):
+                return auth
+            return self._respond(auth[1], make())
+        return make()
+

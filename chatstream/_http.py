@@ -1,0 +1,126 @@
+"""HTTP pieces shared by ChatStream and the request handlers: body reading, validation, responses."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from .locale import Locale
+
+FINISH_TOKEN = "<::EOS::>"
+MESSAGE_ID_HEADER = "X-ChatStream-Last-Generated-Message-Id"
+DEV_TOOL_HEADER = "X-ChatStream-API-DevTool-Enabled"
+STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+def error_response(status_code: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A JSON error: ``{"success": false, "error": <code>, "detail": <what to do>}``."""
+    return JSONResponse({"success": False, "error": error, "detail": detail}, status_code, headers=headers)
+
+
+async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
+    """Call a callback that may be a plain function or a coroutine function."""
+    result = func(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class ChatStreamingResponse(StreamingResponse):
+    """A text/plain stream that runs its close callbacks however it ends, even when never iterated."""
+
+    media_type = "text/plain"
+
+    def __init__(self, content: AsyncIterable[str], headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(content, headers={**STREAM_HEADERS, **(headers or {})})
+        self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
+
+    def add_close_callback(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._close_callbacks.append(callback)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for callback in self._close_callbacks:
+                    await callback()
+
+    @classmethod
+    def adopt(cls, response: StreamingResponse) -> ChatStreamingResponse:
+        """Wrap a plain StreamingResponse (from a 0.3-style custom handler) so it gets close callbacks."""
+        if isinstance(response, cls):
+            return response
+        adopted = cls(response.body_iterator)
+        adopted.status_code = response.status_code
+        adopted.raw_headers = [*response.raw_headers]
+        adopted.background = response.background
+        for key, value in STREAM_HEADERS.items():
+            if key.lower() not in adopted.headers:
+                adopted.headers[key] = value
+        return adopted
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is (or announces itself) larger than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return when the client goes away (the body must already be read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def parse_json_object(body: bytes | str, loc: Locale) -> dict | JSONResponse:
+    """The body as a JSON object, or a 400 saying what is wrong with it."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        return error_response(400, "malformed_json", loc.t("malformed_json", reason=str(error)))
+    if not isinstance(data, dict):
+        return error_response(400, "body_not_object", loc.t("body_not_object", kind=type(data).__name__))
+    return data
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    user_input: str | None
+    regenerate: bool
+
+
+def parse_chat_request(body: bytes | str, loc: Locale) -> ChatRequest | JSONResponse:
+    """``{"user_input": str, "regenerate": bool}`` checked; user_input may be left out only to regenerate."""
+    data = parse_json_object(body, loc)
+    if isinstance(data, JSONResponse):
+        return data
+    regenerate = data.get("regenerate", False)
+    if not isinstance(regenerate, bool):
+        return error_response(400, "regenerate_not_bool", loc.t("regenerate_not_bool", value=json.dumps(regenerate)))
+    user_input = data.get("user_input")
+    if user_input is None and not regenerate:
+        return error_response(400, "missing_user_input", loc.t("missing_user_input"))
+    if user_input is not None and not isinstance(user_input, str):
+        kind = type(user_input).__name__
+        return error_response(400, "user_input_not_string", loc.t("user_input_not_string", kind=kind))
+    return ChatRequest(user_input, regenerate)

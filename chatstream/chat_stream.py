@@ -1,0 +1,399 @@
+"""ChatStream: the class a FastAPI app embeds to stream chat answers under load control.
+
+    chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cuda")
+    app = FastAPI(lifespan=chat_stream.lifespan)          # or the 0.3 startup hook, see README
+    chat_stream.append_apis(app, {"all": True})            # or your own routes calling the handlers
+
+A chat request is checked (role, body, JSON) and admitted or refused before the first byte is sent:
+4xx, 429 with ``Retry-After`` (``too_many_request_as_http_error=True``) or the 0.3 in-band
+``{"error": "too_many_requests"}``. Admitted requests run in arrival order, at most
+``num_of_concurrent_executions`` at once; a client that leaves while queued or streaming frees its
+place at once. The model runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from . import api as _api
+from ._endpoints import EndpointsMixin
+from ._http import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEV_TOOL_HEADER,
+    FINISH_TOKEN,
+    ChatStreamingResponse,
+    call_maybe_async,
+    error_response,
+    parse_chat_request,
+    parse_json_object,
+    read_body,
+    wait_for_disconnect,
+)
+from .admission import Admission, Ticket
+from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
+from .chat_prompt_presets import ChatPromptChatML
+from .client_roles import SESSION_ROLE_KEY, ClientRole, ClientRoles
+from .device import resolve_device
+from .exceptions import ConfigurationError
+from .generation import ChatGenerator, GenerationParams
+from .locale import Locale
+from .mock_generator import ChatGeneratorMock
+from .request_handler import DISCONNECTED_BEFORE_STREAMING, AbstractRequestHandler, SimpleSessionRequestHandler
+from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore
+from .token_sampler import TokenSampler, TokenSamplerIsok
+
+DEFAULT_FINISH_TOKEN = FINISH_TOKEN
+_NO_FLUSH = {"bad_request", "rejected", DISCONNECTED_BEFORE_STREAMING}
+
+
+def _default_logger() -> logging.Logger:
+    logger = logging.getLogger("chatstream")
+    if not logger.handlers and not logging.getLogger().handlers:  # logging not configured: show warnings
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(name)s][%(levelname)s] %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+class ChatStream(EndpointsMixin):
+    """Streams a causal LM's chat answers to HTTP clients under load control (the 0.3 surface)."""
+
+    def __init__(
+        self,
+        name: str = "node:0",
+        model: Any = None,
+        tokenizer: Any = None,
+        num_gpus: int | None = None,
+        device: Any = None,
+        num_of_concurrent_executions: int = 2,
+        max_queue_size: int = 5,
+        too_many_request_as_http_error: bool = False,
+        use_mock_response: bool = False,
+        mock_params: dict | None = None,
+        chat_prompt_clazz: type[AbstractChatPrompt] | None = None,
+        max_new_tokens: int = 256,
+        context_len: int = 1024,
+        temperature: float = 1.0,
+        top_k: int | None = 50,
+        top_p: float | None = 1.0,
+        repetition_penalty: float | None = None,
+        repetition_penalty_method: str = "multiplicative",
+        add_special_tokens: bool | None = None,
+        request_handler: AbstractRequestHandler | None = None,
+        logger: logging.Logger | None = None,
+        locale: str | None = None,
+        client_roles: dict | None = None,
+        token_sampler: TokenSampler | None = None,
+        seed: int | None = None,
+        probe_mode_enabled: bool = False,
+        *,
+        probe_dir: Any = None,
+        probe_name: str | None = None,
+        probe_fidelity: Any = None,
+        chat_generator: Any = None,
+        session_secret: str | bytes | None = None,
+        session_store: SessionStore | None = None,
+        session_cookie_secure: bool = False,
+        max_request_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        retry_after_sec: int = 1,
+    ) -> None:
+        self.eloc = Locale(locale)
+        self.logger = logger or _default_logger()
+        self.name = name
+        self.admission = Admission(num_of_concurrent_executions, max_queue_size)
+        self.too_many_request_as_http_error = bool(too_many_request_as_http_error)
+        self.generation_params = GenerationParams(
+            max_new_tokens=max_new_tokens, context_len=context_len, temperature=temperature, top_k=top_k,
+            top_p=top_p, repetition_penalty=repetition_penalty, repetition_penalty_method=repetition_penalty_method,
+            add_special_tokens=add_special_tokens, seed=seed)
+        self.params = self.generation_params.to_dict()
+        self.device = resolve_device(device, num_gpus) if device is not None else None
+        self.num_gpus = num_gpus
+        if isinstance(max_request_body_bytes, bool) or not isinstance(max_request_body_bytes, int) \
+                or max_request_body_bytes < 1:
+            raise ConfigurationError(f"`max_request_body_bytes` (={max_request_body_bytes!r}) must be an integer >= 1.")
+        self.max_request_body_bytes = max_request_body_bytes
+        self.retry_after_sec = retry_after_sec
+        self.model, self.tokenizer = model, tokenizer
+        self.token_sampler = token_sampler or TokenSamplerIsok(seed=seed)
+        self.probe_recorder: Any = None
+        if probe_mode_enabled:
+            if use_mock_response or chat_generator is not None:
+                raise ConfigurationError("probe_mode_enabled records a real model; it cannot be combined with "
+                                         "use_mock_response or chat_generator.")
+            from .probe import start_probe
+
+            self.model, self.tokenizer, self.token_sampler, self.probe_recorder = start_probe(
+                model, tokenizer, self.token_sampler, parent_dir=probe_dir, name=probe_name,
+                fidelity=probe_fidelity, sampling=self.generation_params.to_dict())
+        if chat_generator is not None:
+            self.chat_generator = chat_generator
+        elif use_mock_response:
+            self.chat_generator = ChatGeneratorMock(
+                params=mock_params if mock_params is not None else {"type": "round"},
+                generation_params=self.generation_params)
+        else:
+            self.chat_generator = ChatGenerator(self.model, self.tokenizer, device, self.generation_params,
+                                                self.token_sampler, num_gpus)
+            self.device = self.chat_generator.device
+        self.chat_prompt_clazz = chat_prompt_clazz
+        self._prompt_factory, self._prompt_kwargs = self._prompt_class(chat_prompt_clazz)
+        self.new_chat_prompt()  # fail now, not on the first request, when the class cannot be built
+        self.client_roles = ClientRoles(client_roles)
+        self.sessions = SessionManager(session_store, session_secret, secure=session_cookie_secure,
+                                       logger=self.logger, random_secret_warning=self.eloc.t("random_secret"))
+        if request_handler is None:
+            request_handler = SimpleSessionRequestHandler()
+        if not isinstance(request_handler, AbstractRequestHandler):
+            raise ConfigurationError(f"`request_handler` must be an AbstractRequestHandler, got "
+                                     f"{type(request_handler).__name__}.")
+        self.request_handler = request_handler
+        request_handler.bind(self)
+        self._ready = False
+        self._limiter: tuple[Any, anyio.CapacityLimiter] | None = None
+        self.chat_prompt_for_single_user_on_console: AbstractChatPrompt | None = None
+
+    # -- construction helpers ----------------------------------------------------------------------
+
+    def _prompt_class(self, clazz: Any) -> tuple[Callable[..., AbstractChatPrompt], dict]:
+        if clazz is None:
+            if self.tokenizer is None:
+                return ChatPromptChatML, {}
+            clazz = ChatPromptFromTemplate
+        if not isinstance(clazz, type) or not issubclass(clazz, AbstractChatPrompt):
+            raise ConfigurationError(f"`chat_prompt_clazz` (={clazz!r}) must be a subclass of AbstractChatPrompt "
+                                     "(see chatstream.chat_prompt_presets), or None to use the tokenizer's template.")
+        kwargs = {"tokenizer": self.tokenizer} if issubclass(clazz, ChatPromptFromTemplate) else {}
+        return clazz, kwargs
+
+    def new_chat_prompt(self) -> AbstractChatPrompt:
+        return self._prompt_factory(**self._prompt_kwargs)
+
+    def chat_prompt_from_dict(self, data: dict) -> AbstractChatPrompt:
+        return self._prompt_factory.from_dict(data, **self._prompt_kwargs)
+
+    def prompt_in_session(self, session_data: dict) -> AbstractChatPrompt | None:
+        """The chat prompt kept in a session (live, or rebuilt from its saved JSON), or None."""
+        stored = session_data.get("chat_prompt")
+        if isinstance(stored, dict) and PROMPT_KEY in stored:
+            return self.chat_prompt_from_dict(stored[PROMPT_KEY])
+        return stored if isinstance(stored, AbstractChatPrompt) else None
+
+    def thread_limiter(self) -> anyio.CapacityLimiter:
+        """The worker threads generations run in (one per running slot), made per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._limiter is None or self._limiter[0] is not loop:
+            self._limiter = (loop, anyio.CapacityLimiter(self.admission.max_running))
+        return self._limiter[1]
+
+    def generation_params_for(self, session: HttpSession | None) -> GenerationParams:
+        """The server's parameters with the session's overrides applied."""
+        overrides = (session.data.get("generation_params") if session is not None else None) or {}
+        return self.generation_params.replace(**overrides) if overrides else self.generation_params
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready
+
+    async def start_queue_worker(self) -> None:
+        """Mark this ChatStream ready to serve (the 0.3 startup call). No worker task or signal handler is
+        needed: admission happens in the request itself."""
+        self._ready = True
+        self.logger.debug("ChatStream %s ready", self.name)
+
+    async def stop_queue_worker(self) -> None:
+        """Stop taking chat requests (503) and close the probe recorder, if any."""
+        self._ready = False
+        self.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """``FastAPI(lifespan=chat_stream.lifespan)`` or ``async with chat_stream.lifespan(): ...``."""
+        await self.start_queue_worker()
+        try:
+            yield
+        finally:
+            await self.stop_queue_worker()
+
+    def close(self) -> None:
+        if self.probe_recorder is not None:
+            self.probe_recorder.close()
+
+    # -- shared request steps ----------------------------------------------------------------------
+
+    async def _authorize(
+        self, request: Request, api_name: str
+    ) -> tuple[ClientRole | None, HttpSession | None] | Response:
+        """The request's role and session, or a 403."""
+        if self.client_roles.is_agent(request):
+            role, session = self.client_roles.agent_role(request), None
+        else:
+            session = await self.sessions.open(request)
+            role = self.client_roles.browser_role(session.data)
+        if api_name != "health" and (role is None or not role.allows(api_name)):
+            role_name = role.name if role is not None else "-"
+            self.logger.info("role %s denied %s", role_name, api_name)
+            return self._respond(session, error_response(403, "forbidden", self.eloc.t("forbidden", role=role_name,
+                                                                                      api=api_name)))
+        return role, session
+
+    def _respond(self, session: HttpSession | None, response: Response) -> Response:
+        self.sessions.attach(response, session)
+        return response
+
+    async def _read_json(self, request: Request) -> dict | Response:
+        body = await read_body(request, self.max_request_body_bytes)
+        if body is None:
+            detail = self.eloc.t("body_too_large", limit=self.max_request_body_bytes)
+            return error_response(413, "body_too_large", detail)
+        return parse_json_object(body or b"{}", self.eloc)
+
+    def _too_many_requests(self) -> Response:
+        stats = self.admission.stats()
+        detail = self.eloc.t("too_many_requests", running=stats["running"], waiting=stats["waiting"])
+        if self.too_many_request_as_http_error:
+            return JSONResponse({"success": False, "error": "too_many_requests", "detail": detail}, status_code=429,
+                                headers={"Retry-After": str(self.retry_after_sec)})
+        return JSONResponse({"error": "too_many_requests", "detail": detail})  # 0.3: in-band, status 200
+
+    async def _wait_for_slot(self, ticket: Ticket, request: Request) -> bool:
+        """Wait for the ticket's turn; False when the client went away first (its place is given up)."""
+        if ticket.granted:
+            return True
+        async with anyio.create_task_group() as group:
+            async def watch() -> None:
+                await wait_for_disconnect(request)
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            try:
+                await ticket.wait()
+            finally:
+                group.cancel_scope.cancel()
+        return ticket.granted
+
+    def _finisher(self, ticket: Ticket, callback: Callable | None) -> Callable:
+        done = False
+
+        async def finished(request: Request, message: str) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            ticket.release()
+            self.logger.debug("request finished: %s (load %s)", message, self.admission.stats())
+            if self.probe_recorder is not None and message not in _NO_FLUSH:
+                try:
+                    await anyio.to_thread.run_sync(self.probe_recorder.flush)
+                except Exception:
+                    self.logger.exception("probe recorder flush failed")
+            if callback is not None:
+                try:
+                    await call_maybe_async(callback, request, message)
+                except Exception:
+                    self.logger.exception("the finish callback raised")
+
+        return finished
+
+    # -- chat --------------------------------------------------------------------------------------
+
+    async def handle_chat_stream_request(self, request: Request, request_body: bytes | str | None = None,
+                                         callback: Callable | None = None) -> Response:
+        """Answer ``{"user_input": str, "regenerate": bool}`` with a text/plain stream (see the module doc)."""
+        auth = await self._authorize(request, "chat_stream")
+        if isinstance(auth, Response):
+            return auth
+        role, session = auth
+        respond = functools.partial(self._respond, session)
+        if not self._ready:
+            return respond(error_response(503, "not_ready", self.eloc.t("not_ready"), {"Retry-After": "1"}))
+        body = request_body if request_body is not None else await read_body(request, self.max_request_body_bytes)
+        if body is None or len(body) > self.max_request_body_bytes:
+            return respond(error_response(413, "body_too_large",
+                                          self.eloc.t("body_too_large", limit=self.max_request_body_bytes)))
+        parsed = parse_chat_request(body, self.eloc)
+        if isinstance(parsed, Response):
+            return respond(parsed)
+        if session is not None and parsed.user_input and not parsed.regenerate:
+            promoted = self.client_roles.role_for_phrase(parsed.user_input)
+            if promoted is not None:
+                return respond(await self._promote(session, promoted))
+        ticket = self.admission.try_enter()
+        if ticket is None:
+            return respond(self._too_many_requests())
+        finished = self._finisher(ticket, callback)
+        try:
+            if not await self._wait_for_slot(ticket, request):
+                await finished(request, DISCONNECTED_BEFORE_STREAMING)
+                return Response(status_code=499)
+            response = await self.request_handler.process_request(request, body, finished)
+        except Exception:
+            self.logger.exception("the request handler failed")
+            await finished(request, "unknown_error_occurred,while process_request")
+            return respond(error_response(500, "internal_server_error",
+                                          self.eloc.t("internal_error", doing="process_request")))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await finished(request, DISCONNECTED_BEFORE_STREAMING)
+            raise
+        if isinstance(response, StreamingResponse):
+            response = ChatStreamingResponse.adopt(response)
+            response.add_close_callback(lambda: finished(request, DISCONNECTED_BEFORE_STREAMING))
+            if role is not None and role.enable_dev_tool:
+                response.headers[DEV_TOOL_HEADER] = "true"
+        else:
+            await finished(request, "rejected")
+        return respond(response)
+
+    handle_starlette_request = handle_chat_stream_request  # the 0.2 name
+
+    async def _promote(self, session: HttpSession, role: ClientRole) -> Response:
+        await session.update(**{SESSION_ROLE_KEY: role.name})
+        self.logger.info("a browser client switched to role %s", role.name)
+        text = self.eloc.t("role_changed", role=role.name)
+
+        async def chunks() -> AsyncIterator[str]:
+            yield text + FINISH_TOKEN
+
+        response = ChatStreamingResponse(chunks())
+        if role.enable_dev_tool:
+            response.headers[DEV_TOOL_HEADER] = "true"
+        return response
+
+    async def handle_console_input(self, user_input: str) -> AsyncIterator[tuple[str, str, str]]:
+        """0.3 console chat: yields ``(response_text, updated_text, pos)``; one conversation per ChatStream."""
+        if self.chat_prompt_for_single_user_on_console is None:
+            self.chat_prompt_for_single_user_on_console = self.new_chat_prompt()
+        prompt = self.chat_prompt_for_single_user_on_console
+        prompt.add_requester_msg(user_input)
+        prompt.add_responder_msg(None)
+        iterator = iter(self.chat_generator.stream(prompt, self.generation_params))
+        sentinel, text, pos = object(), "", "begin"
+        while (delta := await anyio.to_thread.run_sync(next, iterator, sentinel)) is not sentinel:
+            text += delta
+            prompt.set_responder_last_msg(text)
+            yield text, delta, pos
+            pos = "mid"
+        yield text, "", "end"
+
+    # -- app wiring --------------------------------------------------------------------------------
+
+    def append_apis(self, app: Any, opts: dict | None = None) -> list[str]:
+        """Register this ChatStream's endpoints on ``app`` (see chatstream.api.append_apis)."""
+        return _api.append_apis(self, app, opts)
+
+    def append_middlewares(self, app: Any, opts: dict | None = None) -> None:
+        """Session settings and optional CORS (see chatstream.api.append_middlewares)."""
+        _api.append_middlewares(self, app, opts)

@@ -1,0 +1,138 @@
+"""Fingerprints of a model's weights, tokenizer and chat template, stored in each cassette's manifest.
+
+A fingerprint is a short ``sha256:`` string. The weights' one hashes the weight files' names and
+sizes (cheap on a 100 GB checkpoint); the tokenizer's hashes its files' contents (the chat template
+left out); the chat template's hashes the template text. ``fingerprint_model_dir`` reads a model
+directory without loading anything; ``fingerprint_loaded`` gives the same answers for a loaded
+model and tokenizer whose ``name_or_path`` is that directory, so a replayed cassette can tell
+whether the local model changed since it was recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
+    "special_tokens_map.json", "added_tokens.json", "tokenizer_config.json",
+)
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _weights(directory: Path) -> str | None:
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+                   and not p.name.startswith("training_args"))
+    if not files:
+        return None
+    return _digest("\n".join(f"{p.name}\t{p.stat().st_size}" for p in files).encode())
+
+
+def _tokenizer_config(directory: Path) -> dict | None:
+    path = directory / "tokenizer_config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _tokenizer(directory: Path) -> str | None:
+    h = hashlib.sha256()
+    found = False
+    for name in TOKENIZER_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        found = True
+        data = path.read_bytes()
+        if name == "tokenizer_config.json":  # its chat_template has a fingerprint of its own
+            config = _tokenizer_config(directory) or {}
+            config.pop("chat_template", None)
+            data = json.dumps(config, sort_keys=True).encode()
+        h.update(f"{name}\t{len(data)}\n".encode())
+        h.update(data)
+    return "sha256:" + h.hexdigest() if found else None
+
+
+def chat_template_fingerprint(template: Any) -> str | None:
+    """The fingerprint of a chat template (a string, or a dict of named templates), None for none."""
+    if not template:
+        return None
+    text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+    return _digest(text.encode())
+
+
+def _chat_template(directory: Path) -> str | None:
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return chat_template_fingerprint(jinja.read_text(encoding="utf-8"))
+    legacy = directory / "chat_template.json"
+    if legacy.is_file():
+        try:
+            return chat_template_fingerprint(json.loads(legacy.read_text(encoding="utf-8")).get("chat_template"))
+        except ValueError:
+            return None
+    return chat_template_fingerprint((_tokenizer_config(directory) or {}).get("chat_template"))
+
+
+def fingerprint_model_dir(path: str | os.PathLike) -> dict[str, str | None]:
+    """``{"weights", "tokenizer", "chat_template"}`` fingerprints of a local HF model directory.
+
+    Nothing is loaded; a part the directory lacks is None. Raises FileNotFoundError naming the path
+    when it is not a directory.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no model directory at {directory}")
+    return {
+        "weights": _weights(directory),
+        "tokenizer": _tokenizer(directory),
+        "chat_template": _chat_template(directory),
+    }
+
+
+def _local_dir(obj: Any) -> Path | None:
+    name = getattr(obj, "name_or_path", None) or getattr(getattr(obj, "config", None), "_name_or_path", None)
+    if isinstance(name, (str, os.PathLike)) and str(name) and Path(name).is_dir():
+        return Path(name)
+    return None
+
+
+def _parameters_fingerprint(model: Any) -> str | None:
+    named = getattr(model, "named_parameters", None)
+    if named is None:
+        return None
+    rows = [f"{n}\t{tuple(p.shape)}\t{p.dtype}" for n, p in named()]
+    return "params-" + _digest("\n".join(rows).encode()) if rows else None
+
+
+def _vocab_fingerprint(tokenizer: Any) -> str | None:
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    if get_vocab is None:
+        return None
+    return "vocab-" + _digest(json.dumps(sorted(get_vocab().items())).encode())
+
+
+def fingerprint_loaded(model: Any, tokenizer: Any) -> dict[str, str | None]:
+    """Fingerprints of a loaded model and tokenizer.
+
+    When they were loaded from a local directory, these equal ``fingerprint_model_dir`` of it
+    (except the chat template, taken from the tokenizer as it is now). Otherwise the weights'
+    fingerprint hashes parameter names, shapes and dtypes (``params-sha256:``) and the tokenizer's
+    its vocabulary (``vocab-sha256:``); those never equal a directory's.
+    """
+    model_dir, tokenizer_dir = _local_dir(model), _local_dir(tokenizer)
+    weights = _weights(model_dir) if model_dir else None
+    tokenizer_print = _tokenizer(tokenizer_dir) if tokenizer_dir else None
+    return {
+        "weights": weights or _parameters_fingerprint(model),
+        "tokenizer": tokenizer_print or _vocab_fingerprint(tokenizer),
+        "chat_template": chat_template_fingerprint(getattr(tokenizer, "chat_template", None)),
+    }

@@ -1,0 +1,370 @@
+"""Probe mode: recording proxies around a model, a tokenizer and a token sampler, and the recorder.
+
+Each proxy behaves like the object it wraps (same results, attributes passed through, ``isinstance``
+answers as for the wrapped object) and reports what passes through to a ``ProbeRecorder``, which
+writes it into a cassette directory, one segment per ``flush()``.
+
+A model forward is keyed by the whole token history it continues: the proxy tags the cache object a
+forward returns with that history, so the next forward given that cache knows its prefix. A sampler
+call is keyed by the history it got, the sampling parameters and the generator's seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import cassette as fmt
+from ._cassette_manifest import build_manifest
+from ._cassette_values import encode_value, normalize_arg
+from .exceptions import CassetteError, ConfigurationError
+from .token_sampler import TokenSamplerIsok
+
+CACHE_TAG = "_chatstream_probe_history"
+RECORDED_TOKENIZER_METHODS = (
+    "__call__", "encode", "decode", "batch_decode", "apply_chat_template", "tokenize",
+    "convert_ids_to_tokens", "convert_tokens_to_ids",
+)
+_RETURNS_SELF_ON_MODEL = ("to", "cuda", "cpu", "eval", "train", "half", "float", "bfloat16", "requires_grad_")
+
+
+class _CacheTag:
+    """The token history a cache object holds, and its running hash."""
+
+    __slots__ = ("hasher", "ids")
+
+    def __init__(self, ids: list[int], hasher: fmt.HistoryHasher) -> None:
+        self.ids = ids
+        self.hasher = hasher
+
+
+class _Proxy:
+    """Passes attribute reads and writes through to the wrapped object."""
+
+    __slots__ = ("_recorder", "_target")
+
+    def __init__(self, target: Any, recorder: ProbeRecorder) -> None:
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_recorder", recorder)
+
+    @property
+    def __class__(self) -> type:  # isinstance() sees the wrapped object's class, as with wrapt's proxies
+        return type(object.__getattribute__(self, "_target"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._target, name)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._target)
+
+    def __repr__(self) -> str:
+        return f"<recording {self._target!r}>"
+
+
+class RecordingModel(_Proxy):
+    """A model whose forwards (input ids, attention mask, the last position's logits) are recorded."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._recorder._forward(self._target, args, kwargs)
+
+    @property
+    def forward(self) -> Any:
+        real = self._target.forward
+
+        @functools.wraps(real)  # keeps the signature (the decode loop looks for `logits_to_keep`)
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return self._recorder._forward(real, args, kwargs)
+
+        return forward
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if name in _RETURNS_SELF_ON_MODEL and callable(value):
+
+            @functools.wraps(value)
+            def keep_proxy(*args: Any, **kwargs: Any) -> Any:
+                result = value(*args, **kwargs)
+                return self if result is self._target else result
+
+            return keep_proxy
+        return value
+
+
+class RecordingTokenizer(_Proxy):
+    """A tokenizer whose encode / ``__call__`` / ``apply_chat_template`` / decode calls are recorded."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._target(*args, **kwargs)
+        self._recorder._tokenizer_call("__call__", args, kwargs, result)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._target)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if name in RECORDED_TOKENIZER_METHODS and callable(value):
+
+            @functools.wraps(value)
+            def recorded(*args: Any, **kwargs: Any) -> Any:
+                result = value(*args, **kwargs)
+                self._recorder._tokenizer_call(name, args, kwargs, result)
+                return result
+
+            return recorded
+        return value
+
+
+class RecordingTokenSampler(_Proxy):
+    """A token sampler whose calls (logits, history, parameters, the token returned) are recorded."""
+
+    __slots__ = ()
+
+    def sample(self, logits: torch.Tensor, input_ids: torch.Tensor, params: Any,
+               generator: torch.Generator | None = None) -> int:
+        token = self._target.sample(logits, input_ids, params, generator)
+        self._recorder._sample(logits, input_ids, params, generator, token)
+        return token
+
+
+def _params_dict(params: Any) -> dict:
+    to_dict = getattr(params, "to_dict", None)
+    return dict(to_dict()) if callable(to_dict) else dict(vars(params))
+
+
+class ProbeRecorder:
+    """Records what passes through wrapped objects into ``cassette_dir`` (see docs/cassette-format.md).
+
+    ``fidelity`` is "compact" (default: top 64 logits in fp16 plus the sampled token's), "fp16" or
+    "exact". ``flush()`` writes what was recorded since the last flush as one crash-safe segment and
+    may be called from any thread; ``close()`` flushes and stops recording. The directory must not
+    already hold a cassette.
+    """
+
+    def __init__(self, cassette_dir: str | Path, fidelity: str = fmt.DEFAULT_FIDELITY,
+                 sampling: dict | None = None, extra_metadata: dict | None = None) -> None:
+        if fidelity not in fmt.FIDELITIES:
+            raise ConfigurationError(
+                f"`fidelity` (={fidelity!r}) must be one of {', '.join(map(repr, fmt.FIDELITIES))}; "
+                f"{fmt.DEFAULT_FIDELITY!r} keeps cassettes small enough for git."
+            )
+        self.path = Path(cassette_dir)
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise CassetteError(
+                f"{self.path} already exists and is not an empty directory; remove it or record into a "
+                "new directory (a cassette is never appended to)."
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.fidelity = fidelity
+        self.sampling = sampling
+        self.extra_metadata = extra_metadata
+        self.bytes_written = 0
+        self.segments_written = 0
+        self.closed = False
+        self._wrapped = False
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._seq = 0
+        self._next_segment = 1
+        self._forwards: list[dict] = []
+        self._samples: list[dict] = []
+        self._calls: list[dict] = []
+        self._seen_calls: set[str] = set()
+
+    def __enter__(self) -> ProbeRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wrap(self, model: Any, tokenizer: Any, token_sampler: Any = None) -> tuple[Any, Any, Any]:
+        """Return recording proxies for the three objects and write the manifest.
+
+        ``token_sampler`` None wraps a new ``TokenSamplerIsok`` (what ChatGenerator would use).
+        """
+        if self._wrapped:
+            raise CassetteError(f"this ProbeRecorder ({self.path}) already wraps a model; make one per cassette.")
+        self._wrapped = True
+        if token_sampler is None:
+            token_sampler = TokenSamplerIsok(seed=(self.sampling or {}).get("seed"))
+
+        manifest = build_manifest(model, tokenizer, token_sampler, self.fidelity, self.sampling,
+                                  self.extra_metadata)
+        with self._lock:
+            self.bytes_written += fmt.write_manifest(self.path, manifest)
+        return (RecordingModel(model, self), RecordingTokenizer(tokenizer, self),
+                RecordingTokenSampler(token_sampler, self))
+
+    # -- what the proxies report -------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _forward(self, call: Any, args: tuple, kwargs: dict) -> Any:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None or self.closed:
+            return call(*args, **kwargs)  # inputs_embeds cannot be keyed by ids; nothing to record
+        if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+            raise CassetteError(
+                f"probe mode records batch size 1 (the decode loop's); got input_ids of shape "
+                f"{tuple(input_ids.shape)}. Run batched calls on the unwrapped model."
+            )
+        past = kwargs.get("past_key_values", args[2] if len(args) > 2 else None)
+        prefix = self._prefix_of(past)
+        output = call(*args, **kwargs)
+        if prefix is None:
+            return output
+        new_ids = input_ids[0].tolist()
+        full = prefix.ids + new_ids
+        hasher = prefix.hasher.extend(new_ids)
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        mask_code = fmt.attention_mask_code(mask, len(full))
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        last = logits[:, -1, :]
+        stored = fmt.encode_logits(last[0], self.fidelity)
+        cache = getattr(output, "past_key_values", None)
+        if cache is not None:
+            try:
+                setattr(cache, CACHE_TAG, _CacheTag(full, hasher))
+            except (AttributeError, TypeError):
+                warnings.warn(f"probe mode cannot tag a {type(cache).__name__} cache; later steps of this "
+                              "generation are not recorded", RuntimeWarning, stacklevel=3)
+        entry = {"h": hasher.hexdigest(), "n": len(prefix.ids), "ids": new_ids, "m": mask_code, "logits": stored}
+        if prefix.ids:
+            entry["ph"] = prefix.hasher.hexdigest()
+        with self._lock:
+            entry["s"] = self._next_seq()
+            self._forwards.append(entry)
+        self._local.last_forward = (entry, last)  # holds `last` so its address cannot be reused
+        return output
+
+    def _prefix_of(self, past: Any) -> _CacheTag | None:
+        """The history a cache holds, or None (with a warning) when it is a cache probe mode never saw."""
+        if past is None:
+            return _CacheTag([], fmt.HistoryHasher())
+        length = past.get_seq_length() if hasattr(past, "get_seq_length") else None
+        tag = getattr(past, CACHE_TAG, None)
+        if isinstance(tag, _CacheTag) and (length is None or len(tag.ids) >= length):
+            if length is None or length == len(tag.ids):
+                return tag
+            ids = tag.ids[:length]  # the cache was cropped
+            return _CacheTag(ids, fmt.HistoryHasher().extend(ids))
+        if length == 0:
+            return _CacheTag([], fmt.HistoryHasher())
+        warnings.warn(f"probe mode got a {type(past).__name__} cache it did not see filled; this forward is "
+                      "not recorded", RuntimeWarning, stacklevel=4)
+        return None
+
+    def _sample(self, logits: torch.Tensor, input_ids: torch.Tensor, params: Any,
+                generator: torch.Generator | None, token: int) -> None:
+        if self.closed:
+            return
+        history = input_ids[0].tolist()
+        entry: dict[str, Any] = {
+            "h": fmt.history_hash(history), "n": len(history), "params": _params_dict(params),
+            "seed": generator.initial_seed() if generator is not None else None, "tok": int(token),
+        }
+        forward, last = getattr(self._local, "last_forward", (None, None))
+        if forward is not None and logits.data_ptr() == last.data_ptr() and logits.shape == last.shape:
+            entry["lf"] = forward["s"]
+            stored = forward["logits"]
+            if stored.indices is not None and not bool((stored.indices == token).any()):
+                entry["x"] = [int(token), float(logits[0, token].to(torch.float16))]
+        else:  # the sampler got logits that are not a forward's last position: keep them too
+            stored = fmt.encode_logits(logits[0], self.fidelity)
+            if stored.indices is not None and not bool((stored.indices == token).any()):
+                stored.extra[int(token)] = float(logits[0, token].to(torch.float16))
+            entry["logits"] = stored
+        with self._lock:
+            entry["s"] = self._next_seq()
+            self._samples.append(entry)
+
+    def _tokenizer_call(self, method: str, args: tuple, kwargs: dict, result: Any) -> None:
+        if self.closed:
+            return
+        entry = {"fn": method, "a": normalize_arg(list(args)), "kw": normalize_arg(kwargs),
+                 "out": encode_value(result)}
+        seen = fmt.canonical_json(entry)  # a tokenizer is deterministic: keep each distinct call once
+        with self._lock:
+            if seen in self._seen_calls:
+                return
+            self._seen_calls.add(seen)
+            entry["s"] = self._next_seq()
+            self._calls.append(entry)
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write everything recorded since the last flush as one segment; returns its size in bytes."""
+        with self._lock:
+            forwards, samples, calls = self._forwards, self._samples, self._calls
+            if not (forwards or samples or calls):
+                return 0
+            self._forwards, self._samples, self._calls = [], [], []
+            number = self._next_segment
+            self._next_segment += 1
+        packer = fmt.TensorPacker()
+        params_index: dict[str, int] = {}
+        params: list[dict] = []
+        out_forwards = []
+        for entry in forwards:
+            out = {k: v for k, v in entry.items() if k != "logits"}
+            out["lg"] = packer.add(entry["logits"])
+            out_forwards.append(out)
+        out_samples = []
+        for entry in samples:
+            key = fmt.canonical_json(entry["params"])
+            if key not in params_index:
+                params_index[key] = len(params)
+                params.append(entry["params"])
+            out = {k: v for k, v in entry.items() if k not in ("params", "logits")}
+            out["p"] = params_index[key]
+            if "logits" in entry:
+                out["lg"] = packer.add(entry["logits"])
+            out_samples.append(out)
+        kwargs_index: dict[str, int] = {}
+        out_calls = []
+        for entry in calls:  # decode calls repeat the same keyword arguments: keep them once per segment
+            key = fmt.canonical_json(entry["kw"])
+            out = {k: v for k, v in entry.items() if k != "kw"}
+            out["k"] = kwargs_index.setdefault(key, len(kwargs_index))
+            out_calls.append(out)
+        kwargs_table = [json.loads(k) for k in kwargs_index]
+        body = {"params": params, "kwargs": kwargs_table, "forwards": out_forwards, "samples": out_samples,
+                "calls": out_calls}
+        written = fmt.write_segment(self.path, number, body, packer)
+        with self._lock:
+            self.bytes_written += written
+            self.segments_written += 1
+        return written
+
+    def close(self) -> None:
+        """Flush and stop recording; the proxies keep working and record nothing more."""
+        if self.closed:
+            return
+        self.closed = True
+        self.flush()
+
+    @property
+    def stats(self) -> dict:
+        """Counts for reports: segments and bytes written, entries waiting for the next flush."""
+        with self._lock:
+            return {"path": str(self.path), "segments": self.segments_written, "bytes": self.bytes_written,
+                    "pending": len(self._forwards) + len(self._samples) + len(self._calls)}

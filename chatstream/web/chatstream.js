@@ -1,0 +1,199 @@
+// ChatStream chat page: streams answers from POST chat_stream (each chunk is the whole answer so far
+// followed by "<::EOS::>"), can stop, regenerate and clear, and shows refusals (429) and errors.
+(function () {
+  "use strict";
+
+  const FINISH = "<::EOS::>";
+  const configElement = document.getElementById("chatstream-config");
+  const config = configElement ? JSON.parse(configElement.textContent || "{}") : {};
+  const styleOpts = config.style_opts || {};
+
+  const $ = (id) => document.getElementById(id);
+  const messages = $("messages");
+  const input = $("input");
+  const sendButton = $("send");
+  const stopButton = $("stop");
+  const regenerateButton = $("regenerate");
+  const clearButton = $("clear");
+  const errorBox = $("error");
+  const form = $("composer");
+
+  if (styleOpts.button_label_stop_generating) stopButton.textContent = styleOpts.button_label_stop_generating;
+  if (styleOpts.button_label_regenerate) regenerateButton.textContent = styleOpts.button_label_regenerate;
+  if (styleOpts.label_input_placeholder) input.placeholder = styleOpts.label_input_placeholder;
+
+  let controller = null; // AbortController of the answer being streamed
+  let lastAnswer = null; // the last assistant bubble that belongs to the history
+
+  function showError(text) {
+    errorBox.textContent = text;
+    errorBox.hidden = false;
+  }
+
+  function hideError() {
+    errorBox.hidden = true;
+    errorBox.textContent = "";
+  }
+
+  function addMessage(role, text) {
+    const element = document.createElement("div");
+    element.className = "message " + role;
+    element.textContent = text;
+    messages.appendChild(element);
+    messages.scrollTop = messages.scrollHeight;
+    return element;
+  }
+
+  function setText(element, text, note) {
+    element.textContent = text;
+    if (note) {
+      const small = document.createElement("span");
+      small.className = "note";
+      small.textContent = note;
+      element.appendChild(small);
+    }
+    messages.scrollTop = messages.scrollHeight;
+  }
+
+  function setBusy(busy) {
+    sendButton.disabled = busy;
+    clearButton.disabled = busy;
+    stopButton.hidden = !busy;
+    regenerateButton.hidden = busy || lastAnswer === null || config.regenerate_enabled === false;
+  }
+
+  // The newest complete answer in what was received so far.
+  function latestAnswer(received) {
+    const end = received.lastIndexOf(FINISH);
+    if (end < 0) return null;
+    const start = received.lastIndexOf(FINISH, end - 1);
+    return received.slice(start < 0 ? 0 : start + FINISH.length, end);
+  }
+
+  async function describeRefusal(response) {
+    let body = {};
+    try { body = await response.json(); } catch (e) { /* not JSON */ }
+    if (response.status === 429 || body.error === "too_many_requests") {
+      return body.detail || "The server is busy right now. Please try again in a moment.";
+    }
+    return "Request failed (" + response.status + "): " + (body.detail || body.error || response.statusText);
+  }
+
+  // Send a message (or regenerate the last answer) and stream the answer into `bubble`.
+  async function ask(userInput, regenerate, bubble) {
+    hideError();
+    controller = new AbortController();
+    setBusy(true);
+    bubble.classList.add("pending");
+    let refused = null;
+    let text = "";
+    try {
+      const response = await fetch("chat_stream", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ user_input: userInput, regenerate: regenerate }),
+        signal: controller.signal,
+        credentials: "same-origin",
+      });
+      const type = response.headers.get("content-type") || "";
+      if (!response.ok || type.indexOf("application/json") >= 0) {
+        refused = await describeRefusal(response);
+        return false;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let received = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += decoder.decode(value, { stream: true });
+        const answer = latestAnswer(received);
+        if (answer !== null) {
+          text = answer;
+          setText(bubble, text);
+          // drop what was shown: the rest is the start of the next chunk
+          received = received.slice(received.lastIndexOf(FINISH) + FINISH.length);
+        }
+      }
+      setText(bubble, text);
+      return true;
+    } catch (error) {
+      if (error.name === "AbortError") {
+        setText(bubble, text, "(stopped)");
+        return true;
+      }
+      setText(bubble, text, "(interrupted)");
+      showError("The answer was interrupted: " + error.message);
+      return true;
+    } finally {
+      bubble.classList.remove("pending");
+      controller = null;
+      if (refused !== null) showError(refused);
+      bubble.dataset.refused = refused !== null ? "1" : "";
+      setBusy(false);
+    }
+  }
+
+  async function sendMessage() {
+    const userInput = input.value;
+    if (!userInput.trim() || controller) return;
+    input.value = "";
+    const question = addMessage("user", userInput);
+    const bubble = addMessage("assistant", "");
+    const accepted = await ask(userInput, false, bubble);
+    if (!accepted) { // refused: nothing was recorded, so take the message back
+      question.remove();
+      bubble.remove();
+      input.value = userInput;
+    } else {
+      lastAnswer = bubble;
+    }
+    setBusy(false);
+  }
+
+  async function regenerate() {
+    if (!lastAnswer || controller) return;
+    const previous = lastAnswer.textContent;
+    setText(lastAnswer, "");
+    const accepted = await ask(null, true, lastAnswer);
+    if (!accepted) setText(lastAnswer, previous);
+  }
+
+  async function clearContext() {
+    if (controller) return;
+    hideError();
+    try {
+      const response = await fetch("clear_context", { method: "POST", credentials: "same-origin" });
+      if (!response.ok) {
+        showError(await describeRefusal(response));
+        return;
+      }
+    } catch (error) {
+      showError("Could not clear the conversation: " + error.message);
+      return;
+    }
+    messages.textContent = "";
+    lastAnswer = null;
+    if (config.welcomeMessage) addMessage("assistant", config.welcomeMessage);
+    setBusy(false);
+  }
+
+  form.addEventListener("submit", (event) => { event.preventDefault(); sendMessage(); });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendMessage();
+    }
+  });
+  stopButton.addEventListener("click", () => { if (controller) controller.abort(); });
+  regenerateButton.addEventListener("click", regenerate);
+  clearButton.addEventListener("click", clearContext);
+
+  if (config.clearContextOnReload) {
+    clearContext();
+  } else if (config.welcomeMessage) {
+    addMessage("assistant", config.welcomeMessage);
+  }
+  setBusy(false);
+  input.focus();
+})();

@@ -1,0 +1,40 @@
+import contextlib
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+pytest_plugins = ["pytester"]  # the plugin tests run pytest in pytest
+
+
+@contextlib.contextmanager
+def run_server(app):
+    """Run ``app`` on uvicorn on a free loopback port in a thread; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="none", http="h11",
+                            timeout_graceful_shutdown=3, backlog=512)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+@pytest.fixture
+def serve():
+    """``base_url = serve(app)`` runs the app on a real loopback uvicorn server until the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda app: stack.enter_context(run_server(app))

@@ -1,0 +1,219 @@
+import asyncio
+
+import httpx
+import pytest
+from _serving_fakes import GatedGenerator
+from fastapi import FastAPI, Request
+from starlette.responses import StreamingResponse
+
+from chatstream.chat_prompt_presets import ChatPromptChatML
+from chatstream.chat_stream import ChatStream
+from chatstream.exceptions import ConfigurationError
+from chatstream.request_handler import AbstractRequestHandler, SimpleSessionRequestHandler
+
+
+class ListGenerator:
+    """Yields ``deltas``; raises after ``fail_after`` of them when set; records whether it was closed."""
+
+    def __init__(self, deltas, fail_after=None):
+        self.deltas, self.fail_after, self.closed = deltas, fail_after, 0
+
+    def stream(self, chat_prompt, params=None, should_stop=None):
+        try:
+            for i, delta in enumerate(self.deltas):
+                if self.fail_after is not None and i == self.fail_after:
+                    raise RuntimeError("boom")
+                yield delta
+        finally:
+            self.closed += 1
+
+
+def open_prompt(text="hi"):
+    prompt = ChatPromptChatML()
+    prompt.add_requester_msg(text)
+    prompt.add_responder_msg(None)
+    return prompt
+
+
+def handler_with(generator):
+    handler = SimpleSessionRequestHandler()
+    handler.chat_generator = generator
+    return handler
+
+
+async def collect(handler, prompt):
+    messages = []
+
+    async def finished(message):
+        messages.append(message)
+
+    chunks = [chunk async for chunk in handler.generate(prompt, finished)]
+    return chunks, messages
+
+
+async def test_generate_sends_the_whole_answer_so_far_each_time():
+    generator = ListGenerator(["Hel", "lo", " you"])
+    prompt = open_prompt()
+    chunks, messages = await collect(handler_with(generator), prompt)
+    assert chunks == ["Hel<::EOS::>", "Hello<::EOS::>", "Hello you<::EOS::>"]
+    assert messages == ["success"] and generator.closed == 1
+    assert prompt.get_responder_last_msg() == "Hello you"
+
+
+async def test_generate_applies_the_prompts_output_replacements():
+    class Replacing(ChatPromptChatML):
+        def get_replacement_when_output(self):
+            return [("<NL>", "\n")]
+
+    prompt = Replacing()
+    prompt.add_requester_msg("x")
+    prompt.add_responder_msg(None)
+    chunks, _ = await collect(handler_with(ListGenerator(["a<N", "L>b"])), prompt)
+    assert chunks[-1] == "a\nb<::EOS::>"
+
+
+async def test_generation_error_is_reraised_after_the_callback_and_close():
+    generator = ListGenerator(["a", "b", "c"], fail_after=2)
+    messages = []
+
+    async def finished(message):
+        messages.append(message)
+
+    chunks = []
+    with pytest.raises(RuntimeError, match="boom"):
+        async for chunk in handler_with(generator).generate(open_prompt(), finished):
+            chunks.append(chunk)
+    assert chunks == ["a<::EOS::>", "ab<::EOS::>"]
+    assert messages == ["unknown_error_occurred,while chat_generator.generate"] and generator.closed == 1
+
+
+async def test_cancelled_stream_closes_the_model_iterator_and_reports_a_disconnect():
+    generator = GatedGenerator()
+    messages = []
+
+    async def finished(message):
+        messages.append(message)
+
+    async def consume():
+        async for _ in handler_with(generator).generate(open_prompt(), finished):
+            pass
+
+    task = asyncio.create_task(consume())
+    while generator.active == 0:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert messages == ["client_disconnected_while_streaming"]
+    assert generator.active == 0, "the stop request reached the generator and its iterator was closed"
+
+
+def test_each_chat_stream_gets_its_own_default_handler_and_a_handler_serves_one():
+    first, second = ChatStream(use_mock_response=True), ChatStream(use_mock_response=True)
+    assert first.request_handler is not second.request_handler
+    shared = SimpleSessionRequestHandler()
+    ChatStream(use_mock_response=True, request_handler=shared)
+    with pytest.raises(ConfigurationError, match="another ChatStream"):
+        ChatStream(use_mock_response=True, request_handler=shared)
+    with pytest.raises(ConfigurationError, match="AbstractRequestHandler"):
+        ChatStream(use_mock_response=True, request_handler=object())
+
+
+async def started_app(**kwargs):
+    chat_stream = ChatStream(session_secret="0123456789abcdef-test", **kwargs)
+    app = FastAPI()
+    chat_stream.append_apis(app, {"all": True})
+    await chat_stream.start_queue_worker()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return chat_stream, client
+
+
+async def history(client):
+    data = (await client.get("/get_prompt")).json()
+    return [(c["role"], c["message"]) for c in data["history"]["chat_contents"]] if data["prompt"] else []
+
+
+async def test_two_requests_of_one_session_never_interleave():
+    gated = GatedGenerator(words=2)
+    _, client = await started_app(chat_generator=gated, num_of_concurrent_executions=2)
+    async with client:
+        await client.get("/get_load")  # gets the session cookie
+        first = asyncio.create_task(client.post("/chat_stream", json={"user_input": "one"}))
+        second = asyncio.create_task(client.post("/chat_stream", json={"user_input": "two"}))
+        await asyncio.sleep(0.2)
+        assert gated.started == ["one"], "the second turn waits for the first to finish"
+        gated.gate.set()
+        await asyncio.gather(first, second)
+        assert gated.peak == 1
+        assert await history(client) == [("user", "one"), ("assistant", "w0 w1"),
+                                         ("user", "two"), ("assistant", "w0 w1")]
+
+
+async def test_a_failed_turn_leaves_the_history_as_it_was():
+    generator = ListGenerator(["fine", " answer"])
+    chat_stream, client = await started_app(chat_generator=generator)
+    async with client:
+        assert (await client.post("/chat_stream", json={"user_input": "first"})).status_code == 200
+        before = await history(client)
+        generator.fail_after = 1
+        with pytest.raises(RuntimeError, match="boom"):
+            await client.post("/chat_stream", json={"user_input": "second"})
+        assert await history(client) == before == [("user", "first"), ("assistant", "fine answer")]
+        assert chat_stream.admission.stats()["running"] == 0
+        generator.fail_after = None
+        regenerated = await client.post("/chat_stream", json={"regenerate": True})
+        assert regenerated.text.endswith("fine answer<::EOS::>")
+        assert await history(client) == before
+
+
+async def test_regenerate_replaces_the_last_answer_and_needs_one():
+    chat_stream, client = await started_app(use_mock_response=True)
+    async with client:
+        refused = await client.post("/chat_stream", json={"regenerate": True})
+        assert refused.status_code == 400 and refused.json()["error"] == "nothing_to_regenerate"
+        await client.post("/chat_stream", json={"user_input": "q"})
+        chat_stream.chat_generator.mock_type = "echo"
+        await client.post("/chat_stream", json={"user_input": "ignored", "regenerate": True})
+        assert await history(client) == [("user", "q"), ("assistant", "q")]
+
+
+async def test_a_03_style_custom_handler_still_works_and_frees_its_slot():
+    class EchoHandler(AbstractRequestHandler):
+        async def process_request(self, request, request_body, streaming_finished_callback):
+            prompt = self.chat_prompt_clazz()
+            prompt.add_requester_msg("custom")
+            prompt.add_responder_msg(None)
+
+            async def finished(message):
+                await streaming_finished_callback(request, message)
+
+            return StreamingResponse(self.generate(prompt, finished), media_type="text/plain")
+
+    chat_stream, client = await started_app(use_mock_response=True, mock_params={"type": "echo"},
+                                            request_handler=EchoHandler())
+    async with client:
+        response = await client.post("/chat_stream", json={"user_input": "x"})
+    assert response.text.endswith("custom<::EOS::>")
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert chat_stream.admission.stats()["running"] == 0
+
+
+async def test_a_handler_that_raises_gets_a_500_and_frees_its_slot():
+    class Broken(AbstractRequestHandler):
+        async def process_request(self, request, request_body, streaming_finished_callback):
+            raise KeyError("oops")
+
+    messages = []
+    chat_stream = ChatStream(use_mock_response=True, request_handler=Broken(), session_secret="0123456789abcdef-t")
+    app = FastAPI()
+
+    @app.post("/chat_stream")
+    async def stream_api(request: Request):
+        return await chat_stream.handle_chat_stream_request(request, callback=lambda r, m: messages.append(m))
+
+    await chat_stream.start_queue_worker()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        response = await client.post("/chat_stream", json={"user_input": "x"})
+    assert response.status_code == 500 and response.json()["error"] == "internal_server_error"
+    assert chat_stream.admission.stats()["running"] == 0
+    assert messages == ["unknown_error_occurred,while process_request"]
