@@ -1,46 +1,70 @@
-"""ChatStream: stream a HuggingFace causal LM's chat answers over FastAPI, and test it with cassettes."""
+"""ChatStream: stream a HuggingFace causal LM's chat answers over FastAPI, and test it with cassettes.
 
-from .chat_prompt import AbstractChatPrompt, ChatContent, ChatPromptFromTemplate
-from .chat_prompt_presets import (
-    ChatPromptChatML,
-    ChatPromptRinnaJapaneseGPTNeoxInst,
-    ChatPromptTogetherRedPajamaINCITEChat,
-)
-from .detokenizer import StreamingDetokenizer
-from .exceptions import (
-    CassetteError,
-    CassetteFormatError,
-    CassetteMiss,
-    CassetteNotFound,
-    ChatStreamError,
-    ConfigurationError,
-    PromptTooLongError,
-)
-from .generation import ChatGenerator, GenerationParams
-from .sampling import SamplingParams
-from .token_sampler import TokenSampler, TokenSamplerIsok
+Names are imported on first use (PEP 562), so ``import chatstream`` (and the pytest plugin, which
+every pytest run loads) does not pay for torch and transformers until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.4.0.dev0"
 
-__all__ = [
-    "AbstractChatPrompt",
-    "CassetteError",
-    "CassetteFormatError",
-    "CassetteMiss",
-    "CassetteNotFound",
-    "ChatContent",
-    "ChatGenerator",
-    "ChatPromptChatML",
-    "ChatPromptFromTemplate",
-    "ChatPromptRinnaJapaneseGPTNeoxInst",
-    "ChatPromptTogetherRedPajamaINCITEChat",
-    "ChatStreamError",
-    "ConfigurationError",
-    "GenerationParams",
-    "PromptTooLongError",
-    "SamplingParams",
-    "StreamingDetokenizer",
-    "TokenSampler",
-    "TokenSamplerIsok",
-    "__version__",
-]
+_EXPORTS: dict[str, str] = {
+    "AbstractChatPrompt": "chat_prompt",
+    "AbstractRequestHandler": "request_handler",
+    "CassetteError": "exceptions",
+    "CassetteFormatError": "exceptions",
+    "CassetteMiss": "exceptions",
+    "CassetteNotFound": "exceptions",
+    "ChatContent": "chat_prompt",
+    "ChatGenerator": "generation",
+    "ChatGeneratorMock": "mock_generator",
+    "ChatPromptChatML": "chat_prompt_presets",
+    "ChatPromptFromTemplate": "chat_prompt",
+    "ChatPromptRinnaJapaneseGPTNeoxInst": "chat_prompt_presets",
+    "ChatPromptTogetherRedPajamaINCITEChat": "chat_prompt_presets",
+    "ChatStream": "chat_stream",
+    "ChatStreamError": "exceptions",
+    "ConfigurationError": "exceptions",
+    "GenerationParams": "generation",
+    "MemorySessionStore": "sessions",
+    "MockCache": "replay",
+    "MockModel": "replay",
+    "MockTokenSampler": "replay",
+    "MockTokenizer": "replay",
+    "MockTransformer": "replay",
+    "ProbeRecorder": "recording",
+    "PromptTooLongError": "exceptions",
+    "SamplingParams": "sampling",
+    "SessionStore": "sessions",
+    "SimpleSessionRequestHandler": "request_handler",
+    "StreamingDetokenizer": "detokenizer",
+    "TokenSampler": "token_sampler",
+    "TokenSamplerIsok": "token_sampler",
+    "VerifyResult": "verify",
+    "bundled_model_path": "bundled",
+    "client_role_free_access": "client_roles",
+    "compare_cassettes": "verify",
+    "create_app": "app",
+    "fingerprint_model_dir": "fingerprint",
+    "load_cassette": "cassette",
+    "start_probe": "probe",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chatstream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
