@@ -1,1 +1,472 @@
-"""pytest surface of pytest_chatstream (options, markers, fixtures, hooks); filled in by the plugin work."""
+"""The pytest surface of pytest_chatstream: options, ini options, marker, fixtures and hooks.
+
+Plain ``pytest`` replays each test's cassette; ``pytest --probe`` records them with the live model,
+``--probe=missing`` records only the absent ones and ``--probe=verify`` compares the live model with
+them. Everything that does not need pytest lives in the ``_``-modules beside this one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._errors import cassette_not_found, configuration_error, is_configuration_error
+from ._paths import default_cassette_relpath, named_cassette_relpath, relpath_or_abs
+from ._report import Report, cassettes_on_disk
+from ._session import (
+    CassetteRun,
+    StaleCassetteWarning,
+    missing_message,
+    recorded_by,
+    replay_transformer,
+    stale_message,
+    stale_parts,
+)
+from ._settings import FIDELITIES, PROBE_CHOICES, Action, Mode, Settings, decide_action, resolve_settings
+from ._staging import ClaimBoard
+
+MARKER = "chatstream_cassette"
+USES_CASSETTE = "mock_transformer"  # every cassette-backed fixture depends on this one
+
+SETTINGS = pytest.StashKey[Settings]()
+REPORT = pytest.StashKey[Report]()
+RUN_ID = pytest.StashKey[str]()
+FINGERPRINTS = pytest.StashKey[dict]()
+ITEM_CASSETTE = pytest.StashKey[str]()
+ITEM_RUN = pytest.StashKey[CassetteRun]()
+ITEM_PASSED = pytest.StashKey[bool]()
+ITEM_PROBLEM = pytest.StashKey[str]()
+
+
+# -- options --------------------------------------------------------------------------------------------
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chatstream", "ChatStream cassettes (replayed by default; recorded with --probe)")
+    group.addoption(
+        "--probe", action="store", nargs="?", const="all", default=None, choices=PROBE_CHOICES,
+        metavar="MODE",
+        help="run the live model: 'all' (the default of a bare --probe) re-records every cassette, "
+             "'missing' records absent ones, 'verify' compares with the cassettes and writes nothing. "
+             "Put it after the test paths, or write --probe=all.",
+    )
+    group.addoption("--probe-model", default=None, metavar="PATH",
+                    help="local HF model directory to record from (ini: chatstream_model_path).")
+    group.addoption("--probe-device", default=None, metavar="DEVICE",
+                    help="device of the live model (ini: chatstream_device; default cuda when available, else cpu).")
+    group.addoption("--probe-fidelity", default=None, choices=FIDELITIES,
+                    help="logits kept by recording (ini: chatstream_fidelity; default compact).")
+    group.addoption("--probe-report", default=None, metavar="PATH",
+                    help="JSON report of --probe=verify (ini: chatstream_verify_report).")
+    group.addoption("--chatstream-unused", action="store_true", default=False,
+                    help="list the cassettes on disk that no test of this run used.")
+    parser.addini("chatstream_cassette_dir", "cassette directory (default fixtures/cassettes under the rootdir)")
+    parser.addini("chatstream_model_path", "local HF model directory that --probe records from")
+    parser.addini("chatstream_device", "device of the live model under --probe (default cuda when available)")
+    parser.addini("chatstream_fidelity", "fidelity of recorded logits: compact (default), fp16 or exact")
+    parser.addini("chatstream_missing_cassette", "a test without its cassette: fail (default) or skip")
+    parser.addini("chatstream_verify_report", "JSON report path of --probe=verify "
+                                              "(default chatstream-verify-report.json under the rootdir)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(name=None, *, fidelity=None): use the named cassette <cassette_dir>/<name> (several "
+        "tests may share one; the first to run records it under --probe) and/or record it at a fidelity.",
+    )
+    try:
+        settings = resolve_settings(
+            probe=config.getoption("--probe"),
+            cli_model=config.getoption("--probe-model"),
+            cli_device=config.getoption("--probe-device"),
+            cli_fidelity=config.getoption("--probe-fidelity"),
+            cli_report=config.getoption("--probe-report"),
+            list_unused=config.getoption("--chatstream-unused"),
+            ini_cassette_dir=config.getini("chatstream_cassette_dir") or None,
+            ini_model=config.getini("chatstream_model_path") or None,
+            ini_device=config.getini("chatstream_device") or None,
+            ini_fidelity=config.getini("chatstream_fidelity") or None,
+            ini_missing=config.getini("chatstream_missing_cassette") or None,
+            ini_report=config.getini("chatstream_verify_report") or None,
+            invocation_dir=config.invocation_params.dir,
+            rootpath=config.rootpath,
+        )
+    except ValueError as error:  # a ConfigurationError names the bad option
+        if not is_configuration_error(error):
+            raise
+        raise pytest.UsageError(str(error)) from None
+    config.stash[SETTINGS] = settings
+    config.stash[REPORT] = Report(mode=settings.mode.value)
+    config.stash[FINGERPRINTS] = {}
+    workerinput = getattr(config, "workerinput", None)
+    config.stash[RUN_ID] = workerinput["chatstream_run_id"] if workerinput else uuid.uuid4().hex
+
+
+# -- xdist: one claim board per run, worker reports merged on the controller ------------------------------
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput["chatstream_run_id"] = node.config.stash[RUN_ID]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    data = getattr(node, "workeroutput", {}).get("chatstream")
+    if data:
+        node.config.stash[REPORT].merge(Report.from_json(data))
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+# -- which cassette a test uses -------------------------------------------------------------------------
+
+
+def cassette_relpath(item: pytest.Item) -> str:
+    """The test's cassette, relative to the cassette directory: the marker's name, else its node id's.
+
+    A project's ``pytest_chatstream_cassette_path`` hook may choose another path than the node id's;
+    a marker's name wins over it. Raises ConfigurationError for a name that is not usable.
+    """
+    marker = item.get_closest_marker(MARKER)
+    name = (marker.args[0] if marker.args else marker.kwargs.get("name")) if marker else None
+    if name is not None:
+        return named_cassette_relpath(name).as_posix()
+    module, _, tail = item.nodeid.partition("::")
+    default = default_cassette_relpath(module, tail).as_posix()
+    chosen = item.config.hook.pytest_chatstream_cassette_path(item=item, default=default)
+    return default if chosen is None else named_cassette_relpath(chosen).as_posix()
+
+
+def _uses_cassette(item: pytest.Item) -> bool:
+    return USES_CASSETTE in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k / -m deselect: every collected test's cassette is expected
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Note every collected test's cassette; a test whose cassette is unusable errors at its setup."""
+    report = config.stash[REPORT]
+    owners: dict[str, pytest.Item] = {}
+    modules: set[str] = set()
+    for item in items:
+        if not _uses_cassette(item):
+            continue
+        modules.add(default_cassette_relpath(item.nodeid.partition("::")[0], "").as_posix())
+        try:
+            rel = cassette_relpath(item)
+        except ValueError as error:
+            if not is_configuration_error(error):
+                raise
+            item.stash[ITEM_PROBLEM] = f"{item.nodeid}: {error}"
+            continue
+        owner = owners.setdefault(rel, item)
+        if owner is not item and item.get_closest_marker(MARKER) is None:
+            problem = (
+                f"{owner.nodeid} and {item.nodeid} would share the cassette {rel} (their names differ "
+                f"only in characters replaced in file names); give one of them "
+                f"@pytest.mark.{MARKER}('a-name')."
+            )
+            item.stash[ITEM_PROBLEM] = owner.stash[ITEM_PROBLEM] = problem
+    report.expected = sorted(set(report.expected) | set(owners))
+    report.collected_modules = sorted(set(report.collected_modules) | modules)
+
+
+# -- outcome bookkeeping ---------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    started = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        if ITEM_CASSETTE in item.stash:
+            report = item.config.stash[REPORT]
+            report.tests += 1
+            report.seconds += time.perf_counter() - started
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[ITEM_PASSED] = report.passed
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    run = item.stash.get(ITEM_RUN, None)
+    if run is None or run.action is not Action.VERIFY:
+        return (yield)
+    try:
+        result = yield
+    except BaseException:
+        _verify(item, run, fail=False)  # the test failed already; still report how the model diverged
+        raise
+    _verify(item, run, fail=True)
+    return result
+
+
+def _verify(item: pytest.Item, run: CassetteRun, fail: bool) -> None:
+    verdict = run.verify()
+    verdict["test"] = item.nodeid
+    verdict["cassette"] = item.stash[ITEM_CASSETTE]
+    item.config.stash[REPORT].verified[item.nodeid] = verdict
+    if fail and verdict.get("status") == "diverged":
+        pytest.fail(
+            f"the live model diverged from the cassette {verdict['cassette']} at step "
+            f"{verdict.get('first_divergent_step')}: recorded token {verdict.get('recorded_token')!r}, "
+            f"live token {verdict.get('live_token')!r}, largest logit difference "
+            f"{verdict.get('max_logit_diff')}. Re-record it with: pytest --probe {item.nodeid!r}",
+            pytrace=False,
+        )
+
+
+# -- the report ------------------------------------------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    report = config.stash[REPORT]
+    if _is_worker(config):
+        config.workeroutput["chatstream"] = report.to_json()
+        return
+    ClaimBoard.for_run(config.stash[RUN_ID]).remove()
+    settings = config.stash[SETTINGS]
+    if settings.mode is Mode.VERIFY and report.verified:
+        settings.verify_report.parent.mkdir(parents=True, exist_ok=True)
+        settings.verify_report.write_text(report.verify_json() + "\n", encoding="utf-8")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _is_worker(config):
+        return
+    settings, report = config.stash[SETTINGS], config.stash[REPORT]
+    if not report.tests and not settings.list_unused and not settings.live:
+        return
+    unused = None
+    if settings.list_unused:
+        whole_run = config.args_source is not pytest.Config.ArgsSource.ARGS
+        unused = report.unused(cassettes_on_disk(settings.cassette_dir), whole_run=whole_run)
+    terminalreporter.section("chatstream cassettes")
+    for line in report.lines(unused):
+        terminalreporter.write_line(line)
+    if settings.mode is Mode.VERIFY and report.verified:
+        terminalreporter.write_line(f"verify report: {settings.verify_report}")
+
+
+# -- fixtures --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chatstream_config() -> dict:
+    """Override point: ChatStream arguments (sampling, limits, prompt class, seed) for the fixtures."""
+    return {"seed": 0}
+
+
+@pytest.fixture(scope="session")
+def chatstream_live_model(pytestconfig: pytest.Config) -> tuple[Any, Any]:
+    """Override point: the live (model, tokenizer) under --probe, loaded from chatstream_model_path."""
+    settings = pytestconfig.stash[SETTINGS]
+    if not settings.live:
+        raise configuration_error(
+            "chatstream_live_model loads the live model, which only a --probe run does; "
+            "plain pytest replays cassettes with mock_transformer."
+        )
+    if settings.model_path is None:
+        raise configuration_error(
+            "--probe needs a model to record from; pass --probe-model PATH or set the ini option "
+            "chatstream_model_path to a local HF model directory."
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatstream.device import resolve_device
+
+    device = resolve_device(settings.device)
+    model = AutoModelForCausalLM.from_pretrained(settings.model_path).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
+    return model, tokenizer
+
+
+@pytest.fixture
+def chatstream_device(pytestconfig: pytest.Config) -> str:
+    """The torch device the fixtures run on: cpu in replay, --probe-device under --probe."""
+    settings = pytestconfig.stash[SETTINGS]
+    if not settings.live:
+        return "cpu"  # replay needs no accelerator
+    from chatstream.device import resolve_device
+
+    return str(resolve_device(settings.device))
+
+
+def _fingerprints(config: pytest.Config, model_path: Path) -> dict:
+    cache = config.stash[FINGERPRINTS]
+    if model_path not in cache:
+        from chatstream.fingerprint import fingerprint_model_dir
+
+        cache[model_path] = fingerprint_model_dir(model_path)
+    return cache[model_path]
+
+
+def _sampling_metadata(chatstream_config: dict) -> dict:
+    from chatstream.generation import GenerationParams
+
+    fields = GenerationParams.__dataclass_fields__
+    return {k: v for k, v in chatstream_config.items() if k in fields}
+
+
+@pytest.fixture
+def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) -> Iterator[Any]:
+    """The test's MockTransformer (replay), or a recording stand-in with the same getters under --probe."""
+    config, item = request.config, request.node
+    settings, report = config.stash[SETTINGS], config.stash[REPORT]
+    if ITEM_PROBLEM in item.stash:
+        raise configuration_error(item.stash[ITEM_PROBLEM])
+    rel = cassette_relpath(item)
+    cassette = settings.cassette_dir / rel
+    marker = item.get_closest_marker(MARKER)
+    fidelity = settings.fidelity_for(marker.kwargs.get("fidelity") if marker else None)
+    # The mode comes from the command line only (settings.mode); nothing else can make a test record.
+    action = decide_action(settings.mode, (cassette / "manifest.json").is_file())
+    if action is Action.VERIFY and recorded_by(cassette) not in (None, item.nodeid):
+        action = Action.REPLAY  # a shared cassette: the test that recorded it verifies it
+    board = ClaimBoard.for_run(config.stash[RUN_ID]) if action is Action.RECORD else None
+    if board is not None and not board.acquire_or_wait(cassette):
+        action = Action.REPLAY  # a shared cassette another test of this run has just recorded
+    item.stash[ITEM_CASSETTE] = rel
+
+    if action is Action.MISSING:
+        report.missing[rel] = item.nodeid
+        message = missing_message(item.nodeid, relpath_or_abs(cassette, config.rootpath))
+        if settings.missing == "skip":
+            pytest.skip(message)
+        raise cassette_not_found(message)
+
+    if action is Action.REPLAY:
+        transformer = replay_transformer(cassette)
+        _warn_if_stale(config, settings, cassette, transformer.manifest, item.nodeid)
+        report.add_replayed(rel, item.nodeid)
+        yield transformer
+        return
+
+    try:
+        model, tokenizer = request.getfixturevalue("chatstream_live_model")
+        run = CassetteRun(cassette, action, fidelity, sampling=_sampling_metadata(chatstream_config),
+                          extra_metadata={"test": item.nodeid})
+    except BaseException:
+        if board is not None:
+            board.release(cassette, recorded=False)  # let the next test that shares it record it
+        raise
+    item.stash[ITEM_RUN] = run
+    passed = False
+    try:
+        yield run.wrap(model, tokenizer, chatstream_config.get("token_sampler"))
+        passed = item.stash.get(ITEM_PASSED, False)
+    finally:
+        size = run.finish(passed)
+        if action is Action.RECORD:
+            board.release(cassette, recorded=size is not None)
+            if size is not None:
+                report.add_recorded(rel, size)
+            else:
+                report.not_written[rel] = item.nodeid
+
+
+def _warn_if_stale(config: pytest.Config, settings: Settings, cassette: Path, manifest: dict, nodeid: str) -> None:
+    if settings.model_path is None or not settings.model_path.is_dir():
+        return  # no local model to compare with (CI): nothing to say
+    changed = stale_parts(manifest, _fingerprints(config, settings.model_path))
+    if changed:
+        warnings.warn(StaleCassetteWarning(stale_message(cassette, changed, settings.model_path, nodeid)),
+                      stacklevel=2)
+
+
+@pytest.fixture
+def chatstream_model(mock_transformer: Any) -> Any:
+    """The model the test runs on: replayed from its cassette, or live and recorded under --probe."""
+    return mock_transformer.get_model()
+
+
+@pytest.fixture
+def chatstream_tokenizer(mock_transformer: Any) -> Any:
+    """The tokenizer the test runs on: replayed from its cassette, or live and recorded under --probe."""
+    return mock_transformer.get_tokenizer()
+
+
+@pytest.fixture
+def chatstream_token_sampler(mock_transformer: Any) -> Any:
+    """The token sampler the test runs on: replayed from its cassette, or live and recorded under --probe."""
+    return mock_transformer.get_token_sampler()
+
+
+@pytest.fixture
+def chatstream_factory(
+    chatstream_model: Any, chatstream_tokenizer: Any, chatstream_token_sampler: Any, chatstream_device: str,
+    chatstream_config: dict,
+) -> Callable[..., Any]:
+    """Build ChatStreams on the test's model, tokenizer and sampler: ``chatstream_factory(**overrides)``."""
+    from chatstream.chat_stream import ChatStream
+
+    def build(**overrides: Any) -> Any:
+        kwargs = {**chatstream_config, **overrides}
+        kwargs.update(model=chatstream_model, tokenizer=chatstream_tokenizer,
+                      token_sampler=chatstream_token_sampler, device=chatstream_device)
+        return ChatStream(**kwargs)
+
+    return build
+
+
+@pytest.fixture
+async def chat_stream(chatstream_factory: Callable[..., Any]) -> AsyncIterator[Any]:
+    """A ChatStream from chatstream_factory, started before the test and stopped after it (async)."""
+    stream = chatstream_factory()
+    async with stream.lifespan():
+        yield stream
+
+
+@pytest.fixture
+def chatstream_app(chatstream_factory: Callable[..., Any]) -> Any:
+    """Override point: the app the clients talk to; default: a FastAPI app with the standard routes."""
+    from fastapi import FastAPI
+
+    stream = chatstream_factory()
+    app = FastAPI(lifespan=stream.lifespan)
+    app.state.chat_stream = stream
+    stream.append_middlewares(app, {"fast_session": {"secret_key": secrets.token_urlsafe(16)}})
+    stream.append_apis(app, {"all": True})
+    return app
+
+
+@pytest.fixture
+async def chatstream_client(chatstream_app: Any) -> AsyncIterator[Any]:
+    """An httpx.AsyncClient on chatstream_app through ASGITransport, its lifespan running (async)."""
+    from ._asgi import asgi_client
+
+    async with asgi_client(chatstream_app) as client:
+        yield client
+
+
+@pytest.fixture
+def chatstream_sync_client(chatstream_app: Any) -> Iterator[Any]:
+    """A starlette TestClient on chatstream_app, its lifespan running, for plain ``def`` tests."""
+    from starlette.testclient import TestClient
+
+    with TestClient(chatstream_app) as client:
+        yield client

@@ -1,0 +1,167 @@
+"""What a run did with cassettes, mergeable across xdist workers, and the lines that summarise it.
+
+Only tests that were selected and ran are counted (a test is counted once its cassette fixture was
+set up). Cassettes are named by their path relative to the cassette directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ._settings import Mode
+
+CASSETTE_MARKER_FILES = ("manifest.json",)
+
+
+@dataclass
+class Report:
+    """One process's (or, merged, the whole run's) cassette activity."""
+
+    mode: str = Mode.REPLAY.value
+    replayed: dict[str, list[str]] = field(default_factory=dict)  # cassette -> test ids
+    recorded: dict[str, int] = field(default_factory=dict)  # cassette -> bytes written
+    not_written: dict[str, str] = field(default_factory=dict)  # cassette -> the failed test's id
+    missing: dict[str, str] = field(default_factory=dict)  # cassette -> test id
+    verified: dict[str, dict] = field(default_factory=dict)  # test id -> VerifyResult.to_dict() + "cassette"
+    expected: list[str] = field(default_factory=list)  # cassettes of every collected test
+    collected_modules: list[str] = field(default_factory=list)  # cassette dirs of collected modules
+    seconds: float = 0.0  # wall time of the tests that used a cassette
+    tests: int = 0  # how many such tests ran
+
+    # -- recording --------------------------------------------------------------------------------
+
+    def add_replayed(self, cassette: str, test: str) -> None:
+        self.replayed.setdefault(cassette, []).append(test)
+
+    def add_recorded(self, cassette: str, size: int) -> None:
+        self.recorded[cassette] = size
+
+    @property
+    def used(self) -> set[str]:
+        verified = {v["cassette"] for v in self.verified.values() if "cassette" in v}
+        return set(self.replayed) | set(self.recorded) | set(self.not_written) | verified
+
+    # -- xdist ------------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        return cls(**json.loads(text))
+
+    def merge(self, other: Report) -> None:
+        """Add a worker's report to this one."""
+        for cassette, tests in other.replayed.items():
+            self.replayed.setdefault(cassette, []).extend(tests)
+        self.recorded.update(other.recorded)
+        self.not_written.update(other.not_written)
+        self.missing.update(other.missing)
+        self.verified.update(other.verified)
+        self.expected = sorted(set(self.expected) | set(other.expected))
+        self.collected_modules = sorted(set(self.collected_modules) | set(other.collected_modules))
+        self.seconds += other.seconds
+        self.tests += other.tests
+
+    # -- summary ----------------------------------------------------------------------------------
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(self.recorded.values())
+
+    def unused(self, on_disk: list[str], whole_run: bool) -> list[str]:
+        """Cassettes on disk that no test of this run used.
+
+        A cassette that a collected test would use but that did not run (deselected, skipped) is not
+        unused. Outside the collected modules' directories a cassette is only judged when the run
+        collected the whole test suite (``whole_run``): a partial run cannot know who uses it.
+        """
+        keep = self.used | set(self.expected) | set(self.missing)
+        modules = [PurePosixPath(m) for m in self.collected_modules]
+        result = []
+        for cassette in on_disk:
+            if cassette in keep:
+                continue
+            path = PurePosixPath(cassette)
+            if whole_run or any(path.is_relative_to(m) for m in modules):
+                result.append(cassette)
+        return sorted(result)
+
+    def lines(self, unused: list[str] | None = None) -> list[str]:
+        """The session summary: one line per kind of activity, then the verify table."""
+        label = Mode(self.mode).label
+        out = [f"mode: {label}; {self.tests} test(s) used cassettes in {self.seconds:.2f} s"]
+        if self.replayed:
+            out.append(f"replayed: {len(self.replayed)} cassette(s)")
+        if self.recorded:
+            out.append(f"recorded: {len(self.recorded)} cassette(s), {format_size(self.bytes_written)} written")
+        if self.not_written:
+            out.append(f"not written (test failed, existing cassette kept): {len(self.not_written)}")
+            out += [f"  {c}  ({t})" for c, t in sorted(self.not_written.items())]
+        if self.missing:
+            out.append(f"missing: {len(self.missing)} cassette(s)")
+            out += [f"  {c}  ({t})" for c, t in sorted(self.missing.items())]
+        if self.verified:
+            out += self.verify_lines()
+        if unused is not None:
+            out.append(f"unused: {len(unused)} cassette(s) on disk that no test of this run used")
+            out += [f"  {c}" for c in unused]
+        return out
+
+    def verify_lines(self) -> list[str]:
+        """A count per status, then one row per test: where it first diverged and by how much."""
+        counts: dict[str, int] = {}
+        for result in self.verified.values():
+            counts[result.get("status", "?")] = counts.get(result.get("status", "?"), 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        out = [f"verified: {len(self.verified)} test(s): {summary}"]
+        header = ("test", "status", "step", "recorded", "live", "max|dlogit|")
+        rows = [header] + [
+            (test, str(r.get("status")), _cell(r.get("first_divergent_step")),
+             _token(r.get("recorded_token"), r.get("recorded_text")), _token(r.get("live_token"), r.get("live_text")),
+             _cell(r.get("max_logit_diff")))
+            for test, r in sorted(self.verified.items())
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        return out
+
+    def verify_json(self) -> str:
+        return json.dumps({"mode": self.mode, "cassettes": self.verified}, indent=2, sort_keys=True)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _token(token: int | None, text: str | None) -> str:
+    if token is None:
+        return "-"
+    return f"{token} {text!r}" if text is not None else str(token)
+
+
+def format_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def cassettes_on_disk(cassette_dir: Path) -> list[str]:
+    """Every cassette under ``cassette_dir`` (a directory holding a manifest), hidden ones excluded."""
+    if not cassette_dir.is_dir():
+        return []
+    found = []
+    for marker in CASSETTE_MARKER_FILES:
+        for manifest in cassette_dir.rglob(marker):
+            rel = manifest.parent.relative_to(cassette_dir)
+            if rel.parts and not any(part.startswith(".") for part in rel.parts):
+                found.append(rel.as_posix())
+    return sorted(set(found))

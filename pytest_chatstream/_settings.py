@@ -1,0 +1,145 @@
+"""The plugin's settings for one run, and what each test does with its cassette.
+
+Precedence, for every setting that several places can give: command line > ini option (or the
+``chatstream_config`` fixture) > marker > default. The mode is the exception: only the command line
+sets it, so no ini option, fixture or marker can turn a plain ``pytest`` run into one that loads a
+model or writes a cassette.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import configuration_error
+from ._paths import resolve_dir
+
+DEFAULT_CASSETTE_DIR = "fixtures/cassettes"
+DEFAULT_FIDELITY = "compact"
+DEFAULT_VERIFY_REPORT = "chatstream-verify-report.json"
+FIDELITIES = ("compact", "fp16", "exact")
+MISSING_ACTIONS = ("fail", "skip")
+
+
+class Mode(str, enum.Enum):
+    """What a run does with cassettes: ``replay`` (plain pytest) or one of the ``--probe`` modes."""
+
+    REPLAY = "replay"
+    ALL = "all"
+    MISSING = "missing"
+    VERIFY = "verify"
+
+    @property
+    def label(self) -> str:
+        return "replay" if self is Mode.REPLAY else f"probe={self.value}"
+
+
+class Action(str, enum.Enum):
+    """What one test does: replay its cassette, record it, run live and compare, or miss it."""
+
+    REPLAY = "replay"
+    RECORD = "record"
+    VERIFY = "verify"
+    MISSING = "missing"
+
+
+PROBE_CHOICES = (Mode.ALL.value, Mode.MISSING.value, Mode.VERIFY.value)
+
+
+def parse_probe(value: str | None) -> Mode:
+    """The mode from ``--probe`` (None when not given: replay; ``--probe`` alone is ``all``)."""
+    if value is None:
+        return Mode.REPLAY
+    if value not in PROBE_CHOICES:
+        raise configuration_error(
+            f"--probe={value!r} is not a probe mode; use --probe (same as --probe=all), "
+            "--probe=missing or --probe=verify."
+        )
+    return Mode(value)
+
+
+def decide_action(mode: Mode, cassette_exists: bool) -> Action:
+    """What a test does with its cassette under ``mode``."""
+    if mode is Mode.ALL:
+        return Action.RECORD
+    if mode is Mode.MISSING:
+        return Action.REPLAY if cassette_exists else Action.RECORD
+    if mode is Mode.VERIFY:
+        return Action.VERIFY if cassette_exists else Action.MISSING
+    return Action.REPLAY if cassette_exists else Action.MISSING
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the plugin needs to know about this run, resolved once at configure time."""
+
+    mode: Mode
+    cassette_dir: Path
+    model_path: Path | None
+    device: str | None
+    fidelity: str | None  # None: the marker's, else DEFAULT_FIDELITY
+    missing: str
+    verify_report: Path
+    list_unused: bool
+
+    @property
+    def live(self) -> bool:
+        """Whether this run may load the live model (only a --probe run)."""
+        return self.mode is not Mode.REPLAY
+
+    def fidelity_for(self, marker_fidelity: str | None) -> str:
+        # Precedence: command line / ini (already merged into self.fidelity) > marker > default.
+        fidelity = self.fidelity or marker_fidelity or DEFAULT_FIDELITY
+        _check_choice("fidelity", fidelity, FIDELITIES)
+        return fidelity
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise configuration_error(f"`{name}` (={value!r}) must be one of {', '.join(choices)}.")
+
+
+def resolve_settings(
+    *,
+    probe: str | None,
+    cli_model: str | None,
+    cli_device: str | None,
+    cli_fidelity: str | None,
+    cli_report: str | None,
+    list_unused: bool,
+    ini_cassette_dir: str | None,
+    ini_model: str | None,
+    ini_device: str | None,
+    ini_fidelity: str | None,
+    ini_missing: str | None,
+    ini_report: str | None,
+    invocation_dir: Path,
+    rootpath: Path,
+) -> Settings:
+    """Merge command line and ini values; command-line paths are relative to the invocation
+    directory, ini paths to the rootdir."""
+    # Precedence: command line > ini > default, written once here for every setting.
+    model_path = (
+        resolve_dir(cli_model, invocation_dir) if cli_model
+        else resolve_dir(ini_model, rootpath) if ini_model else None
+    )
+    fidelity = cli_fidelity or ini_fidelity or None
+    if fidelity is not None:
+        _check_choice("chatstream_fidelity", fidelity, FIDELITIES)
+    missing = ini_missing or "fail"
+    _check_choice("chatstream_missing_cassette", missing, MISSING_ACTIONS)
+    report = (
+        resolve_dir(cli_report, invocation_dir) if cli_report
+        else resolve_dir(ini_report or DEFAULT_VERIFY_REPORT, rootpath)
+    )
+    return Settings(
+        mode=parse_probe(probe),  # only the command line chooses the mode
+        cassette_dir=resolve_dir(ini_cassette_dir or DEFAULT_CASSETTE_DIR, rootpath),
+        model_path=model_path,
+        device=cli_device or ini_device or None,
+        fidelity=fidelity,
+        missing=missing,
+        verify_report=report,
+        list_unused=list_unused,
+    )

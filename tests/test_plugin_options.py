@@ -1,0 +1,137 @@
+"""The plugin's command-line and ini surface, run through pytester (no model involved)."""
+
+from __future__ import annotations
+
+import pytest
+
+# pytester's in-process runs drop the modules first imported inside them, and torch cannot be
+# imported twice in one process: import chatstream (and so torch) out here, once.
+import chatstream  # noqa: F401
+
+# Each run-the-tests case runs plainly and under xdist. pytest-benchmark, when installed, warns under
+# xdist, and warnings are errors in this repo.
+both = pytest.mark.parametrize("dist", [[], ["-n", "2", "-p", "no:benchmark"]], ids=["plain", "xdist"])
+
+NO_MODEL_TEST = """
+def test_uses_a_cassette(mock_transformer):
+    pass
+"""
+
+
+BASE_INI = "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini(BASE_INI)
+    return pytester
+
+
+def test_options_are_documented_in_one_group(project: pytest.Pytester) -> None:
+    result = project.runpytest("--help")
+    result.stdout.fnmatch_lines([
+        "ChatStream cassettes*",
+        "*--probe=[[]MODE[]]*",
+        "*--probe-model=PATH*",
+        "*--probe-device=DEVICE*",
+        "*--probe-fidelity=*",
+        "*--probe-report=PATH*",
+        "*--chatstream-unused*",
+    ])
+    result.stdout.fnmatch_lines(["*chatstream_cassette_dir*", "*chatstream_missing_cassette*"])
+
+
+def test_marker_is_registered(project: pytest.Pytester) -> None:
+    result = project.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.chatstream_cassette(name=None, *, fidelity=None)*"])
+
+
+def test_fixtures_show_one_line_docstrings(project: pytest.Pytester) -> None:
+    project.makepyfile("def test_x(): pass")
+    result = project.runpytest("--fixtures")
+    for name in ("chatstream_config", "chatstream_live_model", "mock_transformer", "chatstream_model",
+                 "chatstream_tokenizer", "chatstream_token_sampler", "chat_stream", "chatstream_app",
+                 "chatstream_client", "chatstream_sync_client", "chatstream_factory", "chatstream_device"):
+        result.stdout.fnmatch_lines([f"{name}*", "    *"])
+
+
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        ("chatstream_fidelity = tiny", "*`chatstream_fidelity` (='tiny') must be one of compact, fp16, exact*"),
+        ("chatstream_missing_cassette = ignore", "*`chatstream_missing_cassette` (='ignore')*fail, skip*"),
+    ],
+)
+def test_bad_ini_values_stop_the_run_with_a_usage_error(project: pytest.Pytester, ini: str, message: str) -> None:
+    project.makeini(BASE_INI + ini + "\n")
+    project.makepyfile(NO_MODEL_TEST)
+    result = project.runpytest()
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_unknown_probe_mode_is_refused(project: pytest.Pytester) -> None:
+    result = project.runpytest("--probe=replay")
+    result.stderr.fnmatch_lines(["*argument --probe: invalid choice: 'replay'*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_bad_marker_name_errors_that_test_only(project: pytest.Pytester) -> None:
+    project.makepyfile("""
+        import pytest
+
+        @pytest.mark.chatstream_cassette("../outside")
+        def test_escapes(mock_transformer):
+            pass
+
+        def test_other():
+            pass
+    """)
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ConfigurationError*test_escapes: chatstream_cassette marker*must stay inside*"])
+
+
+@both
+def test_two_tests_mapping_to_one_cassette_are_refused(project: pytest.Pytester, dist: list[str]) -> None:
+    project.makepyfile("""
+        import pytest
+
+        @pytest.mark.parametrize("x", ["a b", "a/b", "c"])
+        def test_same(mock_transformer, x):
+            pass
+    """)
+    result = project.runpytest(*dist)
+    result.assert_outcomes(errors=3)  # "c" has no cassette: it errors as missing
+    result.stdout.fnmatch_lines([
+        "*test_same?a b? and *test_same?a/b? would share the cassette *test_same_a_b_*"
+        "@pytest.mark.chatstream_cassette('a-name')*"
+    ])
+
+
+def test_a_conftest_hook_can_choose_cassette_paths(project: pytest.Pytester) -> None:
+    project.makeconftest("""
+        def pytest_chatstream_cassette_path(item, default):
+            return "by-hook/" + item.name if item.name.startswith("test_hooked") else None
+    """)
+    project.makepyfile("""
+        import pytest
+
+        def test_hooked(mock_transformer):
+            pass
+
+        def test_default(mock_transformer):
+            pass
+
+        @pytest.mark.chatstream_cassette("named")
+        def test_hooked_but_named(mock_transformer):
+            pass
+    """)
+    result = project.runpytest()
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines([
+        "missing: 3 cassette(s)",
+        "  by-hook/test_hooked  (*::test_hooked)",
+        "  named  (*::test_hooked_but_named)",
+        "  test_a_conftest_hook_can_choose_cassette_paths/test_default  (*::test_default)",
+    ])

@@ -1,0 +1,75 @@
+"""pytest_chatstream._report: counting, merging worker reports, unused cassettes, the summary lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pytest_chatstream._report import Report, cassettes_on_disk, format_size
+
+
+def _worker(n: int) -> Report:
+    report = Report(mode="missing", expected=[f"m/t{n}"], collected_modules=["m"], seconds=1.5, tests=2)
+    report.add_replayed(f"m/t{n}", f"m.py::t{n}")
+    report.add_replayed("shared", f"m.py::s{n}")
+    report.add_recorded(f"m/r{n}", 1000 * n)
+    return report
+
+
+def test_worker_reports_merge_through_json() -> None:
+    merged = Report(mode="missing")
+    for n in (1, 2):
+        merged.merge(Report.from_json(_worker(n).to_json()))
+    assert sorted(merged.replayed) == ["m/t1", "m/t2", "shared"]
+    assert merged.replayed["shared"] == ["m.py::s1", "m.py::s2"]
+    assert merged.recorded == {"m/r1": 1000, "m/r2": 2000} and merged.bytes_written == 3000
+    assert merged.expected == ["m/t1", "m/t2"] and merged.tests == 4 and merged.seconds == 3.0
+
+
+def test_unused_counts_only_what_no_test_of_the_run_used() -> None:
+    report = Report(expected=["m/deselected"], collected_modules=["m"])
+    report.add_replayed("m/used", "m.py::used")
+    on_disk = ["m/used", "m/deselected", "m/stale", "other/x", "named"]
+    assert report.unused(on_disk, whole_run=False) == ["m/stale"]  # other modules: not judged
+    assert report.unused(on_disk, whole_run=True) == ["m/stale", "named", "other/x"]
+
+
+def test_summary_lines_for_each_activity() -> None:
+    report = Report(mode="all", tests=3, seconds=2.0)
+    report.add_recorded("m/a", 2048)
+    report.not_written["m/b"] = "m.py::b"
+    report.missing["m/c"] = "m.py::c"
+    lines = report.lines(unused=["m/old"])
+    assert lines[0] == "mode: probe=all; 3 test(s) used cassettes in 2.00 s"
+    assert "recorded: 1 cassette(s), 2.0 KiB written" in lines
+    assert "  m/b  (m.py::b)" in lines and "  m/c  (m.py::c)" in lines
+    assert lines[-2:] == ["unused: 1 cassette(s) on disk that no test of this run used", "  m/old"]
+
+
+def test_verify_table_and_json() -> None:
+    report = Report(mode="verify")
+    report.verified["m.py::same"] = {"status": "identical", "cassette": "m/same", "max_logit_diff": 0.0}
+    report.verified["m.py::diff"] = {
+        "status": "diverged", "first_divergent_step": 3, "recorded_token": 17, "recorded_text": "cat",
+        "live_token": 99, "live_text": "dog", "max_logit_diff": 1.25, "cassette": "m/diff",
+    }
+    lines = report.verify_lines()
+    assert lines[0] == "verified: 2 test(s): 1 diverged, 1 identical"
+    assert lines[1].split() == ["test", "status", "step", "recorded", "live", "max|dlogit|"]
+    assert lines[2].split() == ["m.py::diff", "diverged", "3", "17", "'cat'", "99", "'dog'", "1.25"]
+    assert lines[3].split() == ["m.py::same", "identical", "-", "-", "-", "0"]
+    assert report.used == {"m/same", "m/diff"}
+    assert json.loads(report.verify_json())["cassettes"]["m.py::diff"]["first_divergent_step"] == 3
+
+
+def test_format_size() -> None:
+    assert [format_size(n) for n in (10, 1536, 3 * 1024 * 1024)] == ["10 B", "1.5 KiB", "3.0 MiB"]
+
+
+def test_cassettes_on_disk_skips_hidden_staging_dirs(tmp_path: Path) -> None:
+    for rel in ("a/t1", "a/b/t2", "a/.t3.recording-x", "named"):
+        (tmp_path / rel).mkdir(parents=True)
+        (tmp_path / rel / "manifest.json").write_text("{}")
+    (tmp_path / "a" / "not-a-cassette").mkdir()
+    assert cassettes_on_disk(tmp_path) == ["a/b/t2", "a/t1", "named"]
+    assert cassettes_on_disk(tmp_path / "absent") == []

@@ -1,0 +1,92 @@
+"""pytest_chatstream._settings: mode, precedence and the action each test takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatstream.exceptions import ConfigurationError
+from pytest_chatstream._settings import Action, Mode, decide_action, parse_probe, resolve_settings
+
+
+def _resolve(tmp_path: Path, **overrides: object):
+    values = dict(
+        probe=None, cli_model=None, cli_device=None, cli_fidelity=None, cli_report=None, list_unused=False,
+        ini_cassette_dir=None, ini_model=None, ini_device=None, ini_fidelity=None, ini_missing=None,
+        ini_report=None, invocation_dir=tmp_path / "cwd", rootpath=tmp_path / "root",
+    )
+    values.update(overrides)
+    return resolve_settings(**values)
+
+
+def test_defaults_replay_from_fixtures_cassettes(tmp_path: Path) -> None:
+    settings = _resolve(tmp_path)
+    assert settings.mode is Mode.REPLAY and not settings.live
+    assert settings.cassette_dir == tmp_path / "root" / "fixtures" / "cassettes"
+    assert settings.model_path is None and settings.device is None
+    assert settings.missing == "fail"
+    assert settings.fidelity_for(None) == "compact"
+
+
+def test_command_line_wins_over_ini_and_ini_over_marker(tmp_path: Path) -> None:
+    settings = _resolve(
+        tmp_path, cli_model="m-cli", ini_model="m-ini", cli_device="cpu", ini_device="cuda",
+        cli_fidelity="exact", ini_fidelity="fp16",
+    )
+    assert settings.model_path == tmp_path / "cwd" / "m-cli"  # CLI paths: from the invocation dir
+    assert settings.device == "cpu"
+    assert settings.fidelity_for("compact") == "exact"
+    ini_only = _resolve(tmp_path, ini_model="m-ini", ini_fidelity="fp16")
+    assert ini_only.model_path == tmp_path / "root" / "m-ini"  # ini paths: from the rootdir
+    assert ini_only.fidelity_for("exact") == "fp16"
+    assert _resolve(tmp_path).fidelity_for("exact") == "exact"  # the marker only when nothing else says
+
+
+def test_only_the_command_line_sets_the_mode(tmp_path: Path) -> None:
+    assert _resolve(tmp_path, probe="all").mode is Mode.ALL
+    assert _resolve(tmp_path, probe="verify").live
+
+
+@pytest.mark.parametrize(("value", "mode"), [(None, Mode.REPLAY), ("all", Mode.ALL), ("missing", Mode.MISSING)])
+def test_parse_probe(value: str | None, mode: Mode) -> None:
+    assert parse_probe(value) is mode
+
+
+def test_parse_probe_refuses_unknown_modes() -> None:
+    with pytest.raises(ConfigurationError, match=r"--probe='replay' .*--probe=missing"):
+        parse_probe("replay")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("ini_fidelity", "tiny", "chatstream_fidelity"),
+        ("ini_missing", "ignore", "chatstream_missing_cassette"),
+    ],
+)
+def test_bad_ini_values_are_named(tmp_path: Path, field: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        _resolve(tmp_path, **{field: value})
+
+
+def test_bad_marker_fidelity_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="fidelity"):
+        _resolve(tmp_path).fidelity_for("tiny")
+
+
+@pytest.mark.parametrize(
+    ("mode", "exists", "action"),
+    [
+        (Mode.REPLAY, True, Action.REPLAY),
+        (Mode.REPLAY, False, Action.MISSING),
+        (Mode.ALL, True, Action.RECORD),
+        (Mode.ALL, False, Action.RECORD),
+        (Mode.MISSING, True, Action.REPLAY),
+        (Mode.MISSING, False, Action.RECORD),
+        (Mode.VERIFY, True, Action.VERIFY),
+        (Mode.VERIFY, False, Action.MISSING),
+    ],
+)
+def test_decide_action(mode: Mode, exists: bool, action: Action) -> None:
+    assert decide_action(mode, exists) is action
