@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ._http import call_maybe_async, error_response
+from ._http import PARAM_ALIASES, call_maybe_async, error_response
 from ._webui import asset_response, page_response
 from .exceptions import ConfigurationError
 from .generation import GenerationParams
@@ -19,23 +19,29 @@ from .resource_usage import get_resource_usage
 
 if TYPE_CHECKING:
     from .chat_stream import ChatStream
+    from .sessions import HttpSession
 
 CLIENT_PARAMS = ("temperature", "top_k", "top_p", "repetition_penalty", "repetition_penalty_method",
                  "max_new_tokens", "seed")
-PARAM_ALIASES = {"top_k_value": "top_k", "top_p_value": "top_p"}  # the 0.3 names
 
 
 class EndpointsMixin:
     """Handlers for the secondary APIs; each checks the caller's role first."""
 
-    async def handle_clear_context_request(self: ChatStream, request: Request, request_body: Any = None,
-                                           callback: Callable | None = None) -> Response:
-        auth = await self._authorize(request, "clear_context")
+    async def _browser_session(self: ChatStream, request: Request, api_name: str) -> HttpSession | Response:
+        """The caller's session for an API that keeps something in it; a 403, or a 400 for agents."""
+        auth = await self._authorize(request, api_name)
         if isinstance(auth, Response):
             return auth
-        _, session = auth
-        if session is None:
+        if auth[1] is None:
             return error_response(400, "no_session", self.eloc.t("no_session"))
+        return auth[1]
+
+    async def handle_clear_context_request(self: ChatStream, request: Request, request_body: Any = None,
+                                           callback: Callable | None = None) -> Response:
+        session = await self._browser_session(request, "clear_context")
+        if isinstance(session, Response):
+            return session
         async with self.sessions.lock(session.session_id):  # waits for a running turn of this session
             await session.remove("chat_prompt")
         if callback is not None:
@@ -48,12 +54,9 @@ class EndpointsMixin:
         return public
 
     async def handle_set_generation_params_request(self: ChatStream, request: Request) -> Response:
-        auth = await self._authorize(request, "set_generation_params")
-        if isinstance(auth, Response):
-            return auth
-        _, session = auth
-        if session is None:
-            return error_response(400, "no_session", self.eloc.t("no_session"))
+        session = await self._browser_session(request, "set_generation_params")
+        if isinstance(session, Response):
+            return session
         data = await self._read_json(request)
         if isinstance(data, Response):
             return self._respond(session, data)

@@ -20,6 +20,7 @@ MESSAGE_ID_HEADER = "X-ChatStream-Last-Generated-Message-Id"
 DEV_TOOL_HEADER = "X-ChatStream-API-DevTool-Enabled"
 STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+PARAM_ALIASES = {"top_k_value": "top_k", "top_p_value": "top_p"}  # the 0.3 names of generation parameters
 
 
 def error_response(status_code: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -36,7 +37,13 @@ async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
 
 
 class ChatStreamingResponse(StreamingResponse):
-    """A text/plain stream that runs its close callbacks however it ends, even when never iterated."""
+    """A text/plain stream that closes its body and runs its close callbacks however it ends.
+
+    Closing the body (an async generator) right away matters when the client leaves while a chunk is
+    being sent: the generator is then suspended at a ``yield`` and would otherwise only be finalised
+    by the garbage collector, so its own clean-up (stop the model, save or roll back the history)
+    would run late. Close callbacks run even when the body was never iterated.
+    """
 
     media_type = "text/plain"
 
@@ -52,8 +59,13 @@ class ChatStreamingResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
-                for callback in self._close_callbacks:
-                    await callback()
+                try:
+                    close = getattr(self.body_iterator, "aclose", None)
+                    if close is not None:
+                        await close()
+                finally:
+                    for callback in self._close_callbacks:
+                        await callback()
 
     @classmethod
     def adopt(cls, response: StreamingResponse) -> ChatStreamingResponse:
@@ -90,6 +102,28 @@ async def wait_for_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+async def unless_disconnected(request: Request, wait: Callable[[], Awaitable[Any]]) -> bool:
+    """Await ``wait()`` unless the client goes away first (``wait()`` is then cancelled).
+
+    True when ``wait()`` completed. ``wait`` must be cancellation-safe (``asyncio.Lock.acquire``,
+    ``Ticket.wait``): a cancelled wait must leave nothing held.
+    """
+    completed = False
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            await wait_for_disconnect(request)
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            await wait()
+            completed = True
+        finally:
+            group.cancel_scope.cancel()
+    return completed
 
 
 def parse_json_object(body: bytes | str, loc: Locale) -> dict | JSONResponse:

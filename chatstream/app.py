@@ -69,7 +69,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def load() -> None:
             try:
-                loaded = await anyio.to_thread.run_sync(loader)
+                # abandon_on_cancel: stopping the server while a model loads must not wait for the load
+                loaded = await anyio.to_thread.run_sync(loader, abandon_on_cancel=True)
                 await loaded.start_queue_worker()
             except Exception as error:
                 logger.exception("could not load the model")
@@ -85,6 +86,8 @@ def create_app(
             yield
         finally:
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
             loaded = app.state.chat_stream
             app.state.chat_stream = None
             if loaded is not None:

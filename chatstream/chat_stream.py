@@ -37,7 +37,7 @@ from ._http import (
     parse_chat_request,
     parse_json_object,
     read_body,
-    wait_for_disconnect,
+    unless_disconnected,
 )
 from .admission import Admission, Ticket
 from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
@@ -54,6 +54,12 @@ from .token_sampler import TokenSampler, TokenSamplerIsok
 
 DEFAULT_FINISH_TOKEN = FINISH_TOKEN
 _NO_FLUSH = {"bad_request", "rejected", DISCONNECTED_BEFORE_STREAMING}
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"`{name}` (={value!r}) must be an integer >= {minimum}.")
+    return value
 
 
 def _default_logger() -> logging.Logger:
@@ -116,15 +122,17 @@ class ChatStream(EndpointsMixin):
             max_new_tokens=max_new_tokens, context_len=context_len, temperature=temperature, top_k=top_k,
             top_p=top_p, repetition_penalty=repetition_penalty, repetition_penalty_method=repetition_penalty_method,
             add_special_tokens=add_special_tokens, seed=seed)
-        self.params = self.generation_params.to_dict()
         self.device = resolve_device(device, num_gpus) if device is not None else None
         self.num_gpus = num_gpus
-        if isinstance(max_request_body_bytes, bool) or not isinstance(max_request_body_bytes, int) \
-                or max_request_body_bytes < 1:
-            raise ConfigurationError(f"`max_request_body_bytes` (={max_request_body_bytes!r}) must be an integer >= 1.")
-        self.max_request_body_bytes = max_request_body_bytes
-        self.retry_after_sec = retry_after_sec
+        self.max_request_body_bytes = _check_int("max_request_body_bytes", max_request_body_bytes, 1)
+        self.retry_after_sec = _check_int("retry_after_sec", retry_after_sec, 0)
         self.model, self.tokenizer = model, tokenizer
+        if token_sampler is not None and not callable(getattr(token_sampler, "sample", None)):
+            raise ConfigurationError(f"`token_sampler` must be a chatstream.TokenSampler (with a sample() method), "
+                                     f"got {type(token_sampler).__name__}; or None for TokenSamplerIsok.")
+        if chat_generator is not None and not callable(getattr(chat_generator, "stream", None)):
+            raise ConfigurationError(f"`chat_generator` must have a stream(chat_prompt, params, should_stop) method "
+                                     f"like chatstream.ChatGenerator, got {type(chat_generator).__name__}.")
         self.token_sampler = token_sampler or TokenSamplerIsok(seed=seed)
         self.probe_recorder: Any = None
         if probe_mode_enabled:
@@ -175,6 +183,13 @@ class ChatStream(EndpointsMixin):
                                      "(see chatstream.chat_prompt_presets), or None to use the tokenizer's template.")
         kwargs = {"tokenizer": self.tokenizer} if issubclass(clazz, ChatPromptFromTemplate) else {}
         return clazz, kwargs
+
+    @property
+    def params(self) -> dict:
+        """The server's generation parameters as a dict (0.3's ``chat_stream.params``, 0.3 names included)."""
+        params = self.generation_params.to_dict()
+        params.update(top_k_value=params["top_k"], top_p_value=params["top_p"])
+        return params
 
     def new_chat_prompt(self) -> AbstractChatPrompt:
         return self._prompt_factory(**self._prompt_kwargs)
@@ -253,12 +268,17 @@ class ChatStream(EndpointsMixin):
         self.sessions.attach(response, session)
         return response
 
-    async def _read_json(self, request: Request) -> dict | Response:
-        body = await read_body(request, self.max_request_body_bytes)
-        if body is None:
+    async def _read_body(self, request: Request, given: bytes | str | None = None) -> bytes | str | Response:
+        """The body (``given``, or read from the request), or a 413 when it is over the size limit."""
+        body = given if given is not None else await read_body(request, self.max_request_body_bytes)
+        if body is None or len(body) > self.max_request_body_bytes:
             detail = self.eloc.t("body_too_large", limit=self.max_request_body_bytes)
             return error_response(413, "body_too_large", detail)
-        return parse_json_object(body or b"{}", self.eloc)
+        return body
+
+    async def _read_json(self, request: Request) -> dict | Response:
+        body = await self._read_body(request)
+        return body if isinstance(body, Response) else parse_json_object(body or b"{}", self.eloc)
 
     def _too_many_requests(self) -> Response:
         stats = self.admission.stats()
@@ -270,19 +290,7 @@ class ChatStream(EndpointsMixin):
 
     async def _wait_for_slot(self, ticket: Ticket, request: Request) -> bool:
         """Wait for the ticket's turn; False when the client went away first (its place is given up)."""
-        if ticket.granted:
-            return True
-        async with anyio.create_task_group() as group:
-            async def watch() -> None:
-                await wait_for_disconnect(request)
-                group.cancel_scope.cancel()
-
-            group.start_soon(watch)
-            try:
-                await ticket.wait()
-            finally:
-                group.cancel_scope.cancel()
-        return ticket.granted
+        return ticket.granted or await unless_disconnected(request, ticket.wait)
 
     def _finisher(self, ticket: Ticket, callback: Callable | None) -> Callable:
         done = False
@@ -319,10 +327,9 @@ class ChatStream(EndpointsMixin):
         respond = functools.partial(self._respond, session)
         if not self._ready:
             return respond(error_response(503, "not_ready", self.eloc.t("not_ready"), {"Retry-After": "1"}))
-        body = request_body if request_body is not None else await read_body(request, self.max_request_body_bytes)
-        if body is None or len(body) > self.max_request_body_bytes:
-            return respond(error_response(413, "body_too_large",
-                                          self.eloc.t("body_too_large", limit=self.max_request_body_bytes)))
+        body = await self._read_body(request, request_body)
+        if isinstance(body, Response):
+            return respond(body)
         parsed = parse_chat_request(body, self.eloc)
         if isinstance(parsed, Response):
             return respond(parsed)

@@ -73,6 +73,8 @@ class ChatGeneratorMock:
         generation_params: GenerationParams | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if params is not None and not isinstance(params, dict):
+            raise ConfigurationError(f"`mock_params` (={params!r}) must be a dict such as {{'type': 'round'}}.")
         params = dict(params or {})
         if type in params:  # the 0.3 default was {type: "round"}, keyed by the builtin `type`
             params.setdefault("type", params.pop(type))

@@ -3,15 +3,17 @@
 ChatStream admits a request (capacity, role, input checks), then calls the handler's
 ``process_request(request, request_body, streaming_finished_callback)``, which returns the streaming
 response. ``AbstractRequestHandler.generate`` turns the blocking ``chat_generator.stream(...)`` into
-the 0.3 wire format (each chunk is the whole answer so far plus ``<::EOS::>``), one ``next()`` at a
-time in a worker thread, so a disconnect stops the generation within one decode step.
-``streaming_finished_callback(request, message)`` must be awaited exactly once however the request
-ends; it frees the request's running slot.
+the 0.3 wire format (each chunk is the whole answer so far plus ``<::EOS::>``) by running the
+iterator in a worker thread, so a disconnect stops the generation within one decode step (see
+``generate`` for the exact rule). ``streaming_finished_callback(request, message)`` must be awaited
+exactly once however the request ends; it frees the request's running slot.
 
 ``SimpleSessionRequestHandler`` (the default) keeps the chat prompt in the server-side session. It
 holds the session's lock from the moment it reads the history until the stream ends, and saves the
 history only when the turn completes (or the client stopped it, keeping the partial answer, as 0.3
-did); on an error the history is left as it was before the turn.
+did); on an error the history is left as it was before the turn. A second request of the same
+session waits for that lock while holding its running slot (it was admitted first); if its client
+leaves meanwhile, it gives the slot back at once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._http import FINISH_TOKEN, MESSAGE_ID_HEADER, ChatStreamingResponse, error_response, parse_chat_request
+from ._http import (
+    FINISH_TOKEN,
+    MESSAGE_ID_HEADER,
+    PARAM_ALIASES,
+    ChatStreamingResponse,
+    error_response,
+    parse_chat_request,
+    unless_disconnected,
+)
 from .chat_prompt import AbstractChatPrompt
 from .exceptions import ConfigurationError, PromptTooLongError
 from .generation import GenerationParams, build_input_ids
@@ -47,7 +57,7 @@ GENERATION_ERROR = "unknown_error_occurred,while chat_generator.generate"
 
 _DONE = object()
 # A worker-thread hop costs tens of microseconds, so steps faster than this share one hop; a step that
-# takes longer (any real model on a real device) still gets a hop of its own.
+# takes longer (any real model on a real device) still gets a hop of its own. See `generate`.
 _BATCH_SEC = 0.002
 
 
@@ -96,6 +106,16 @@ class AbstractRequestHandler(ABC):
         self.logger = chat_stream.logger
         self.eloc = chat_stream.eloc
 
+    def _generation_params(self, custom: GenerationParams | dict | None) -> GenerationParams | None:
+        if custom is None or isinstance(custom, GenerationParams):
+            return custom
+        if not isinstance(custom, dict):
+            raise ConfigurationError(f"`custom_generation_params` must be a GenerationParams, a dict or None, "
+                                     f"got {type(custom).__name__}.")
+        base = self.chat_stream.generation_params if self.chat_stream is not None else GenerationParams()
+        return base.replace(**{PARAM_ALIASES.get(key, key): value for key, value in custom.items()
+                               if value is not None})
+
     @abstractmethod
     async def process_request(
         self,
@@ -118,10 +138,26 @@ class AbstractRequestHandler(ABC):
         ``chat_generation_finished_callback`` gets "success", "client_disconnected_while_streaming" or
         "unknown_error_occurred,..." once, after the model's iterator is closed. A generation error
         is re-raised so the HTTP response ends abnormally instead of looking complete.
+        ``custom_generation_params`` is a GenerationParams, or a 0.3-style dict of overrides
+        (``{"temperature": ..., "top_k_value": ...}``, None values ignored) applied to ChatStream's.
+
+        The iterator runs in a worker thread, one *hop* at a time. A hop runs decode steps (``next()``
+        calls) until one returns after ``_BATCH_SEC`` (2 ms) from the hop's start, or the stop flag is
+        set: a step that takes 2 ms or more is always a hop of its own, faster steps share one so the
+        thread round trip does not dominate. When the client leaves, the event loop sets the stop
+        flag at once (it does not wait for the hop) and the generator also gets ``should_stop``, so
+        the model stops after the step it is in; the slot is given back only once that step ended, so
+        no more than ``num_of_concurrent_executions`` generations ever run.
         """
         generator = self.chat_generator
         stop = threading.Event()
-        iterator = iter(generator.stream(chat_prompt, custom_generation_params, should_stop=stop.is_set))
+        try:
+            params = self._generation_params(custom_generation_params)
+            iterator = iter(generator.stream(chat_prompt, params, should_stop=stop.is_set))
+        except Exception:
+            self.logger.exception(self.eloc.t("generation_failed", request_id=id(request) if request else "-"))
+            await chat_generation_finished_callback(GENERATION_ERROR)
+            raise
         limiter = self.chat_stream.thread_limiter() if self.chat_stream is not None else None
         replacements = chat_prompt.get_replacement_when_output()
         text, message = "", GENERATION_ERROR
@@ -145,7 +181,10 @@ class AbstractRequestHandler(ABC):
 
         try:
             while True:
-                deltas, ended, error = await anyio.to_thread.run_sync(step, limiter=limiter)
+                # abandon_on_cancel: a disconnect reaches the `finally` below (which sets the stop flag and
+                # then waits for the running step) without first waiting for the whole hop
+                deltas, ended, error = await anyio.to_thread.run_sync(step, limiter=limiter,
+                                                                      abandon_on_cancel=True)
                 for delta in deltas:
                     text += delta
                     shown = chat_prompt.replace_string(text, replacements) if replacements else text
@@ -169,7 +208,7 @@ class AbstractRequestHandler(ABC):
         finally:
             stop.set()
             with anyio.CancelScope(shield=True):
-                if not busy.acquire(blocking=False):  # a step still runs (plain asyncio cancel): let it end
+                if not busy.acquire(blocking=False):  # a hop still runs (the wait for it was cancelled)
                     await anyio.to_thread.run_sync(busy.acquire)
                 try:
                     close = getattr(iterator, "close", None)
@@ -210,8 +249,9 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             return parsed
         session = cs.sessions.current(request)
         lock = cs.sessions.lock(session.session_id) if session is not None else None
-        if lock is not None:
-            await lock.acquire()
+        if lock is not None and not await unless_disconnected(request, lock.acquire):
+            await streaming_finished_callback(request, DISCONNECTED_BEFORE_STREAMING)
+            return Response(status_code=499)  # nobody reads it: the client has gone
         try:
             if session is not None:
                 await session.reload()
@@ -220,8 +260,8 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             rejection = self._start_turn(prompt, parsed.user_input, parsed.regenerate)
             params = cs.generation_params_for(session)
             if rejection is None:
-                try:
-                    check_prompt_fits(self.chat_generator, prompt, params)
+                try:  # tokenizes the history (maybe several times): not on the event loop
+                    await anyio.to_thread.run_sync(check_prompt_fits, self.chat_generator, prompt, params)
                 except PromptTooLongError as error:
                     rejection = error_response(400, "input_too_long", self.eloc.t("input_too_long", reason=str(error)))
         except BaseException:

@@ -46,6 +46,7 @@ def test_constructor_keeps_the_03_names_order_and_defaults():
         "seed": None}
     assert isinstance(chat_stream.request_handler, SimpleSessionRequestHandler)
     assert chat_stream.probe_recorder is None
+    assert chat_stream.params["top_k_value"] == 50 and chat_stream.params["temperature"] == 1.0  # 0.3 names
 
 
 @pytest.mark.parametrize(
@@ -60,6 +61,10 @@ def test_constructor_keeps_the_03_names_order_and_defaults():
         ({"mock_params": {"type": "sonnet"}}, "mock_params"),
         ({"chat_prompt_clazz": dict}, "chat_prompt_clazz"),
         ({"max_request_body_bytes": 0}, "max_request_body_bytes"),
+        ({"retry_after_sec": -1}, "retry_after_sec"),
+        ({"mock_params": "round"}, "mock_params"),
+        ({"token_sampler": object()}, "token_sampler"),
+        ({"chat_generator": object()}, "chat_generator"),
     ],
 )
 def test_bad_values_fail_at_construction_with_a_value_error(kwargs, match):

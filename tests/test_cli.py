@@ -115,3 +115,22 @@ def test_serve_mock_with_limits():
         worker = client.get("/get_load").json()["chatstream_workers"][0]
         assert (worker["max_processing"], worker["max_waiting"]) == (3, 4)
         assert client.post("/chat_stream", json={"user_input": "a b"}).text.endswith("a b" + EOS)
+
+
+def test_stopping_the_server_while_the_model_loads_does_not_wait_for_the_load():
+    from conftest import run_server
+
+    release = threading.Event()
+    loaded = []
+
+    def loader():
+        release.wait(20)  # a model that takes long to load
+        loaded.append(True)
+        return ChatStream(use_mock_response=True)
+
+    threading.Timer(8, release.set).start()  # never leave the loader thread behind
+    with run_server(create_app(loader=loader)) as base_url:
+        assert httpx.get(base_url + "/health", timeout=10).status_code == 503
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 3 and not loaded
+    release.set()

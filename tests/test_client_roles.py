@@ -70,6 +70,8 @@ async def test_agents_get_their_default_role_or_the_header_role():
         response = await client.post("/chat_stream", json={"user_input": "x y"}, headers=right)
         assert response.status_code == 200 and response.text.endswith("x y<::EOS::>")
         assert "set-cookie" not in response.headers, "agents have no session"
+        worker = (await client.get("/get_load", headers=right)).json()["chatstream_workers"][0]
+        assert (worker["running"], worker["waiting"]) == (0, 0), "refused requests hold no place"
 
 
 def test_phrase_comparison():

@@ -96,6 +96,11 @@ async def test_burst_of_200_admits_exactly_7_and_frees_every_slot(serve):
         await until(refused_all_others, timeout=60)
         worker = await load(http_client)
         assert (worker["running"], worker["waiting"]) == (2, 5)
+
+        async def both_generating():
+            return gated.active == 2
+
+        await until(both_generating)
         gated.gate.set()
         results = await asyncio.gather(*tasks)
         statuses = [status for status, _ in results]
@@ -220,3 +225,37 @@ async def test_the_event_loop_stays_responsive_while_the_model_generates(serve):
         assert not generation.done()
         assert max(latencies) < 0.5, latencies
         assert (await generation).status_code == 200
+
+
+async def test_disconnect_during_a_long_step_frees_the_slot_at_once(serve):
+    """The stop request reaches a generator that is still inside its step (here: a 30 s first-token wait)."""
+    chat_stream = ChatStream(use_mock_response=True, session_secret=SECRET, num_of_concurrent_executions=1,
+                             mock_params={"type": "echo", "initial_wait_sec": 30})
+    async with client(serve(app_for(chat_stream))) as http_client:
+        async with http_client.stream("POST", "/chat_stream", json={"user_input": "never sent"}) as response:
+            assert response.status_code == 200
+            await until(lambda: _equals(load(http_client), "running", 1))
+        started = time.monotonic()
+        await until(lambda: _equals(load(http_client), "running", 0), timeout=3)
+        assert time.monotonic() - started < 2
+        chat_stream.chat_generator.initial_wait_sec = 0
+        again = await http_client.post("/chat_stream", json={"regenerate": True})
+        assert again.text.endswith("never sent" + EOS), "the slot serves the next request"
+
+
+async def test_a_second_request_of_a_session_that_leaves_while_waiting_for_the_first_frees_its_slot(serve):
+    gated = GatedGenerator(words=1)
+    chat_stream = ChatStream(chat_generator=gated, num_of_concurrent_executions=2, max_queue_size=1,
+                             session_secret=SECRET)
+    async with client(serve(app_for(chat_stream))) as http_client:
+        await http_client.get("/get_load")  # one session for both requests
+        first = asyncio.create_task(http_client.post("/chat_stream", json={"user_input": "one"}))
+        await until(lambda: _equals(load(http_client), "running", 1))
+        second = asyncio.create_task(http_client.post("/chat_stream", json={"user_input": "two"}))
+        await until(lambda: _equals(load(http_client), "running", 2))  # admitted, waiting for the session
+        second.cancel()
+        await until(lambda: _equals(load(http_client), "running", 1), timeout=2)
+        gated.gate.set()
+        assert (await first).status_code == 200
+        assert await history(http_client) == [("user", "one"), ("assistant", "w0")]
+    assert gated.started == ["one"] and chat_stream.admission.stats()["running"] == 0

@@ -1,11 +1,15 @@
 import asyncio
+import threading
+import time
 
 import httpx
 import pytest
-from _serving_fakes import GatedGenerator
+from _serving_fakes import GatedGenerator, SlowModel, word_tokenizer
 from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
+from chatstream._http import ChatStreamingResponse
 from chatstream.chat_prompt_presets import ChatPromptChatML
 from chatstream.chat_stream import ChatStream
 from chatstream.exceptions import ConfigurationError
@@ -139,6 +143,8 @@ async def test_two_requests_of_one_session_never_interleave():
     async with client:
         await client.get("/get_load")  # gets the session cookie
         first = asyncio.create_task(client.post("/chat_stream", json={"user_input": "one"}))
+        while not gated.started:
+            await asyncio.sleep(0.01)
         second = asyncio.create_task(client.post("/chat_stream", json={"user_input": "two"}))
         await asyncio.sleep(0.2)
         assert gated.started == ["one"], "the second turn waits for the first to finish"
@@ -217,3 +223,104 @@ async def test_a_handler_that_raises_gets_a_500_and_frees_its_slot():
     assert response.status_code == 500 and response.json()["error"] == "internal_server_error"
     assert chat_stream.admission.stats()["running"] == 0
     assert messages == ["unknown_error_occurred,while process_request"]
+
+
+async def test_a_send_failure_closes_the_stream_at_once_and_keeps_the_partial_answer():
+    """The client is gone while a chunk is being sent (ASGI 2.4 servers report it so): the generator,
+    suspended at its yield, is closed right away instead of whenever the garbage collector finds it."""
+    generator = ListGenerator(["a", "b", "c"])
+    prompt = open_prompt()
+    messages = []
+
+    async def finished(message):
+        messages.append(message)
+
+    response = ChatStreamingResponse(handler_with(generator).generate(prompt, finished))
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+        if len(sent) == 3:  # start, first chunk, then the connection breaks
+            raise OSError("connection reset by peer")
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    with pytest.raises(ClientDisconnect):
+        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    assert messages == ["client_disconnected_while_streaming"] and generator.closed == 1
+    assert prompt.get_responder_last_msg() == "ab"
+
+
+class ParamsRecorder:
+    def __init__(self):
+        self.params = []
+
+    def stream(self, chat_prompt, params=None, should_stop=None):
+        self.params.append(params)
+        yield "ok"
+
+
+async def test_generate_takes_03_dict_params_as_overrides_of_the_servers():
+    recorder = ParamsRecorder()
+    chat_stream = ChatStream(chat_generator=recorder, temperature=0.7, top_k=40)
+    handler = chat_stream.request_handler
+
+    async def finished(message):
+        pass
+
+    custom = {"temperature": None, "top_k_value": 5, "top_p_value": 0.9}  # what 0.3 kept in the session
+    assert [c async for c in handler.generate(open_prompt(), finished, None, custom)] == ["ok<::EOS::>"]
+    assert [c async for c in handler.generate(open_prompt(), finished, None, None)] == ["ok<::EOS::>"]
+    first, second = recorder.params
+    assert (first.temperature, first.top_k, first.top_p) == (0.7, 5, 0.9)
+    assert second is None, "None: the generator uses ChatStream's parameters"
+
+
+async def test_the_prompt_length_check_runs_off_the_event_loop():
+    class SlowCheck(GatedGenerator):
+        def check_prompt(self, chat_prompt, params=None):
+            checking.set()
+            time.sleep(1.0)  # a long history being tokenized
+            checked.append(time.monotonic())
+
+    checking, checked = threading.Event(), []
+    generator = SlowCheck(words=1)
+    generator.gate.set()
+    _, client = await started_app(chat_generator=generator)
+    async with client:
+        chat = asyncio.create_task(client.post("/chat_stream", json={"user_input": "x"}))
+        while not checking.is_set():
+            await asyncio.sleep(0.01)
+        assert (await client.get("/health")).status_code == 200
+        assert not checked, "/health was answered while the check ran"
+        assert (await chat).text == "w0<::EOS::>"
+
+
+async def test_an_input_the_real_tokenizer_cannot_fit_is_refused_before_the_model_runs():
+    tokenizer = word_tokenizer()
+    model = SlowModel(tokenizer)
+    chat_stream, client = await started_app(model=model, tokenizer=tokenizer, device="cpu", context_len=24,
+                                            max_new_tokens=4, chat_prompt_clazz=ChatPromptChatML)
+    async with client:
+        fits = await client.post("/chat_stream", json={"user_input": "alpha beta"})
+        assert fits.text.endswith("alpha beta gamma delta<::EOS::>")
+        before = await history(client)
+        refused = await client.post("/chat_stream", json={"user_input": "alpha " * 30})
+        assert refused.status_code == 400 and refused.json()["error"] == "input_too_long"
+        assert "context_len" in refused.json()["detail"]
+        assert await history(client) == before
+    assert model.calls == 4 and chat_stream.admission.stats()["running"] == 0
+
+
+async def test_bad_custom_params_end_the_stream_with_the_error_callback():
+    messages = []
+
+    async def finished(message):
+        messages.append(message)
+
+    chat_stream = ChatStream(chat_generator=ListGenerator(["a"]))
+    with pytest.raises(ConfigurationError, match="top_k"):
+        async for _ in chat_stream.request_handler.generate(open_prompt(), finished, None, {"top_k_value": "many"}):
+            pass
+    assert messages == ["unknown_error_occurred,while chat_generator.generate"]

@@ -20,12 +20,13 @@ SCREENSHOT = Path(os.environ.get("CHATSTREAM_UI_SCREENSHOT", "/tmp/chatstream_we
 
 class NumberedGenerator:
     """Answers "answer N to <input>" plus ``extra_words`` filler words, one word per ``delay`` seconds;
-    blocks while ``gate`` is clear."""
+    blocks while ``gate`` is clear; raises after ``fail_after`` words when set."""
 
     def __init__(self):
         self.count = 0
         self.extra_words = 0
         self.delay = 0.02
+        self.fail_after = None
         self.gate = threading.Event()
         self.gate.set()
 
@@ -37,6 +38,8 @@ class NumberedGenerator:
             if should_stop and should_stop():
                 return
         for i, word in enumerate(words):
+            if i == self.fail_after:
+                raise RuntimeError("simulated model failure")
             time.sleep(self.delay)
             yield word if i == 0 else " " + word
 
@@ -84,6 +87,17 @@ async def test_chat_page_streams_stops_regenerates_clears_and_shows_429(chromium
             history = (await (await page.request.get(base_url + "/get_prompt")).json())["history"]
             assert [c["message"] for c in history["chat_contents"]] == ["hello there", "answer 2 to hello there"]
 
+            # an answer that breaks off: the page says so and takes the message back; the server kept nothing
+            generator.fail_after = 2
+            await page.fill("#input", "break please")
+            await page.click("#send")
+            await expect(page.locator("#error")).to_contain_text("broke off")
+            await expect(page.locator("#input")).to_have_value("break please")
+            await expect(page.locator(".message.user")).to_have_count(1)
+            await expect(assistant.last).to_have_text("answer 2 to hello there")
+            assert (await (await page.request.get(base_url + "/get_prompt")).json())["history"] == history
+            generator.fail_after = None
+
             # stop: a long answer is cut, the partial text stays, the slot is freed
             generator.extra_words, generator.delay = 200, 0.05
             await page.fill("#input", "tell me a long story")
@@ -99,14 +113,29 @@ async def test_chat_page_streams_stops_regenerates_clears_and_shows_429(chromium
                     assert time.monotonic() < deadline, "the stopped generation still holds its slot"
                     await asyncio.sleep(0.05)
 
-                # 429: the slot and the queue are taken by two other clients
+                async def until_load(key, value):
+                    while (await client.get("/get_load")).json()["chatstream_workers"][0][key] != value:
+                        await asyncio.sleep(0.02)
+
+                # stop while queued behind another client: the page takes the message back, nothing was kept
                 generator.extra_words, generator.delay = 0, 0.02
                 generator.gate.clear()
                 agents = {"X-FastSession-Skip": "skip"}
-                others = [asyncio.create_task(client.post("/chat_stream", json={"user_input": f"o{i}"},
-                                                          headers=agents)) for i in range(2)]
-                while (await client.get("/get_load")).json()["chatstream_workers"][0]["waiting"] != 1:
-                    await asyncio.sleep(0.02)
+                others = [asyncio.create_task(client.post("/chat_stream", json={"user_input": "o0"}, headers=agents))]
+                await until_load("running", 1)
+                await page.fill("#input", "queued question")
+                await page.click("#send")
+                await until_load("waiting", 1)
+                await page.click("#stop")
+                await expect(page.locator("#input")).to_have_value("queued question")
+                await expect(page.locator(".message.user")).to_have_count(2)
+                await expect(page.locator("#error")).to_be_hidden()
+                await until_load("waiting", 0)
+
+                # 429: the slot and the queue are taken by two other clients
+                others.append(asyncio.create_task(client.post("/chat_stream", json={"user_input": "o1"},
+                                                              headers=agents)))
+                await until_load("waiting", 1)
                 await page.fill("#input", "are you there?")
                 await page.click("#send")
                 await expect(page.locator("#error")).to_be_visible()

@@ -59,7 +59,8 @@
     sendButton.disabled = busy;
     clearButton.disabled = busy;
     stopButton.hidden = !busy;
-    regenerateButton.hidden = busy || lastAnswer === null || config.regenerate_enabled === false;
+    const regenerateEnabled = config.regenerate_enabled !== false && styleOpts.regenerate_enabled !== false;
+    regenerateButton.hidden = busy || lastAnswer === null || !regenerateEnabled;
   }
 
   // The newest complete answer in what was received so far.
@@ -79,7 +80,10 @@
     return "Request failed (" + response.status + "): " + (body.detail || body.error || response.statusText);
   }
 
-  // Send a message (or regenerate the last answer) and stream the answer into `bubble`.
+  // Send a message (or regenerate the last answer) and stream the answer into `bubble`. True when the
+  // server kept the turn: it answered in full or was stopped while streaming (the partial answer is
+  // kept); false when it refused the request, was stopped before it started, or the answer broke off
+  // (the server then keeps the history as it was).
   async function ask(userInput, regenerate, bubble) {
     hideError();
     controller = new AbortController();
@@ -87,6 +91,7 @@
     bubble.classList.add("pending");
     let refused = null;
     let text = "";
+    let started = false; // the server began streaming (it sends the headers once generation starts)
     try {
       const response = await fetch("chat_stream", {
         method: "POST",
@@ -100,6 +105,7 @@
         refused = await describeRefusal(response);
         return false;
       }
+      started = true;
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let received = "";
@@ -119,12 +125,12 @@
       return true;
     } catch (error) {
       if (error.name === "AbortError") {
+        if (!started) return false; // stopped while waiting in the queue: the server kept nothing
         setText(bubble, text, "(stopped)");
         return true;
       }
-      setText(bubble, text, "(interrupted)");
-      showError("The answer was interrupted: " + error.message);
-      return true;
+      refused = "The answer broke off (" + error.message + "); it was not kept. Please try again.";
+      return false;
     } finally {
       bubble.classList.remove("pending");
       controller = null;
