@@ -11,38 +11,17 @@ the tokens generated. The target for "compact" is < 1024 bytes per token at any 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
-
-import torch
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from chatstream.cassette import FIDELITIES, MANIFEST_NAME
 from chatstream.chat_prompt import ChatPromptFromTemplate
 from chatstream.generation import ChatGenerator, GenerationParams
 from chatstream.recording import ProbeRecorder
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def random_model(vocab_size: int) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    chars = [chr(c) for c in range(32, 127)]
-    words = specials + chars + [f"<w{i}>" for i in range(vocab_size - len(specials) - len(chars))]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<|endoftext|>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens([AddedToken(s, special=True) for s in specials])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>")
-    tokenizer.chat_template = CHATML
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=vocab_size, eos_token_id=None)
-    return LlamaForCausalLM(config).eval(), tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _probe_support import random_model  # the tests' random Llama + character-level tokenizer
 
 
 def bytes_per_token(model, tokenizer, fidelity: str, new_tokens: int, directory: Path) -> tuple[float, int]:

@@ -111,9 +111,11 @@ class MissExplainer:
         elif len(history) < len(asked):
             lines.append(f"  the recording stops at position {at}; the asked history goes on with "
                          f"{_ids_around(asked, at)}")
+        elif len(history) > len(asked):
+            lines.append(f"  the asked history is a prefix of it (the recorded one goes on at position {at})")
         else:
-            lines.append(f"  the asked history is a prefix of it (recorded one goes on at position {at}); "
-                         "the call differs in how the ids were split between cache and input, or in its mask")
+            lines.append("  the same history was recorded; the call differs in how the ids were split between "
+                         "past_key_values and input_ids, or in its attention mask")
         return lines
 
     def forward(self, prefix_len: int, asked: list[int], mask: object) -> str:

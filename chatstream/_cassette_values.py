@@ -1,21 +1,142 @@
-"""JSON encoding of tokenizer call arguments and results, and the key a recorded call is found by.
+"""Content addresses and JSON values: the keys recorded calls are found by, and tokenizer results as JSON.
 
-Results keep their type (str, lists, ``BatchEncoding``, tensors) so a replayed call returns what the
-live one did. Argument keys flatten tensors and tuples to lists: ``decode(tensor)`` and
-``decode(list)`` ask the same question.
+A model forward is found by the hash of the whole token history it continues, how much of it came
+from the cache, and its attention mask; a sampler call by its history, sampling parameters and
+seed; a tokenizer call by its method and arguments. Tokenizer results keep their type (str, lists,
+``BatchEncoding``, tensors) so a replayed call returns what the live one did. Argument keys flatten
+tensors and tuples to lists: ``decode(tensor)`` and ``decode(list)`` ask the same question.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+import struct
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from .cassette import canonical_json
-
 _TYPE = "__type__"
+
+
+def history_hash(ids: Iterable[int] | torch.Tensor) -> str:
+    """The content address of a token history: 16 hex digits of BLAKE2b over little-endian int64 ids."""
+    return hashlib.blake2b(_id_bytes(ids), digest_size=8).hexdigest()
+
+
+def _id_bytes(ids: Iterable[int] | torch.Tensor) -> bytes:
+    if isinstance(ids, torch.Tensor):
+        if ids.device.type != "cpu" or ids.dtype != torch.int64:
+            ids = ids.to("cpu", torch.int64)
+        return ids.detach().numpy().astype("<i8", copy=False).tobytes()
+    ids = ids if isinstance(ids, list) else list(ids)
+    return struct.pack(f"<{len(ids)}q", *ids)
+
+
+class HistoryHasher:
+    """An incremental ``history_hash``: ``extend`` returns a new hasher without rehashing the prefix."""
+
+    __slots__ = ("_h", "_hex")
+
+    def __init__(self, _h: Any = None) -> None:
+        self._h = _h if _h is not None else hashlib.blake2b(digest_size=8)
+        self._hex: str | None = None
+
+    def extend(self, ids: Iterable[int] | torch.Tensor) -> HistoryHasher:
+        h = self._h.copy()
+        h.update(_id_bytes(ids))
+        return HistoryHasher(h)
+
+    def hexdigest(self) -> str:
+        if self._hex is None:  # a hasher is never updated after construction: its digest is fixed
+            self._hex = self._h.hexdigest()
+        return self._hex
+
+
+class TokenHistory:
+    """A token history and its running hash, kept in a CPU int64 buffer that grows by doubling.
+
+    ``append`` costs O(new ids), and ``holds`` compares a tensor of ids with the history at memcmp
+    speed, so a sampler call can reuse the hash of the forward it follows instead of rehashing.
+    """
+
+    def __init__(self, ids: list[int] | None = None, hasher: HistoryHasher | None = None) -> None:
+        ids = list(ids or [])
+        self._buffer = torch.zeros(max(64, 2 * len(ids)), dtype=torch.long)
+        self._array = self._buffer.numpy()  # the same memory, for cheap writes of a few ids
+        self._array[: len(ids)] = ids
+        self._length = len(ids)
+        self.hasher = hasher or HistoryHasher().extend(ids)
+
+    @property
+    def ids(self) -> list[int]:
+        """The token history, as a new list."""
+        return self._array[: self._length].tolist()
+
+    def __len__(self) -> int:
+        return self._length
+
+    def holds(self, ids: torch.Tensor) -> bool:
+        """Whether ``ids`` (shaped (1, seq) or (seq,)) is exactly this history."""
+        if ids.shape[-1] != self._length or ids.dtype != torch.int64 or ids.device.type != "cpu":
+            return False
+        try:
+            return ids.numpy().tobytes() == self._array[: self._length].tobytes()  # a memcmp
+        except RuntimeError:  # a tensor that requires grad
+            return torch.equal(ids.reshape(-1), self._buffer[: self._length])
+
+    def append(self, new_ids: list[int], hasher: HistoryHasher) -> None:
+        """Extend the history in place; ``hasher`` must hash the result (``self.hasher.extend(new_ids)``)."""
+        end = self._length + len(new_ids)
+        if end > len(self._array):
+            buffer = torch.zeros(2 * end, dtype=torch.long)
+            buffer[: self._length] = self._buffer[: self._length]
+            self._buffer, self._array = buffer, buffer.numpy()
+        if len(new_ids) == 1:  # a decode step: a scalar write is several times cheaper than a slice's
+            self._array[self._length] = new_ids[0]
+        else:
+            self._array[self._length : end] = new_ids
+        self._length = end
+        self.hasher = hasher
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def attention_mask_code(mask: torch.Tensor | None, length: int) -> str | list[int] | None:
+    """How a forward's attention mask is kept: None, "ones" (all ones over the whole history) or the row."""
+    if mask is None:
+        return None
+    if tuple(mask.shape) == (1, length) and _all_nonzero(mask):
+        return "ones"
+    return mask[0].tolist()
+
+
+def _all_nonzero(mask: torch.Tensor) -> bool:
+    if mask.device.type == "cpu":
+        try:
+            return bool(mask.numpy().all())  # NumPy's reduction is about twice as fast on short rows
+        except (TypeError, RuntimeError):  # bfloat16, a tensor that requires grad
+            pass
+    return bool(mask.all())
+
+
+def forward_key(history: str, prefix_len: int, mask: str | list[int] | None) -> str:
+    """A forward's address: its whole history's hash, how much of it the cache held, and the mask."""
+    mask_part = "-" if mask is None else "1" if mask == "ones" else "m" + history_hash(mask)
+    return f"{history}/{prefix_len}/{mask_part}"
+
+
+def sample_key(history: str, params: dict | str, seed: int | None) -> str:
+    """A sampler call's address: the history it got, the sampling parameters (a dict, or its
+    ``canonical_json``) and the generator's seed."""
+    return f"{history}/{params if isinstance(params, str) else canonical_json(params)}/{seed}"
+
+
+# -- tokenizer call values -------------------------------------------------------------------------------
 
 
 def encode_value(value: Any) -> Any:

@@ -4,7 +4,8 @@ docs/cassette-format.md describes the format for readers outside Python. This mo
 reads it: fidelity encoding of logits, crash-safe segment writes (temporary file, fsync,
 ``os.replace``; the segment's JSON is renamed last and is its commit marker) and strict loading
 that names the file and the problem, building nothing until every file has been checked.
-Only ``json`` and ``safetensors`` are used; nothing is pickled.
+Only ``json`` and ``safetensors`` are used; nothing is pickled. The content addresses (history
+hashes, forward and sample keys) live in ``_cassette_values`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from ._cassette_values import HistoryHasher as HistoryHasher  # the content addresses, re-exported here
+from ._cassette_values import TokenHistory as TokenHistory
+from ._cassette_values import attention_mask_code as attention_mask_code
+from ._cassette_values import canonical_json as canonical_json
+from ._cassette_values import forward_key as forward_key
+from ._cassette_values import history_hash as history_hash
+from ._cassette_values import sample_key as sample_key
 from .exceptions import CassetteFormatError, CassetteNotFound
 
 FORMAT_VERSION = 1
@@ -38,61 +45,6 @@ RERECORD_HINT = (
 )
 
 _DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float64, torch.float32, torch.float16, torch.bfloat16)}
-
-
-def history_hash(ids: Iterable[int] | torch.Tensor) -> str:
-    """The content address of a token history: 16 hex digits of BLAKE2b over little-endian int64 ids."""
-    return hashlib.blake2b(_id_bytes(ids), digest_size=8).hexdigest()
-
-
-def _id_bytes(ids: Iterable[int] | torch.Tensor) -> bytes:
-    if isinstance(ids, torch.Tensor):
-        if ids.device.type != "cpu" or ids.dtype != torch.int64:
-            ids = ids.to("cpu", torch.int64)
-        return ids.detach().numpy().astype("<i8", copy=False).tobytes()
-    ids = ids if isinstance(ids, list) else list(ids)
-    return struct.pack(f"<{len(ids)}q", *ids)
-
-
-class HistoryHasher:
-    """An incremental ``history_hash``: ``extend`` returns a new hasher without rehashing the prefix."""
-
-    __slots__ = ("_h",)
-
-    def __init__(self, _h: Any = None) -> None:
-        self._h = _h if _h is not None else hashlib.blake2b(digest_size=8)
-
-    def extend(self, ids: Iterable[int] | torch.Tensor) -> HistoryHasher:
-        h = self._h.copy()
-        h.update(_id_bytes(ids))
-        return HistoryHasher(h)
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def attention_mask_code(mask: torch.Tensor | None, length: int) -> str | list[int] | None:
-    """How a forward's attention mask is kept: None, "ones" (all ones over the whole history) or the row."""
-    if mask is None:
-        return None
-    if tuple(mask.shape) == (1, length) and bool(mask.all()):
-        return "ones"
-    return mask[0].tolist()
-
-
-def forward_key(history: str, prefix_len: int, mask: str | list[int] | None) -> str:
-    """A forward's address: its whole history's hash, how much of it the cache held, and the mask."""
-    mask_part = "-" if mask is None else "1" if mask == "ones" else "m" + history_hash(mask)
-    return f"{history}/{prefix_len}/{mask_part}"
-
-
-def sample_key(history: str, params: dict, seed: int | None) -> str:
-    """A sampler call's address: the history it got, the sampling parameters and the generator's seed."""
-    return f"{history}/{canonical_json(params)}/{seed}"
 
 
 # -- logits at a fidelity ----------------------------------------------------------------------------
@@ -112,19 +64,23 @@ class StoredLogits:
 
     def full(self, device: torch.device | str | None = None) -> torch.Tensor:
         """The logits as a fresh (1, vocab) tensor in the recorded dtype; compact fills the rest with -inf."""
+        return self.step_logits(device)[0]
+
+    def step_logits(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The logits as a fresh (1, 1, vocab) tensor: what a causal LM returns for one kept position."""
         if self.indices is None:
-            return self.values.to(device=device, dtype=self.dtype, copy=True).view(1, -1)
-        if self._parts is None or self._parts[2] != len(self.extra):
+            return self.values.to(device=device, dtype=self.dtype, copy=True).view(1, 1, -1)
+        if not isinstance(device, torch.device):
+            device = torch.device(device) if device is not None else torch.device("cpu")
+        parts = self._parts
+        if parts is None or parts[2] != len(self.extra) or parts[3] != device:
             indices, values = self.indices.long(), self.values.to(self.dtype)
             if self.extra:
                 indices = torch.cat([indices, torch.tensor(list(self.extra), dtype=torch.long)])
                 values = torch.cat([values, torch.tensor(list(self.extra.values()), dtype=self.dtype)])
-            self._parts = (indices, values.view(1, -1), len(self.extra))
-        indices, values, _ = self._parts
-        row = torch.full((1, self.vocab), -math.inf, dtype=self.dtype, device=device)
-        if row.device != indices.device:
-            indices, values = indices.to(row.device), values.to(row.device)
-        return row.index_copy_(1, indices, values)
+            parts = self._parts = (indices.view(1, 1, -1).to(device), values.view(1, 1, -1).to(device),
+                                   len(self.extra), device)
+        return _minus_inf_row(self.vocab, self.dtype, device).scatter(2, parts[0], parts[1])
 
     def known_mask(self) -> torch.Tensor:
         """True where this record holds a value (everywhere except outside compact's top k)."""
@@ -142,6 +98,18 @@ class StoredLogits:
         if len(hits):
             return float(self.values[int(hits[0, 0])])
         return self.extra.get(index)
+
+
+_MINUS_INF_ROWS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _minus_inf_row(vocab: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A shared, never written (1, 1, vocab) row of -inf: compact rows are scattered into copies of it."""
+    key = (vocab, dtype, device)
+    row = _MINUS_INF_ROWS.get(key)
+    if row is None:
+        row = _MINUS_INF_ROWS.setdefault(key, torch.full((1, 1, vocab), -math.inf, dtype=dtype, device=device))
+    return row
 
 
 def encode_logits(row: torch.Tensor, fidelity: str) -> StoredLogits:
@@ -317,24 +285,65 @@ def _require(path: Path, entry: Any, where: str, spec: dict[str, tuple]) -> None
 
 
 _FORWARD = {"s": (int,), "h": (str,), "n": (int,), "ids": (list,), "m": (str, list, type(None)), "lg": (dict,)}
-_SAMPLE = {"s": (int,), "h": (str,), "n": (int,), "p": (int,), "tok": (int,)}
+_SAMPLE = {"s": (int,), "h": (str,), "n": (int,), "p": (int,), "seed": (int, type(None)), "tok": (int,)}
 _CALL = {"s": (int,), "fn": (str,), "a": (list,), "k": (int,), "out": (object,)}
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(type(v) is int for v in value)
+
+
+def _check_groups(path: Path, groups: dict, tensors: dict) -> None:
+    """Every group's description and the shapes and dtypes of its tensors, before any row is used."""
+    for gid, group in groups.items():
+        where = f"groups.{gid}"
+        _require(path, group, where, {"fidelity": (str,), "dtype": (str,), "vocab": (int,), "width": (int,)})
+        fidelity, vocab, width = group["fidelity"], group["vocab"], group["width"]
+        if fidelity not in FIDELITIES or group["dtype"] not in _DTYPES or vocab < 1 or not 1 <= width <= vocab:
+            raise _fail(path, f"{where} (={group!r:.120}) is malformed")
+        values = tensors.get(f"{gid}.values")
+        stored = {"exact": _DTYPES[group["dtype"]], "fp16": torch.float16, "compact": torch.float16}[fidelity]
+        if values is None or values.dim() != 2 or values.shape[1] != width or values.dtype != stored or \
+                (fidelity != "compact" and width != vocab):
+            shape = None if values is None else (tuple(values.shape), str(values.dtype))
+            raise _fail(path, f"tensor {gid}.values (={shape}) does not hold {fidelity} rows of width {width} "
+                              f"as {where} says")
+        if fidelity == "compact":
+            indices = tensors.get(f"{gid}.indices")
+            if indices is None or indices.shape != values.shape or indices.dtype != torch.int32 or \
+                    (indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < vocab):
+                raise _fail(path, f"tensor {gid}.indices is missing, misshapen or holds ids outside the "
+                                  f"vocabulary of {vocab}")
+
+
+def _logit_pair(path: Path, where: str, pair: Any, vocab: int | None = None) -> tuple[int, float]:
+    """A kept [token id, logit] pair (``x``), checked."""
+    if not (isinstance(pair, list) and len(pair) == 2 and type(pair[0]) is int and pair[0] >= 0
+            and (vocab is None or pair[0] < vocab) and type(pair[1]) in (int, float)):
+        raise _fail(path, f"{where} (={pair!r:.60}) must be a [token id, logit] pair"
+                          + (f" with the id below {vocab}" if vocab is not None else ""))
+    return pair[0], float(pair[1])
+
+
+def _extra_logits(path: Path, where: str, pairs: Any, vocab: int) -> dict[int, float]:
+    if not isinstance(pairs, list):
+        raise _fail(path, f"{where} (={pairs!r:.60}) must be a list of [token id, logit] pairs")
+    return dict(_logit_pair(path, f"{where}[{i}]", pair, vocab) for i, pair in enumerate(pairs))
 
 
 def _stored_logits(path: Path, where: str, ref: Any, groups: dict, tensors: dict) -> StoredLogits:
     _require(path, ref, where, {"g": (str,), "r": (int,)})
     group = groups.get(ref["g"])
-    if not isinstance(group, dict) or group.get("fidelity") not in FIDELITIES or group.get("dtype") not in _DTYPES:
-        raise _fail(path, f"{where} names group {ref['g']!r}, which is missing or malformed")
-    values = tensors.get(f"{ref['g']}.values")
+    if group is None:
+        raise _fail(path, f"{where} names group {ref['g']!r}, which the segment lacks")
+    values = tensors[f"{ref['g']}.values"]
     compact = group["fidelity"] == "compact"
-    indices = tensors.get(f"{ref['g']}.indices") if compact else None
-    if values is None or (compact and indices is None) or not 0 <= ref["r"] < len(values):
+    if not 0 <= ref["r"] < len(values):
         raise _fail(path, f"{where} points at row {ref['r']} of group {ref['g']!r}, which the tensors lack")
-    extra = {int(i): float(v) for i, v in ref.get("x", [])}
+    extra = _extra_logits(path, f"{where}.x", ref.get("x", []), group["vocab"])
     return StoredLogits(
-        group["fidelity"], _DTYPES[group["dtype"]], int(group["vocab"]), values[ref["r"]],
-        indices[ref["r"]] if compact else None, extra,
+        group["fidelity"], _DTYPES[group["dtype"]], group["vocab"], values[ref["r"]],
+        tensors[f"{ref['g']}.indices"][ref["r"]] if compact else None, extra,
     )
 
 
@@ -361,14 +370,21 @@ def _load_segment(json_path: Path) -> Segment:
     except SafetensorError as error:
         raise _fail(tensor_path, f"not a valid safetensors file ({error})") from None
     groups = document["groups"]
+    _check_groups(json_path, groups, tensors)
     forwards, samples, calls = document["forwards"], document["samples"], document["calls"]
     for i, entry in enumerate(forwards):
         _require(json_path, entry, f"forwards[{i}]", _FORWARD)
+        if not _int_list(entry["ids"]) or not (entry["m"] in (None, "ones") or _int_list(entry["m"])):
+            raise _fail(json_path, f"forwards[{i}].ids / .m must be lists of token ids / mask values")
         entry["logits"] = _stored_logits(json_path, f"forwards[{i}].lg", entry["lg"], groups, tensors)
     for i, entry in enumerate(samples):
         _require(json_path, entry, f"samples[{i}]", _SAMPLE)
-        if not 0 <= entry["p"] < len(document["params"]):
+        if not 0 <= entry["p"] < len(document["params"]) or not isinstance(document["params"][entry["p"]], dict):
             raise _fail(json_path, f"samples[{i}].p (={entry['p']}) is not an index into params")
+        if "lf" in entry and type(entry["lf"]) is not int:
+            raise _fail(json_path, f"samples[{i}].lf (={entry['lf']!r:.60}) has the wrong type")
+        if "x" in entry:
+            entry["x"] = _logit_pair(json_path, f"samples[{i}].x", entry["x"])
         entry["params"] = document["params"][entry["p"]]
         if "lg" in entry:
             entry["logits"] = _stored_logits(json_path, f"samples[{i}].lg", entry["lg"], groups, tensors)
@@ -400,11 +416,11 @@ def load_cassette(path: str | os.PathLike) -> Cassette:
         raise _fail(manifest_path, f"fidelity {manifest['fidelity']!r} is not one of {FIDELITIES}")
     numbered = sorted((n, p) for p in path.glob(f"{SEGMENT_PREFIX}*.json") if (n := _segment_number(p)) is not None)
     segments = [_load_segment(p) for _, p in numbered]
-    _link_sampled_logits(segments)
+    _link_sampled_logits(path, segments)
     return Cassette(path, manifest, segments)
 
 
-def _link_sampled_logits(segments: list[Segment]) -> None:
+def _link_sampled_logits(path: Path, segments: list[Segment]) -> None:
     """Put each sampled token's logit (kept with the sample) back into the compact forward it came from."""
     by_seq = {f["s"]: f for s in segments for f in s.forwards}
     for segment in segments:
@@ -412,4 +428,7 @@ def _link_sampled_logits(segments: list[Segment]) -> None:
             forward = by_seq.get(sample.get("lf"))
             if forward is not None and "x" in sample:
                 index, value = sample["x"]
-                forward["logits"].extra[int(index)] = float(value)
+                if index >= forward["logits"].vocab:
+                    raise _fail(path, f"sample {sample['s']} keeps the logit of token {index}, outside the "
+                                      f"vocabulary ({forward['logits'].vocab}) of forward {forward['s']}")
+                forward["logits"].extra[index] = value

@@ -34,6 +34,7 @@ class StreamingDetokenizer:
     ) -> None:
         self._tokenizer = tokenizer
         self._stop_strs = tuple(s for s in stop_strs if s)
+        self._longest_stop = max(map(len, self._stop_strs), default=0)
         self._skip_special_tokens = skip_special_tokens
         # A few prompt tokens before the response let tokenizers that drop a leading space
         # (SentencePiece) decode the first response token as it will appear mid-text.
@@ -76,8 +77,7 @@ class StreamingDetokenizer:
     def _release(self, final: bool) -> str:
         end = len(self._text)
         if self._stop_strs:
-            longest = max(map(len, self._stop_strs))
-            search_from = max(0, self._emitted - longest + 1)
+            search_from = max(0, self._emitted - self._longest_stop + 1)
             hits = [i for s in self._stop_strs if (i := self._text.find(s, search_from)) != -1]
             if hits:
                 end = min(hits)
@@ -90,9 +90,15 @@ class StreamingDetokenizer:
 
     def _held_tail_len(self) -> int:
         """Length of the longest suffix of the text that is a proper prefix of some stop string."""
-        tail_limit = min(len(self._text) - self._emitted, max(map(len, self._stop_strs)) - 1)
-        for size in range(tail_limit, 0, -1):
-            suffix = self._text[-size:]
-            if any(s.startswith(suffix) for s in self._stop_strs):
-                return size
-        return 0
+        text = self._text
+        start = max(self._emitted, len(text) - self._longest_stop + 1)
+        held = 0
+        for stop in self._stop_strs:
+            # Only a suffix that starts with the stop string's first character can begin it.
+            at = text.find(stop[0], start)
+            while at != -1 and len(text) - at > held:
+                if stop.startswith(text[at:]):
+                    held = len(text) - at
+                    break
+                at = text.find(stop[0], at + 1)
+        return held

@@ -4,8 +4,8 @@ A fingerprint is a short ``sha256:`` string. The weights' one hashes the weight 
 sizes (cheap on a 100 GB checkpoint); the tokenizer's hashes its files' contents (the chat template
 left out); the chat template's hashes the template text. ``fingerprint_model_dir`` reads a model
 directory without loading anything; ``fingerprint_loaded`` gives the same answers for a loaded
-model and tokenizer whose ``name_or_path`` is that directory, so a replayed cassette can tell
-whether the local model changed since it was recorded.
+model and tokenizer whose ``name_or_path`` is that directory (or a Hub id cached there), so a
+replayed cassette can tell whether the local model changed since it was recorded.
 """
 
 from __future__ import annotations
@@ -98,10 +98,28 @@ def fingerprint_model_dir(path: str | os.PathLike) -> dict[str, str | None]:
     }
 
 
-def _local_dir(obj: Any) -> Path | None:
+def _local_dir(obj: Any, hub_cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The directory ``obj`` was loaded from: its ``name_or_path``, or that Hub id's snapshot in the HF cache."""
     name = getattr(obj, "name_or_path", None) or getattr(getattr(obj, "config", None), "_name_or_path", None)
-    if isinstance(name, (str, os.PathLike)) and str(name) and Path(name).is_dir():
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        return None
+    if Path(name).is_dir():
         return Path(name)
+    revision = getattr(getattr(obj, "config", None), "_commit_hash", None)
+    return _hub_snapshot(str(name), revision if isinstance(revision, str) else None, hub_cache_dir)
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> Path | None:
+    """The cached snapshot directory of a Hub model id; looks in the local cache only, never the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("config.json", "tokenizer_config.json"):
+        try:
+            found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        except ValueError:  # not a valid Hub id (a local path that does not exist, say)
+            return None
+        if isinstance(found, str):
+            return Path(found).parent
     return None
 
 
@@ -120,15 +138,17 @@ def _vocab_fingerprint(tokenizer: Any) -> str | None:
     return "vocab-" + _digest(json.dumps(sorted(get_vocab().items())).encode())
 
 
-def fingerprint_loaded(model: Any, tokenizer: Any) -> dict[str, str | None]:
+def fingerprint_loaded(model: Any, tokenizer: Any, *,
+                       hub_cache_dir: str | os.PathLike | None = None) -> dict[str, str | None]:
     """Fingerprints of a loaded model and tokenizer.
 
-    When they were loaded from a local directory, these equal ``fingerprint_model_dir`` of it
-    (except the chat template, taken from the tokenizer as it is now). Otherwise the weights'
-    fingerprint hashes parameter names, shapes and dtypes (``params-sha256:``) and the tokenizer's
-    its vocabulary (``vocab-sha256:``); those never equal a directory's.
+    When they were loaded from a local directory, or from a Hub id whose files are in the HF cache
+    (``hub_cache_dir``, default the HF cache), these equal ``fingerprint_model_dir`` of that
+    directory (except the chat template, taken from the tokenizer as it is now). Otherwise the
+    weights' fingerprint hashes parameter names, shapes and dtypes (``params-sha256:``) and the
+    tokenizer's its vocabulary (``vocab-sha256:``); those never equal a directory's.
     """
-    model_dir, tokenizer_dir = _local_dir(model), _local_dir(tokenizer)
+    model_dir, tokenizer_dir = _local_dir(model, hub_cache_dir), _local_dir(tokenizer, hub_cache_dir)
     weights = _weights(model_dir) if model_dir else None
     tokenizer_print = _tokenizer(tokenizer_dir) if tokenizer_dir else None
     return {

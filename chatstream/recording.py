@@ -12,6 +12,7 @@ call is keyed by the history it got, the sampling parameters and the generator's
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import threading
 import warnings
@@ -32,16 +33,6 @@ RECORDED_TOKENIZER_METHODS = (
     "convert_ids_to_tokens", "convert_tokens_to_ids",
 )
 _RETURNS_SELF_ON_MODEL = ("to", "cuda", "cpu", "eval", "train", "half", "float", "bfloat16", "requires_grad_")
-
-
-class _CacheTag:
-    """The token history a cache object holds, and its running hash."""
-
-    __slots__ = ("hasher", "ids")
-
-    def __init__(self, ids: list[int], hasher: fmt.HistoryHasher) -> None:
-        self.ids = ids
-        self.hasher = hasher
 
 
 class _Proxy:
@@ -185,7 +176,7 @@ class ProbeRecorder:
         self._forwards: list[dict] = []
         self._samples: list[dict] = []
         self._calls: list[dict] = []
-        self._seen_calls: set[str] = set()
+        self._seen_calls: set[bytes] = set()
 
     def __enter__(self) -> ProbeRecorder:
         return self
@@ -213,10 +204,6 @@ class ProbeRecorder:
 
     # -- what the proxies report -------------------------------------------------------------------------
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
     def _forward(self, call: Any, args: tuple, kwargs: dict) -> Any:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None or self.closed:
@@ -232,42 +219,45 @@ class ProbeRecorder:
         if prefix is None:
             return output
         new_ids = input_ids[0].tolist()
-        full = prefix.ids + new_ids
         hasher = prefix.hasher.extend(new_ids)
+        entry = {"h": hasher.hexdigest(), "n": len(prefix), "ids": new_ids}
+        if len(prefix):
+            entry["ph"] = prefix.hasher.hexdigest()
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        mask_code = fmt.attention_mask_code(mask, len(full))
+        entry["m"] = fmt.attention_mask_code(mask, len(prefix) + len(new_ids))
         logits = output.logits if hasattr(output, "logits") else output[0]
         last = logits[:, -1, :]
-        stored = fmt.encode_logits(last[0], self.fidelity)
+        entry["logits"] = fmt.encode_logits(last[0], self.fidelity)
         cache = getattr(output, "past_key_values", None)
-        if cache is not None:
+        history = None
+        if cache is not None and cache is past and getattr(past, CACHE_TAG, None) is prefix:
+            history = prefix  # the cache was updated in place (transformers' Cache classes): so is its tag
+            history.append(new_ids, hasher)
+        elif cache is not None:
+            history = fmt.TokenHistory(prefix.ids + new_ids, hasher)
             try:
-                setattr(cache, CACHE_TAG, _CacheTag(full, hasher))
+                setattr(cache, CACHE_TAG, history)
             except (AttributeError, TypeError):
+                history = None
                 warnings.warn(f"probe mode cannot tag a {type(cache).__name__} cache; later steps of this "
                               "generation are not recorded", RuntimeWarning, stacklevel=3)
-        entry = {"h": hasher.hexdigest(), "n": len(prefix.ids), "ids": new_ids, "m": mask_code, "logits": stored}
-        if prefix.ids:
-            entry["ph"] = prefix.hasher.hexdigest()
-        with self._lock:
-            entry["s"] = self._next_seq()
-            self._forwards.append(entry)
-        self._local.last_forward = (entry, last)  # holds `last` so its address cannot be reused
+        if self._keep("_forwards", entry):
+            # `last` is held so that its address cannot be reused by another tensor meanwhile.
+            self._local.last_forward = (entry, last, history)
         return output
 
-    def _prefix_of(self, past: Any) -> _CacheTag | None:
+    def _prefix_of(self, past: Any) -> fmt.TokenHistory | None:
         """The history a cache holds, or None (with a warning) when it is a cache probe mode never saw."""
         if past is None:
-            return _CacheTag([], fmt.HistoryHasher())
+            return fmt.TokenHistory()
         length = past.get_seq_length() if hasattr(past, "get_seq_length") else None
         tag = getattr(past, CACHE_TAG, None)
-        if isinstance(tag, _CacheTag) and (length is None or len(tag.ids) >= length):
-            if length is None or length == len(tag.ids):
+        if isinstance(tag, fmt.TokenHistory) and (length is None or len(tag) >= length):
+            if length is None or length == len(tag):
                 return tag
-            ids = tag.ids[:length]  # the cache was cropped
-            return _CacheTag(ids, fmt.HistoryHasher().extend(ids))
+            return fmt.TokenHistory(tag.ids[:length])  # the cache was cropped
         if length == 0:
-            return _CacheTag([], fmt.HistoryHasher())
+            return fmt.TokenHistory()
         warnings.warn(f"probe mode got a {type(past).__name__} cache it did not see filled; this forward is "
                       "not recorded", RuntimeWarning, stacklevel=4)
         return None
@@ -276,12 +266,15 @@ class ProbeRecorder:
                 generator: torch.Generator | None, token: int) -> None:
         if self.closed:
             return
-        history = input_ids[0].tolist()
+        forward, last, history = getattr(self._local, "last_forward", (None, None, None))
+        if history is not None and input_ids.shape[0] == 1 and history.holds(input_ids):
+            history_hash = history.hasher.hexdigest()  # the history of the forward it follows (checked)
+        else:
+            history_hash = fmt.history_hash(input_ids[0])
         entry: dict[str, Any] = {
-            "h": fmt.history_hash(history), "n": len(history), "params": _params_dict(params),
+            "h": history_hash, "n": int(input_ids.shape[-1]), "params": _params_dict(params),
             "seed": generator.initial_seed() if generator is not None else None, "tok": int(token),
         }
-        forward, last = getattr(self._local, "last_forward", (None, None))
         if forward is not None and logits.data_ptr() == last.data_ptr() and logits.shape == last.shape:
             entry["lf"] = forward["s"]
             stored = forward["logits"]
@@ -292,22 +285,28 @@ class ProbeRecorder:
             if stored.indices is not None and not bool((stored.indices == token).any()):
                 stored.extra[int(token)] = float(logits[0, token].to(torch.float16))
             entry["logits"] = stored
-        with self._lock:
-            entry["s"] = self._next_seq()
-            self._samples.append(entry)
+        self._keep("_samples", entry)
 
     def _tokenizer_call(self, method: str, args: tuple, kwargs: dict, result: Any) -> None:
         if self.closed:
             return
         entry = {"fn": method, "a": normalize_arg(list(args)), "kw": normalize_arg(kwargs),
                  "out": encode_value(result)}
-        seen = fmt.canonical_json(entry)  # a tokenizer is deterministic: keep each distinct call once
+        # A tokenizer is deterministic: keep each distinct call once (remembered by a 16-byte digest).
+        seen = hashlib.blake2b(fmt.canonical_json(entry).encode(), digest_size=16).digest()
+        self._keep("_calls", entry, seen)
+
+    def _keep(self, queue: str, entry: dict, seen: bytes | None = None) -> bool:
+        """Number ``entry`` and queue it for the next flush; False once closed (after the final flush)."""
         with self._lock:
-            if seen in self._seen_calls:
-                return
-            self._seen_calls.add(seen)
-            entry["s"] = self._next_seq()
-            self._calls.append(entry)
+            if self.closed or (seen is not None and seen in self._seen_calls):
+                return False
+            if seen is not None:
+                self._seen_calls.add(seen)
+            self._seq += 1
+            entry["s"] = self._seq
+            getattr(self, queue).append(entry)
+            return True
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -357,9 +356,10 @@ class ProbeRecorder:
 
     def close(self) -> None:
         """Flush and stop recording; the proxies keep working and record nothing more."""
-        if self.closed:
-            return
-        self.closed = True
+        with self._lock:  # a call recorded after this lock is dropped, not left out of a written segment
+            if self.closed:
+                return
+            self.closed = True
         self.flush()
 
     @property

@@ -62,21 +62,17 @@ class _Index:
         return self._take("sample", self._samples, key)
 
 
-class MockCache:
-    """Stands in for a KV cache: it holds the token history instead of keys and values."""
+class MockCache(fmt.TokenHistory):
+    """Stands in for a KV cache: it holds the token history (and its running hash) instead of keys and values.
 
-    def __init__(self, ids: list[int] | None = None, hasher: fmt.HistoryHasher | None = None) -> None:
-        self.ids = list(ids or [])
-        self.hasher = hasher or fmt.HistoryHasher().extend(self.ids)
+    A forward given it appends to it in place, as transformers' caches are updated.
+    """
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return len(self.ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        return len(self)
 
     def __repr__(self) -> str:
-        return f"MockCache(seq_length={len(self.ids)})"
+        return f"MockCache(seq_length={len(self)})"
 
 
 class MockCausalLMOutput:
@@ -106,6 +102,9 @@ def _device_of(args: tuple, kwargs: dict) -> torch.device | None:
         if isinstance(value, torch.Tensor):
             return value.device
     return None
+
+
+_EMPTY_HISTORY = fmt.HistoryHasher()
 
 
 def _rebuild_config(data: dict | None) -> Any:
@@ -180,37 +179,34 @@ class MockModel:
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
     ) -> MockCausalLMOutput:
-        if self._transformer.wait_sec:
-            time.sleep(self._transformer.wait_sec)
+        transformer = self._transformer
+        if transformer.wait_sec:
+            time.sleep(transformer.wait_sec)
         if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] != 1:
             shape = None if input_ids is None else tuple(input_ids.shape)
             raise CassetteError(f"the mock model replays forwards given input_ids of shape (1, n); got {shape}.")
-        if past_key_values is None:
-            prefix, hasher = [], fmt.HistoryHasher()
-        elif isinstance(past_key_values, MockCache):
-            prefix, hasher = past_key_values.ids, past_key_values.hasher
-        elif getattr(past_key_values, "get_seq_length", lambda: None)() == 0:
-            prefix, hasher = [], fmt.HistoryHasher()
-        else:
+        cache = past_key_values if isinstance(past_key_values, MockCache) else None
+        if cache is None and past_key_values is not None and \
+                getattr(past_key_values, "get_seq_length", lambda: None)() != 0:
             raise CassetteError(
                 f"the mock model got a {type(past_key_values).__name__} as past_key_values; pass None or "
                 "the MockCache its previous forward returned."
             )
+        prefix_len = 0 if cache is None else len(cache)
         new_ids = input_ids[0].tolist()
-        full = prefix + new_ids
-        hasher = hasher.extend(new_ids)
-        mask = fmt.attention_mask_code(attention_mask, len(full))
-        entry = self._transformer._index.forward(fmt.forward_key(hasher.hexdigest(), len(prefix), mask))
+        hasher = (_EMPTY_HISTORY if cache is None else cache.hasher).extend(new_ids)
+        mask = fmt.attention_mask_code(attention_mask, prefix_len + len(new_ids))
+        entry = transformer._index.forward(fmt.forward_key(hasher.hexdigest(), prefix_len, mask))
         if entry is None:
-            raise CassetteMiss(self._transformer._explain.forward(len(prefix), full, mask))
-        logits = entry["logits"].full(self.device).unsqueeze(1)
-        cache = None
-        if use_cache is not False:
-            if isinstance(past_key_values, MockCache):  # updated in place, as transformers' caches are
-                past_key_values.ids, past_key_values.hasher = full, hasher
-                cache = past_key_values
-            else:
-                cache = MockCache(full, hasher)
+            asked = (cache.ids if cache is not None else []) + new_ids
+            raise CassetteMiss(transformer._explain.forward(prefix_len, asked, mask))
+        logits = entry["logits"].step_logits(self.device)
+        if use_cache is False:
+            cache = None
+        else:
+            cache = cache if cache is not None else MockCache()
+            cache.append(new_ids, hasher)
+        transformer._local.cache = cache  # the sampler call that follows finds its history's hash here
         return MockCausalLMOutput(logits, cache)
 
     def __repr__(self) -> str:
@@ -240,10 +236,7 @@ class MockTokenizer:
 
     def _replay(self, method: str, args: tuple, kwargs: dict) -> Any:
         fast = _fast_key(method, args, kwargs)
-        try:
-            out = self._memo.get(fast, _MISSING) if fast is not None else _MISSING
-        except TypeError:  # an unhashable argument (a list of lists, a dict): no memo
-            fast, out = None, _MISSING
+        out = self._memo.get(fast, _MISSING) if fast is not None else _MISSING
         if out is _MISSING:
             norm_args, norm_kwargs = normalize_arg(list(args)), normalize_arg(kwargs)
             out = self._transformer._index.calls.get(call_key(method, norm_args, norm_kwargs), _MISSING)
@@ -257,8 +250,6 @@ class MockTokenizer:
         return self._replay("__call__", args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        if name in RECORDED_TOKENIZER_METHODS:
-            return lambda *args, **kwargs: self._replay(name, args, kwargs)
         raise AttributeError(
             f"MockTokenizer has no {name!r}: the cassette {self._transformer.path} records the tokenizer's "
             "calls and main attributes only. Use a real tokenizer for anything else."
@@ -268,31 +259,48 @@ class MockTokenizer:
         return f"MockTokenizer({self._transformer.path})"
 
 
+def _replaying(method: str) -> Any:
+    def replayed(self: MockTokenizer, *args: Any, **kwargs: Any) -> Any:
+        return self._replay(method, args, kwargs)
+
+    replayed.__name__ = replayed.__qualname__ = method
+    replayed.__doc__ = f"The recorded result of the tokenizer's ``{method}`` with these arguments."
+    return replayed
+
+
+for _method in RECORDED_TOKENIZER_METHODS:
+    if _method != "__call__":
+        setattr(MockTokenizer, _method, _replaying(_method))
+
 _MISSING = object()
+_KEY_SCALARS = (str, int, float, bool, type(None))
 
 
 def _fast_key(method: str, args: tuple, kwargs: dict) -> tuple | None:
-    """A hashable memo key for a call with one positional argument (ids or text), or None."""
+    """A memo key for a call with one positional argument (text or a list of ids) and scalar keywords.
+
+    None (no memo) for anything else: a tensor, say, hashes by identity and could be edited in place.
+    Types are part of the key because ``True == 1`` while their recorded JSON differs.
+    """
     if len(args) != 1:
         return None
     arg = args[0]
-    return (method, tuple(arg) if type(arg) is list else arg, tuple(kwargs.items()),
-            tuple(map(type, kwargs.values())))
+    if type(arg) is list:
+        arg = tuple(arg)
+        if not all(type(i) is int for i in arg):
+            return None
+    elif type(arg) is not str:
+        return None
+    values = tuple(kwargs.values())
+    if not all(type(v) in _KEY_SCALARS for v in values):
+        return None
+    return method, arg, tuple(kwargs), values, tuple(map(type, values))
 
 
 @functools.lru_cache(maxsize=64)
-def _params_dict(params: Any) -> dict:
-    return params.to_dict()
-
-
-@functools.lru_cache(maxsize=64)
-def _processors(params: Any, vocab_size: int) -> list:
-    return build_processors(params, vocab_size=vocab_size)  # processors keep no state: build them once
-
-
-@functools.lru_cache(maxsize=256)
-def _sample_key(history: str, params: Any, seed: int | None) -> str:
-    return fmt.sample_key(history, _params_dict(params), seed)
+def _plan(params: Any, vocab_size: int) -> tuple[list, str]:
+    """The processors ``params`` asks for and the parameters' key part; processors keep no state."""
+    return build_processors(params, vocab_size=vocab_size), fmt.canonical_json(params.to_dict())
 
 
 class MockTokenSampler(TokenSampler):
@@ -307,17 +315,24 @@ class MockTokenSampler(TokenSampler):
 
     def sample(self, logits: torch.Tensor, input_ids: torch.Tensor, params: Any,
                generator: torch.Generator | None = None) -> int:
-        hashable = isinstance(params, Hashable)  # SamplingParams is frozen: its parts are computed once
         vocab_size = logits.shape[-1]
-        processors = _processors(params, vocab_size) if hashable else build_processors(params, vocab_size)
+        if isinstance(params, Hashable):  # SamplingParams is frozen: its plan is built once
+            processors, params_json = _plan(params, vocab_size)
+        else:
+            processors, params_json = _plan.__wrapped__(params, vocab_size)
         apply_processors(processors, input_ids, logits)
         seed = generator.initial_seed() if generator is not None else None
-        history = fmt.history_hash(input_ids[0])
-        key = _sample_key(history, params, seed) if hashable else fmt.sample_key(history, params.to_dict(), seed)
-        entry = self._transformer._index.sample(key)
+        entry = self._transformer._index.sample(fmt.sample_key(self._history_hash(input_ids), params_json, seed))
         if entry is None:
             raise CassetteMiss(self._transformer._explain.sample(input_ids[0].tolist(), params.to_dict(), seed))
         return entry["tok"]
+
+    def _history_hash(self, input_ids: torch.Tensor) -> str:
+        """The hash of ``input_ids``: the last forward's on this thread when they are its history, else computed."""
+        cache = getattr(self._transformer._local, "cache", None)
+        if cache is not None and input_ids.shape[0] == 1 and cache.holds(input_ids):
+            return cache.hasher.hexdigest()
+        return fmt.history_hash(input_ids[0])
 
 
 class MockTransformer:
@@ -342,6 +357,7 @@ class MockTransformer:
         self.cassette = fmt.load_cassette(self.path)
         self.manifest = self.cassette.manifest
         self._index = _Index(self.cassette)
+        self._local = threading.local()  # per thread: the MockCache of the last forward
         self._explain = MissExplainer(self.cassette)
         self._model = MockModel(self)
         self._tokenizer = MockTokenizer(self)

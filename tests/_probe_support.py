@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from chatstream.bundled import bundled_model_path
 from chatstream.chat_prompt import ChatPromptFromTemplate
+from chatstream.token_sampler import TokenSampler
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -48,3 +49,14 @@ def ask(tokenizer, *turns: str) -> ChatPromptFromTemplate:
         (prompt.add_requester_msg if i % 2 == 0 else prompt.add_responder_msg)(turn)
     prompt.add_responder_msg(None)
     return prompt
+
+
+class Capture(TokenSampler):
+    """A sampler that keeps a copy of the logits it was given, then lets ``inner`` choose."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, []
+
+    def sample(self, logits, input_ids, params, generator=None):
+        self.seen.append(logits.clone())
+        return self.inner.sample(logits, input_ids, params, generator)

@@ -161,6 +161,13 @@ def test_committed_segment_with_missing_tensors_is_an_error(cassette_dir):
     (lambda d: d["calls"][0].update(fn=3), r"calls\[0\].fn .* has the wrong type"),
     (lambda d: d["tensors"].update(file="../x.safetensors"),
      r"tensors.file .* must name a .safetensors file beside it"),
+    (lambda d: d["groups"]["g0"].update(vocab="1000"), r"groups.g0.vocab .* has the wrong type"),
+    (lambda d: d["groups"]["g0"].update(width=32), r"tensor g0.values .* does not hold compact rows of width 32"),
+    (lambda d: d["groups"]["g0"].update(vocab=500), r"tensor g0.indices .* outside the vocabulary of 500"),
+    (lambda d: d["forwards"][0].update(ids=[1, "2"]), r"forwards\[0\].ids / .m must be lists"),
+    (lambda d: d["forwards"][0]["lg"].update(x=[[5000, 1.0]]), r"forwards\[0\].lg.x\[0\] .* below 1000"),
+    (lambda d: d["samples"][0].pop("seed"), r"samples\[0\] lacks the field 'seed'"),
+    (lambda d: d["samples"][0].update(x=[3]), r"samples\[0\].x .* must be a \[token id, logit\] pair"),
 ])
 def test_malformed_segment_entries_name_file_and_field(cassette_dir, edit, fragment):
     path = cassette_dir / "segment-000001.json"
@@ -186,3 +193,12 @@ def test_attention_mask_codes_and_keys():
     keys = {fmt.forward_key("ab", 2, m) for m in (None, "ones", [0, 1, 1])}
     assert len(keys) == 3
     assert fmt.sample_key("ab", {"t": 1}, None) != fmt.sample_key("ab", {"t": 1}, 5)
+
+
+def test_a_sampled_logit_outside_its_forwards_vocabulary_is_refused(cassette_dir):
+    path = cassette_dir / "segment-000001.json"
+    document = json.loads(path.read_text())
+    document["samples"][0]["x"] = [1000, 1.5]  # forward 1's vocabulary is 1000
+    path.write_text(json.dumps(document))
+    with pytest.raises(CassetteFormatError, match=r"token 1000, outside the vocabulary \(1000\) of forward 1"):
+        fmt.load_cassette(cassette_dir)

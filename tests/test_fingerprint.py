@@ -1,5 +1,6 @@
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from _probe_support import bundled, random_model
@@ -58,3 +59,18 @@ def test_objects_not_loaded_from_a_directory_get_content_fingerprints():
     assert prints["weights"].startswith("params-sha256:") and prints["tokenizer"].startswith("vocab-sha256:")
     assert prints["chat_template"] == chat_template_fingerprint(tokenizer.chat_template)
     assert chat_template_fingerprint(None) is None
+
+
+def test_a_model_loaded_by_hub_id_is_fingerprinted_from_its_cached_snapshot(tmp_path):
+    _, tokenizer = bundled()
+    repo = tmp_path / "models--chatstream--tiny-chat"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(bundled_model_path(), repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    model = SimpleNamespace(name_or_path="chatstream/tiny-chat", config=SimpleNamespace(_commit_hash=commit))
+    hub_tokenizer = SimpleNamespace(name_or_path="chatstream/tiny-chat", chat_template=tokenizer.chat_template)
+    prints = fingerprint_loaded(model, hub_tokenizer, hub_cache_dir=tmp_path)
+    assert prints == fingerprint_model_dir(bundled_model_path())
+    absent = SimpleNamespace(name_or_path="chatstream/not-cached")
+    assert fingerprint_loaded(absent, absent, hub_cache_dir=tmp_path)["weights"] is None

@@ -11,8 +11,9 @@ import textwrap
 import httpx
 import pytest
 import torch
-from _probe_support import ask, bundled
+from _probe_support import Capture, ask, bundled
 from fastapi import FastAPI
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from chatstream.bundled import bundled_model_path
@@ -20,7 +21,7 @@ from chatstream.chat_stream import ChatStream
 from chatstream.generation import ChatGenerator, GenerationParams
 from chatstream.recording import ProbeRecorder
 from chatstream.replay import MockModel, MockTransformer
-from chatstream.token_sampler import TokenSampler, TokenSamplerIsok
+from chatstream.token_sampler import TokenSamplerIsok
 from pytest_chatstream import lifespan
 
 CONVERSATIONS = {
@@ -63,6 +64,12 @@ async def test_http_round_trip_replays_the_same_bytes_in_any_order_with_no_weigh
     recorded = await _serve(recording, [["greet", "japanese"], ["name"], ["weather"]])
     assert recording.probe_recorder.closed and recording.probe_recorder.stats["segments"] >= 8
     assert any(len(b) > len(b.decode()) for turns in recorded.values() for b in turns)  # multi-byte UTF-8
+    for file in (tmp_path / "http").iterdir():  # the cassette opens with json and safetensors alone
+        assert file.name == "manifest.json" or file.name.startswith("segment-"), file.name
+        if file.suffix == ".json":
+            assert isinstance(json.loads(file.read_bytes()), dict)
+        else:
+            assert file.suffix == ".safetensors" and isinstance(load_file(file), dict)
 
     mock_transformer = MockTransformer(parent_dir_path=tmp_path, dirname="http", wait_sec=0)
     mock_model = mock_transformer.get_model()
@@ -72,15 +79,6 @@ async def test_http_round_trip_replays_the_same_bytes_in_any_order_with_no_weigh
     assert isinstance(replaying.model, MockModel) and list(replaying.model.parameters()) == []
     replayed = await _serve(replaying, [["weather", "name", "japanese", "greet"]])  # all at once, other order
     assert replayed == recorded
-
-
-class Capture(TokenSampler):
-    def __init__(self, inner):
-        self.inner, self.seen = inner, []
-
-    def sample(self, logits, input_ids, params, generator=None):
-        self.seen.append(logits.clone())
-        return self.inner.sample(logits, input_ids, params, generator)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -197,3 +197,29 @@ def test_a_cache_probe_mode_never_saw_is_not_recorded_and_warns(tmp_path):
     with pytest.warns(RuntimeWarning, match="did not see filled"):
         m(input_ids=torch.tensor([[8]]), past_key_values=foreign, use_cache=True)
     assert recorder.stats["pending"] == 0
+
+
+def test_a_cropped_cache_continues_from_what_it_still_holds(tmp_path):
+    model, tokenizer = bundled()
+    recorder = ProbeRecorder(tmp_path / "c", fidelity="exact")
+    m, _, _ = recorder.wrap(model, tokenizer, None)
+    out = m(input_ids=torch.tensor([[5, 6, 7, 8]]), use_cache=True)
+    out.past_key_values.crop(-2)  # drop the last two ids, as speculative decoding does
+    m(input_ids=torch.tensor([[9]]), past_key_values=out.past_key_values, use_cache=True)
+    recorder.close()
+    forwards = list(fmt.load_cassette(tmp_path / "c").forwards())
+    assert [(f["n"], f["ids"], f["h"]) for f in forwards] == [
+        (0, [5, 6, 7, 8], fmt.history_hash([5, 6, 7, 8])), (2, [9], fmt.history_hash([5, 6, 9]))]
+
+
+def test_a_sample_is_keyed_by_the_history_it_got_even_after_another_forward(tmp_path):
+    model, tokenizer = bundled()
+    recorder = ProbeRecorder(tmp_path / "c")
+    m, _, s = recorder.wrap(model, tokenizer, TokenSamplerIsok(seed=1))
+    out = m(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True)
+    logits = out.logits[:, -1, :]
+    s.sample(logits, torch.tensor([[5, 6, 7]]), PARAMS.sampling)  # the forward's own history
+    s.sample(logits, torch.tensor([[5, 6, 4]]), PARAMS.sampling)  # the same length, another history
+    recorder.close()
+    samples = list(fmt.load_cassette(tmp_path / "c").samples())
+    assert [s["h"] for s in samples] == [fmt.history_hash([5, 6, 7]), fmt.history_hash([5, 6, 4])]

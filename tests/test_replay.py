@@ -3,28 +3,17 @@ import time
 
 import pytest
 import torch
-from _probe_support import ask, bundled
+from _probe_support import Capture, ask, bundled
 from transformers import GenerationConfig, PreTrainedConfig
 
 from chatstream.exceptions import CassetteMiss, CassetteNotFound, ConfigurationError
 from chatstream.generation import ChatGenerator, GenerationParams
 from chatstream.recording import ProbeRecorder
 from chatstream.replay import MockCache, MockModel, MockTransformer
-from chatstream.token_sampler import TokenSampler, TokenSamplerIsok
+from chatstream.token_sampler import TokenSamplerIsok
 
 PARAMS = GenerationParams(max_new_tokens=20, temperature=2.0, seed=11)
 QUESTIONS = ["Hello", "Do you like cats?", "How is the weather?", "こんにちは"]
-
-
-class Capture(TokenSampler):
-    """A sampler that keeps a copy of the logits it was given, then lets ``inner`` choose."""
-
-    def __init__(self, inner):
-        self.inner, self.seen = inner, []
-
-    def sample(self, logits, input_ids, params, generator=None):
-        self.seen.append(logits.clone())
-        return self.inner.sample(logits, input_ids, params, generator)
 
 
 def _answers(model, tokenizer, sampler, questions, params=PARAMS):
@@ -202,3 +191,64 @@ def test_parent_defaults_to_the_probe_directory(recorded, monkeypatch):
     mock = MockTransformer(dirname=path.name)
     assert mock.path == path
     assert MockTransformer.from_path(path).path == path
+
+
+def test_logits_come_back_on_the_device_asked(recorded):
+    path, _, _ = recorded
+    model = _mock(path).get_model()
+    _, tokenizer = bundled()
+    prompt = tokenizer(ask(tokenizer, "Hello").create_prompt(), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt])
+    assert model.to(torch.device("meta")) is model and model.device.type == "meta"  # any device, no GPU needed
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+    assert out.logits.device.type == "meta" and out.logits.shape == (1, 1, model.config.vocab_size)
+    assert model.to("cpu")(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.device.type == "cpu"
+
+
+def test_mock_cache_grows_in_place_and_compares_histories():
+    cache = MockCache([1, 2, 3])
+    for token in range(100):  # past the first buffer
+        cache.append([token], cache.hasher.extend([token]))
+    expected = [1, 2, 3, *range(100)]
+    assert cache.ids == expected and cache.get_seq_length() == len(cache) == 103
+    assert cache.hasher.hexdigest() == MockCache(expected).hasher.hexdigest()
+    assert cache.holds(torch.tensor([expected])) and cache.holds(torch.tensor(expected))
+    assert not cache.holds(torch.tensor([expected[:-1]])) and not cache.holds(torch.tensor([[9, *expected[1:]]]))
+
+
+def test_sampler_given_another_history_than_the_last_forward_is_keyed_by_that_history(recorded):
+    path, _, _ = recorded
+    mock = _mock(path)
+    _, tokenizer = bundled()
+    prompt = tokenizer(ask(tokenizer, "Hello").create_prompt(), add_special_tokens=False)["input_ids"]
+    out = mock.get_model()(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt)),
+                           use_cache=True)
+    generator = torch.Generator().manual_seed(PARAMS.seed)
+    sampler = mock.get_token_sampler()
+    assert isinstance(sampler.sample(out.logits[:, -1, :], torch.tensor([prompt]), PARAMS.sampling, generator), int)
+    changed = torch.tensor([[prompt[0] + 1, *prompt[1:]]])  # same length as the forward's history, one id off
+    with pytest.raises(CassetteMiss, match="token sampler call was never recorded"):
+        sampler.sample(out.logits[:, -1, :], changed, PARAMS.sampling, generator)
+
+
+def test_miss_on_a_recorded_history_with_another_mask_says_so(recorded):
+    path, _, _ = recorded
+    _, tokenizer = bundled()
+    prompt = tokenizer(ask(tokenizer, "Hello").create_prompt(), add_special_tokens=False)["input_ids"]
+    model = _mock(path).get_model()
+    with pytest.raises(CassetteMiss, match="the same history was recorded; the call differs in how the ids"):
+        model(input_ids=torch.tensor([prompt]), attention_mask=None)  # recorded with an all-ones mask
+    with pytest.raises(CassetteMiss, match=r"the asked history is a prefix of it \(the recorded one goes on"):
+        model(input_ids=torch.tensor([prompt[:-1]]), attention_mask=torch.ones(1, len(prompt) - 1))
+
+
+def test_a_tensor_argument_is_looked_up_by_its_content_each_time(tmp_path):
+    model, tokenizer = bundled()
+    with ProbeRecorder(tmp_path / "c") as recorder:
+        _, t, _ = recorder.wrap(model, tokenizer, None)
+        first, second = t.decode([5, 6]), t.decode([7, 8])
+    mock_tokenizer = MockTransformer.from_path(tmp_path / "c").get_tokenizer()
+    ids = torch.tensor([5, 6])
+    assert mock_tokenizer.decode(ids) == first
+    ids[:] = torch.tensor([7, 8])  # the same tensor object, edited in place
+    assert mock_tokenizer.decode(ids) == second != first
