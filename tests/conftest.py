@@ -1,10 +1,15 @@
 import contextlib
+import os
 import socket
 import threading
 import time
 
 import pytest
 import uvicorn
+
+# One torch thread per process: the tiny model is faster that way on a shared 2-core machine,
+# and test subprocesses (chatstream serve) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ["pytester"]  # the plugin tests run pytest in pytest
 
