@@ -132,13 +132,18 @@ class MockModel:
     def __init__(self, transformer: MockTransformer) -> None:
         self._transformer = transformer
         info = transformer.manifest["model"]
-        self.config = _rebuild_config(info.get("config"))
         self.generation_config = _rebuild_generation_config(info.get("generation_config"))
         self.name_or_path = info.get("name_or_path", "")
         self.dtype = getattr(torch, info.get("dtype", "float32"), torch.float32)
         self.device = torch.device("cpu")
         self.training = False
         self.recorded_on = info.get("device", {})
+
+    @functools.cached_property
+    def config(self) -> Any:
+        """The recorded model config, rebuilt on first use: importing a model's config class
+        (transformers.models.<type>) costs seconds, and the runtime itself never reads it."""
+        return _rebuild_config(self._transformer.manifest["model"].get("config"))
 
     def to(self, *args: Any, **kwargs: Any) -> MockModel:
         """Move replayed tensors to a device; a dtype argument is ignored (logits keep the recorded dtype)."""
