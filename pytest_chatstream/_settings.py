@@ -9,6 +9,7 @@ model or writes a cassette.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,11 @@ def parse_probe(value: str | None) -> Mode:
             "--probe=missing or --probe=verify."
         )
     return Mode(value)
+
+
+def probe_on_command_line(args: Sequence[str]) -> bool:
+    """Whether ``args`` pass ``--probe`` themselves (pytest's parser allows no abbreviation of it)."""
+    return any(arg == "--probe" or arg.startswith("--probe=") for arg in args)
 
 
 def decide_action(mode: Mode, cassette_exists: bool) -> Action:

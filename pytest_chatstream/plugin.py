@@ -7,7 +7,9 @@ them. Everything that does not need pytest lives in the ``_``-modules beside thi
 
 from __future__ import annotations
 
+import os
 import secrets
+import shlex
 import time
 import uuid
 import warnings
@@ -29,7 +31,16 @@ from ._session import (
     stale_message,
     stale_parts,
 )
-from ._settings import FIDELITIES, PROBE_CHOICES, Action, Mode, Settings, decide_action, resolve_settings
+from ._settings import (
+    FIDELITIES,
+    PROBE_CHOICES,
+    Action,
+    Mode,
+    Settings,
+    decide_action,
+    probe_on_command_line,
+    resolve_settings,
+)
 from ._staging import ClaimBoard
 
 MARKER = "chatstream_cassette"
@@ -88,9 +99,19 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(name=None, *, fidelity=None): use the named cassette <cassette_dir>/<name> (several "
         "tests may share one; the first to run records it under --probe) and/or record it at a fidelity.",
     )
+    probe = config.getoption("--probe")
+    workerinput = getattr(config, "workerinput", None)
+    # The mode comes from the command line only: pytest would take an ini file's `addopts = --probe`
+    # as if it had been typed, which would let a committed file make CI load a model and record.
+    command_line = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    if probe is not None and workerinput is None and not probe_on_command_line(command_line):
+        raise pytest.UsageError(
+            f"--probe={probe} came from the ini option addopts; only the command line (or PYTEST_ADDOPTS) "
+            "may choose a probe mode. Remove --probe from addopts and pass it to pytest when you record."
+        )
     try:
         settings = resolve_settings(
-            probe=config.getoption("--probe"),
+            probe=probe,
             cli_model=config.getoption("--probe-model"),
             cli_device=config.getoption("--probe-device"),
             cli_fidelity=config.getoption("--probe-fidelity"),
@@ -112,7 +133,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = settings
     config.stash[REPORT] = Report(mode=settings.mode.value)
     config.stash[FINGERPRINTS] = {}
-    workerinput = getattr(config, "workerinput", None)
     config.stash[RUN_ID] = workerinput["chatstream_run_id"] if workerinput else uuid.uuid4().hex
 
 
@@ -234,7 +254,7 @@ def _verify(item: pytest.Item, run: CassetteRun, fail: bool) -> None:
             f"the live model diverged from the cassette {verdict['cassette']} at step "
             f"{verdict.get('first_divergent_step')}: recorded token {verdict.get('recorded_token')!r}, "
             f"live token {verdict.get('live_token')!r}, largest logit difference "
-            f"{verdict.get('max_logit_diff')}. Re-record it with: pytest --probe {item.nodeid!r}",
+            f"{verdict.get('max_logit_diff')}. Re-record it with: pytest --probe=all {item.nodeid!r}",
             pytrace=False,
         )
 

@@ -135,7 +135,8 @@ def test_verify_passes_on_fresh_cassettes_and_reports_a_forged_divergence(
     forged = pytester.runpytest("--probe=verify", "-k", "greeting or two_turns", *dist)
     forged.assert_outcomes(passed=1, failed=1, deselected=deselected)
     forged.stdout.fnmatch_lines([
-        "*the live model diverged from the cassette test_chat/test_greeting at step 0: recorded token 3*",
+        "*the live model diverged from the cassette test_chat/test_greeting at step 0: recorded token 3*"
+        "Re-record it with: pytest --probe=all 'test_chat.py::test_greeting'",
         "verified: 2 test(s): 1 diverged, 1 identical",
         "  test*status*step*recorded*live*max|dlogit|",
         "  test_chat.py::test_greeting*diverged*0*3 *",

@@ -6,7 +6,7 @@ import pytest
 
 # pytester's in-process runs drop the modules first imported inside them, and torch cannot be
 # imported twice in one process: import chatstream (and so torch) out here, once.
-import chatstream  # noqa: F401
+import chatstream.device  # noqa: F401  (the chatstream_device fixture imports it)
 
 # Each run-the-tests case runs plainly and under xdist. pytest-benchmark, when installed, warns under
 # xdist, and warnings are errors in this repo.
@@ -68,6 +68,26 @@ def test_bad_ini_values_stop_the_run_with_a_usage_error(project: pytest.Pytester
     result = project.runpytest()
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_an_ini_file_cannot_turn_on_probe(project: pytest.Pytester) -> None:
+    project.makeini(BASE_INI + "addopts = --probe\n")
+    project.makepyfile(NO_MODEL_TEST)
+    result = project.runpytest()
+    result.stderr.fnmatch_lines(["ERROR: --probe=all came from the ini option addopts; only the command line*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_probe_device_comes_from_the_command_line_then_the_ini(project: pytest.Pytester) -> None:
+    project.makeini(BASE_INI + "chatstream_device = cuda:1\n")
+    project.makepyfile("""
+        def test_device(chatstream_device, request):
+            (request.config.rootpath / "device").write_text(chatstream_device)
+    """)
+    device = project.path / "device"
+    for args, expected in [(["--probe"], "cuda:1"), (["--probe", "--probe-device", "cpu"], "cpu")]:
+        project.runpytest(*args).assert_outcomes(passed=1)
+        assert device.read_text() == expected, args
 
 
 def test_unknown_probe_mode_is_refused(project: pytest.Pytester) -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from chatstream.exceptions import ConfigurationError
-from pytest_chatstream._settings import Action, Mode, decide_action, parse_probe, resolve_settings
+from pytest_chatstream._settings import (
+    Action,
+    Mode,
+    decide_action,
+    parse_probe,
+    probe_on_command_line,
+    resolve_settings,
+)
 
 
 def _resolve(tmp_path: Path, **overrides: object):
@@ -41,6 +48,13 @@ def test_command_line_wins_over_ini_and_ini_over_marker(tmp_path: Path) -> None:
     assert ini_only.model_path == tmp_path / "root" / "m-ini"  # ini paths: from the rootdir
     assert ini_only.fidelity_for("exact") == "fp16"
     assert _resolve(tmp_path).fidelity_for("exact") == "exact"  # the marker only when nothing else says
+    assert _resolve(tmp_path, ini_device="cuda:1").device == "cuda:1"
+
+
+def test_verify_report_path_from_the_command_line_or_the_ini(tmp_path: Path) -> None:
+    assert _resolve(tmp_path).verify_report == tmp_path / "root" / "chatstream-verify-report.json"
+    assert _resolve(tmp_path, ini_report="r.json").verify_report == tmp_path / "root" / "r.json"
+    assert _resolve(tmp_path, cli_report="c.json", ini_report="r.json").verify_report == tmp_path / "cwd" / "c.json"
 
 
 def test_only_the_command_line_sets_the_mode(tmp_path: Path) -> None:
@@ -51,6 +65,11 @@ def test_only_the_command_line_sets_the_mode(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("value", "mode"), [(None, Mode.REPLAY), ("all", Mode.ALL), ("missing", Mode.MISSING)])
 def test_parse_probe(value: str | None, mode: Mode) -> None:
     assert parse_probe(value) is mode
+
+
+def test_probe_on_command_line_tells_probe_from_its_sibling_options() -> None:
+    assert probe_on_command_line(["tests", "--probe"]) and probe_on_command_line(["--probe=verify"])
+    assert not probe_on_command_line(["--probe-model", "m", "--probe-device=cpu", "tests/probe"])
 
 
 def test_parse_probe_refuses_unknown_modes() -> None:
