@@ -14,6 +14,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 pytest_plugins = ["pytester"]  # the plugin tests run pytest in pytest
 
 
+@pytest.fixture(autouse=True)
+def _no_benchmark_plugin_in_pytester(request):
+    """pytester's inner runs read their own ini, not this project's addopts: keep pytest-benchmark (when a
+    machine has it) out of them, since under xdist it warns there and this suite treats warnings as errors."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when set up, so set ours after it
+        request.getfixturevalue("monkeypatch").setenv("PYTEST_ADDOPTS", "-p no:benchmark")
+
+
 @contextlib.contextmanager
 def run_server(app):
     """Run ``app`` on uvicorn on a free loopback port in a thread; yields its base URL."""
