@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import json
 import platform
 import sys
@@ -14,6 +13,7 @@ import torch
 from . import cassette as fmt
 from ._cassette_values import encode_value
 from .fingerprint import fingerprint_loaded
+from .generation import accepts_logits_to_keep
 
 
 def _device_name(device: torch.device) -> str:
@@ -49,17 +49,13 @@ def _tokenizer_manifest(tokenizer: Any) -> dict:
 
 def _model_manifest(model: Any) -> dict:
     device = torch.device(getattr(model, "device", "cpu"))
-    try:
-        accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError, AttributeError):
-        accepts_logits_to_keep = False
     return {
         "class": type(model).__name__,
         "name_or_path": str(getattr(model, "name_or_path", "") or ""),
         "dtype": str(getattr(model, "dtype", torch.float32)).removeprefix("torch."),
         "config": _json_config(getattr(model, "config", None)),
         "generation_config": _json_config(getattr(model, "generation_config", None)),
-        "forward_accepts_logits_to_keep": accepts_logits_to_keep,
+        "forward_accepts_logits_to_keep": accepts_logits_to_keep(model),
         "device": {"type": device.type, "name": _device_name(device)},
     }
 

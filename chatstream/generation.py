@@ -118,7 +118,8 @@ def build_input_ids(
     return ids, min(room, params.max_new_tokens)
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether ``model.forward`` takes ``logits_to_keep`` (then the loop asks for the last position only)."""
     try:
         return "logits_to_keep" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError, AttributeError):
@@ -148,7 +149,7 @@ def decode_tokens(
         # A CPU buffer takes each new token through a NumPy view of its memory (~50 ns, not ~2 us).
         history_row = history.numpy()[0] if history.device.type == "cpu" else history[0]
         step_input = history[:, :prompt_len]
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     past_key_values = None
     token = -1
     for step in range(max_new_tokens):
