@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "MockTokenSampler": "replay",
     "MockTokenizer": "replay",
     "MockTransformer": "replay",
+    "ModelCacheError": "exceptions",
     "ProbeRecorder": "recording",
     "PromptTooLongError": "exceptions",
     "SamplingParams": "sampling",

@@ -115,13 +115,13 @@ class MissExplainer:
             lines.append(f"  the asked history is a prefix of it (the recorded one goes on at position {at})")
         else:
             lines.append("  the same history was recorded; the call differs in how the ids were split between "
-                         "past_key_values and input_ids, or in its attention mask")
+                         "cache and input_ids, or in its attention mask")
         return lines
 
     def forward(self, prefix_len: int, asked: list[int], mask: object) -> str:
         lines = [
             self._header("this model forward"),
-            f"  asked: {len(asked)} ids ({prefix_len} from past_key_values + {len(asked) - prefix_len} new), "
+            f"  asked: {len(asked)} ids ({prefix_len} from the cache + {len(asked) - prefix_len} new), "
             f"attention mask {mask if not isinstance(mask, list) else 'explicit'}",
             f"    ids {_ids_around(asked, max(prefix_len, len(asked) - _SHOW_IDS))}",
             f"    text {_clip(self.describe(asked))}",

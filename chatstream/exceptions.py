@@ -3,6 +3,7 @@
     ChatStreamError
     ├── ConfigurationError (also a ValueError)   bad constructor or CLI argument
     ├── PromptTooLongError (also a ValueError)   the prompt cannot fit the context even alone
+    ├── ModelCacheError                          the model did not keep the KV cache it was given
     └── CassetteError                            a cassette cannot be read, written or replayed
         ├── CassetteNotFound                     no cassette at the expected path
         ├── CassetteFormatError                  corrupt, truncated or future-version file
@@ -24,6 +25,10 @@ class ConfigurationError(ChatStreamError, ValueError):
 
 class PromptTooLongError(ChatStreamError, ValueError):
     """The prompt does not fit into the context even with every older turn dropped."""
+
+
+class ModelCacheError(ChatStreamError):
+    """The model ignored the KV cache the decode loop passed it (a wrong cache argument name)."""
 
 
 class CassetteError(ChatStreamError):

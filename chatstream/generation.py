@@ -19,6 +19,7 @@ from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .exceptions import ConfigurationError, PromptTooLongError
+from .model_cache import cache_argument, check_cache_kept, output_cache
 from .sampling import SamplingParams
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
@@ -150,7 +151,8 @@ def decode_tokens(
         history_row = history.numpy()[0] if history.device.type == "cpu" else history[0]
         step_input = history[:, :prompt_len]
     extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-    past_key_values = None
+    cache_name = cache_argument(model)
+    cache = None
     token = -1
     for step in range(max_new_tokens):
         length = prompt_len + step
@@ -158,14 +160,11 @@ def decode_tokens(
             if step:
                 history_row[length - 1] = token
                 step_input = history[:, length - 1 : length]
-            output = model(
-                input_ids=step_input,
-                attention_mask=attention_mask[:, :length],
-                past_key_values=past_key_values,
-                use_cache=True,
-                **extra,
-            )
-            past_key_values = output.past_key_values
+            extra[cache_name] = cache
+            output = model(input_ids=step_input, attention_mask=attention_mask[:, :length], use_cache=True, **extra)
+            cache = output_cache(output)
+            if step == 1:  # once: a model that ignored the cache it was given must not generate on
+                check_cache_kept(model, cache_name, cache, length)
             token = sampler.sample(output.logits.select(1, -1), history[:, :length], sampling, generator)
         if token in eos_ids:
             return

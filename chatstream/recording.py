@@ -25,6 +25,7 @@ from . import cassette as fmt
 from ._cassette_manifest import build_manifest
 from ._cassette_values import encode_value, normalize_arg
 from .exceptions import CassetteError, ConfigurationError
+from .model_cache import cache_kwargs, cache_length, output_cache
 from .token_sampler import TokenSamplerIsok
 
 CACHE_TAG = "_chatstream_probe_history"
@@ -213,7 +214,7 @@ class ProbeRecorder:
                 f"probe mode records batch size 1 (the decode loop's); got input_ids of shape "
                 f"{tuple(input_ids.shape)}. Run batched calls on the unwrapped model."
             )
-        past = kwargs.get("past_key_values", args[2] if len(args) > 2 else None)
+        past = cache_kwargs(kwargs)  # the decode loop passes it by keyword, under either name
         prefix = self._prefix_of(past)
         output = call(*args, **kwargs)
         if prefix is None:
@@ -228,7 +229,7 @@ class ProbeRecorder:
         logits = output.logits if hasattr(output, "logits") else output[0]
         last = logits[:, -1, :]
         entry["logits"] = fmt.encode_logits(last[0], self.fidelity)
-        cache = getattr(output, "past_key_values", None)
+        cache = output_cache(output)
         history = None
         if cache is not None and cache is past and getattr(past, CACHE_TAG, None) is prefix:
             history = prefix  # the cache was updated in place (transformers' Cache classes): so is its tag
@@ -250,7 +251,7 @@ class ProbeRecorder:
         """The history a cache holds, or None (with a warning) when it is a cache probe mode never saw."""
         if past is None:
             return fmt.TokenHistory()
-        length = past.get_seq_length() if hasattr(past, "get_seq_length") else None
+        length = cache_length(past)
         tag = getattr(past, CACHE_TAG, None)
         if isinstance(tag, fmt.TokenHistory) and (length is None or len(tag) >= length):
             if length is None or length == len(tag):

@@ -76,20 +76,25 @@ class MockCache(fmt.TokenHistory):
 
 
 class MockCausalLMOutput:
-    """A forward's result: ``.logits`` (1, 1, vocab) and ``.past_key_values``, also by name or index.
+    """A forward's result: ``.logits`` (1, 1, vocab) and ``.cache`` (also as ``.past_key_values``, the
+    name before transformers 5.24), also by name or index.
 
     A plain class rather than transformers' ``CausalLMOutputWithPast``, whose construction costs
     more than the rest of a replayed step.
     """
 
-    __slots__ = ("logits", "past_key_values")
+    __slots__ = ("cache", "logits")
 
-    def __init__(self, logits: torch.Tensor, past_key_values: MockCache | None) -> None:
+    def __init__(self, logits: torch.Tensor, cache: MockCache | None) -> None:
         self.logits = logits
-        self.past_key_values = past_key_values
+        self.cache = cache
+
+    @property
+    def past_key_values(self) -> MockCache | None:
+        return self.cache
 
     def to_tuple(self) -> tuple:
-        return tuple(v for v in (self.logits, self.past_key_values) if v is not None)
+        return tuple(v for v in (self.logits, self.cache) if v is not None)
 
     def __getitem__(self, key: str | int) -> Any:
         return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
@@ -179,23 +184,28 @@ class MockModel:
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Any = None,
         **kwargs: Any,
     ) -> MockCausalLMOutput:
+        """Replay a recorded forward. The cache comes as ``cache`` or, as before transformers 5.24,
+        ``past_key_values``: a cassette holds no trace of the name, so either replays any cassette."""
         transformer = self._transformer
         if transformer.wait_sec:
             time.sleep(transformer.wait_sec)
         if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] != 1:
             shape = None if input_ids is None else tuple(input_ids.shape)
             raise CassetteError(f"the mock model replays forwards given input_ids of shape (1, n); got {shape}.")
-        cache = past_key_values if isinstance(past_key_values, MockCache) else None
-        if cache is None and past_key_values is not None and \
-                getattr(past_key_values, "get_seq_length", lambda: None)() != 0:
+        if cache is not None and past_key_values is not None:
+            raise CassetteError("the mock model got both `cache` and `past_key_values`; pass the cache once.")
+        given = cache if cache is not None else past_key_values
+        cache = given if isinstance(given, MockCache) else None
+        if cache is None and given is not None and getattr(given, "get_seq_length", lambda: None)() != 0:
             raise CassetteError(
-                f"the mock model got a {type(past_key_values).__name__} as past_key_values; pass None or "
-                "the MockCache its previous forward returned."
+                f"the mock model got a {type(given).__name__} as its cache; pass None or the MockCache its "
+                "previous forward returned."
             )
         prefix_len = 0 if cache is None else len(cache)
         new_ids = input_ids[0].tolist()

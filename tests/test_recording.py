@@ -9,6 +9,7 @@ from chatstream import cassette as fmt
 from chatstream.exceptions import CassetteError, ConfigurationError
 from chatstream.fingerprint import fingerprint_model_dir
 from chatstream.generation import ChatGenerator, GenerationParams
+from chatstream.model_cache import cache_argument, output_cache
 from chatstream.recording import ProbeRecorder, RecordingModel
 from chatstream.token_sampler import TokenSampler, TokenSamplerIsok
 
@@ -182,7 +183,7 @@ def test_forward_called_directly_is_recorded_with_its_signature(tmp_path):
 
     assert "logits_to_keep" in inspect.signature(m.forward).parameters
     out = m.forward(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True)
-    m(input_ids=torch.tensor([[8]]), past_key_values=out.past_key_values, use_cache=True)
+    m(input_ids=torch.tensor([[8]]), **{cache_argument(model): output_cache(out)}, use_cache=True)
     recorder.close()
     forwards = list(fmt.load_cassette(tmp_path / "c").forwards())
     assert [(f["n"], f["ids"], f["m"]) for f in forwards] == [(0, [5, 6, 7], None), (3, [8], None)]
@@ -193,9 +194,9 @@ def test_a_cache_probe_mode_never_saw_is_not_recorded_and_warns(tmp_path):
     model, tokenizer = bundled()
     recorder = ProbeRecorder(tmp_path / "c")
     m, _, _ = recorder.wrap(model, tokenizer, None)
-    foreign = model(input_ids=torch.tensor([[5, 6]]), use_cache=True).past_key_values
+    foreign = output_cache(model(input_ids=torch.tensor([[5, 6]]), use_cache=True))
     with pytest.warns(RuntimeWarning, match="did not see filled"):
-        m(input_ids=torch.tensor([[8]]), past_key_values=foreign, use_cache=True)
+        m(input_ids=torch.tensor([[8]]), **{cache_argument(model): foreign}, use_cache=True)
     assert recorder.stats["pending"] == 0
 
 
@@ -204,8 +205,8 @@ def test_a_cropped_cache_continues_from_what_it_still_holds(tmp_path):
     recorder = ProbeRecorder(tmp_path / "c", fidelity="exact")
     m, _, _ = recorder.wrap(model, tokenizer, None)
     out = m(input_ids=torch.tensor([[5, 6, 7, 8]]), use_cache=True)
-    out.past_key_values.crop(-2)  # drop the last two ids, as speculative decoding does
-    m(input_ids=torch.tensor([[9]]), past_key_values=out.past_key_values, use_cache=True)
+    output_cache(out).crop(-2)  # drop the last two ids, as speculative decoding does
+    m(input_ids=torch.tensor([[9]]), **{cache_argument(model): output_cache(out)}, use_cache=True)
     recorder.close()
     forwards = list(fmt.load_cassette(tmp_path / "c").forwards())
     assert [(f["n"], f["ids"], f["h"]) for f in forwards] == [

@@ -8,6 +8,7 @@ from transformers import GenerationConfig, PreTrainedConfig
 
 from chatstream.exceptions import CassetteMiss, CassetteNotFound, ConfigurationError
 from chatstream.generation import ChatGenerator, GenerationParams
+from chatstream.model_cache import output_cache
 from chatstream.recording import ProbeRecorder
 from chatstream.replay import MockCache, MockModel, MockTransformer
 from chatstream.token_sampler import TokenSamplerIsok
@@ -110,7 +111,7 @@ def test_forward_returns_logits_and_a_cache_that_knows_its_length(recorded):
     out = mock.get_model()(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=None,
                            use_cache=True, logits_to_keep=1)
     assert out.logits.shape == (1, 1, model.config.vocab_size) and out.logits.dtype == torch.float32
-    assert isinstance(out.past_key_values, MockCache) and out.past_key_values.get_seq_length() == len(prompt)
+    assert isinstance(output_cache(out), MockCache) and output_cache(out).get_seq_length() == len(prompt)
     live = model(input_ids=ids).logits[0, -1]
     top = torch.topk(live, 64).indices
     assert torch.equal(out.logits[0, 0, top], live[top].half().float())  # compact: the top 64 in fp16
@@ -153,7 +154,7 @@ def test_model_miss_names_cassette_asked_text_nearest_and_how_to_rerecord(record
         mock.get_model()(input_ids=torch.tensor([asked]), attention_mask=None, use_cache=True)
     message = str(caught.value)
     assert str(path) in message
-    assert f"asked: {len(asked)} ids (0 from past_key_values + {len(asked)} new)" in message
+    assert f"asked: {len(asked)} ids (0 from the cache + {len(asked)} new)" in message
     assert "<|im_start|>user\\nHello<|im_end|>" in message  # the asked ids as text
     assert f"first differs at position {len(prompt) - 2}" in message
     assert "pytest --probe" in message and "probe_mode_enabled=True" in message
