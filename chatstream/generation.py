@@ -188,6 +188,7 @@ class ChatGenerator:
                 "a model and a tokenizer are needed to generate; pass both, or use the generator mock "
                 "(use_mock_response=True) to run without a model."
             )
+        cache_argument(model)  # refuses, up front, a model whose cache the decode loop cannot carry
         self.model = model
         self.tokenizer = tokenizer
         self.device = resolve_device(device if device is not None else getattr(model, "device", None), num_gpus)
