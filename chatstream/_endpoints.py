@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .sessions import HttpSession
 
 CLIENT_PARAMS = ("temperature", "top_k", "top_p", "repetition_penalty", "repetition_penalty_method",
-                 "max_new_tokens", "seed")
+                 "max_new_tokens", "seed", "stop_strings", "eos_token_ids")
 
 
 class EndpointsMixin:

@@ -29,8 +29,10 @@ def load_model(path: str | Path, device: Any = None, *, progress: bool = True) -
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .device import resolve_device
+    from .model_source import resolve_model_dir
 
     device = resolve_device(device)
+    path = resolve_model_dir(path)
     with tqdm(total=3, desc=f"loading {Path(path).name}", unit="step", disable=not progress) as bar:
         bar.set_postfix_str("tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(path)

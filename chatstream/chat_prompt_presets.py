@@ -72,3 +72,12 @@ class ChatPromptRinnaJapaneseGPTNeoxInst(AbstractChatPrompt):
 
     def get_replacement_when_output(self) -> list[tuple[str, str]]:
         return [("<NL>", "\n")]
+
+
+PROMPT_PRESETS: dict[str, type[AbstractChatPrompt]] = {
+    "chatml": ChatPromptChatML,
+    "redpajama": ChatPromptTogetherRedPajamaINCITEChat,
+    "rinna": ChatPromptRinnaJapaneseGPTNeoxInst,
+}
+"""Hand-written prompt formats by the name ``chatstream serve --prompt-preset`` takes, for models
+without a ``chat_template`` ("template", the default, uses the tokenizer's own)."""

@@ -112,6 +112,8 @@ class ChatStream(EndpointsMixin):
         session_cookie_secure: bool = False,
         max_request_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         retry_after_sec: int = 1,
+        stop_strings: list[str] | tuple[str, ...] = (),
+        eos_token_ids: list[int] | tuple[int, ...] = (),
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
@@ -121,7 +123,8 @@ class ChatStream(EndpointsMixin):
         self.generation_params = GenerationParams(
             max_new_tokens=max_new_tokens, context_len=context_len, temperature=temperature, top_k=top_k,
             top_p=top_p, repetition_penalty=repetition_penalty, repetition_penalty_method=repetition_penalty_method,
-            add_special_tokens=add_special_tokens, seed=seed)
+            add_special_tokens=add_special_tokens, seed=seed, stop_strings=stop_strings,
+            eos_token_ids=eos_token_ids)
         self.device = resolve_device(device, num_gpus) if device is not None else None
         self.num_gpus = num_gpus
         self.max_request_body_bytes = _check_int("max_request_body_bytes", max_request_body_bytes, 1)

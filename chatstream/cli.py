@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._cli_options import add_stopping_arguments, prompt_class
 from .exceptions import ConfigurationError
 
 SECRET_ENV = "CHATSTREAM_SESSION_SECRET"
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--top-p", type=float, default=1.0)
     sampling.add_argument("--repetition-penalty", type=float, default=None)
     sampling.add_argument("--seed", type=int, default=None)
+    add_stopping_arguments(sampling)
     commands.add_parser("chat", help="chat with a model in the terminal (see `chatstream chat --help`)",
                         add_help=False)
     return parser
@@ -68,6 +70,8 @@ def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty,
         "seed": args.seed,
+        "stop_strings": args.stop_strings,
+        "eos_token_ids": args.eos_token_ids,
         "locale": args.locale,
         "session_secret": args.session_secret or os.environ.get(SECRET_ENV) or None,
         "session_cookie_secure": args.secure_cookies,
@@ -80,23 +84,22 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
     from .bundled import bundled_model_path
     from .device import resolve_device
     from .generation import GenerationParams
+    from .model_source import resolve_model_dir
 
     try:
         Admission(args.concurrency, args.queue_size)
         GenerationParams(max_new_tokens=args.max_new_tokens, context_len=args.context_len,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         repetition_penalty=args.repetition_penalty, seed=args.seed)
+                         repetition_penalty=args.repetition_penalty, seed=args.seed,
+                         stop_strings=args.stop_strings, eos_token_ids=args.eos_token_ids)
         if args.device is not None:
             resolve_device(args.device)
         if args.mock:
             return None
-        path = Path(args.model) if args.model else bundled_model_path()
+        return resolve_model_dir(args.model, what="--model") if args.model else bundled_model_path()
     except ConfigurationError as error:
         parser.error(str(error).replace("num_of_concurrent_executions", "--concurrency")
                      .replace("max_queue_size", "--queue-size"))
-    if not (path / "config.json").is_file():
-        parser.error(f"--model {str(path)!r} is not a HF model directory (no config.json in it).")
-    return path
 
 
 def _url(host: str, port: int) -> str:
@@ -122,7 +125,8 @@ def serve(argv: list[str] | None = None) -> int:
             return ChatStream(use_mock_response=True, mock_params={
                 "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
         model, tokenizer = load_model(path, args.device)
-        return ChatStream(model=model, tokenizer=tokenizer, device=args.device, **kwargs)
+        return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
+                          chat_prompt_clazz=prompt_class(args.prompt_preset), **kwargs)
 
     config = uvicorn.Config(None, host=args.host, port=args.port, log_level=args.log_level, ws="none",
                             timeout_graceful_shutdown=5)

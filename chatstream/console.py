@@ -53,9 +53,12 @@ def run_console_chat(
 def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ._cli_options import add_stopping_arguments, prompt_class
     from .bundled import bundled_model_path
     from .chat_prompt import ChatPromptFromTemplate
     from .device import resolve_device
+    from .exceptions import ConfigurationError
+    from .model_source import resolve_model_dir
 
     parser = argparse.ArgumentParser(prog="chatstream chat", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
@@ -65,17 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--seed", type=int, default=None)
+    add_stopping_arguments(parser)
     args = parser.parse_args(argv)
 
-    path = args.model or bundled_model_path()
-    device = resolve_device(args.device)
+    try:  # every argument is checked before the model loads
+        path = resolve_model_dir(args.model, what="--model") if args.model else bundled_model_path()
+        device = resolve_device(args.device)
+        params = GenerationParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                  max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                  stop_strings=args.stop_strings, eos_token_ids=args.eos_token_ids)
+    except ConfigurationError as error:
+        parser.error(str(error))
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-    params = GenerationParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              max_new_tokens=args.max_new_tokens, seed=args.seed)
     generator = ChatGenerator(model, tokenizer, device, params)
+    preset = prompt_class(args.prompt_preset)
     print(f"chatting with {path} on {device}; /clear forgets, /exit quits")
-    run_console_chat(generator, lambda: ChatPromptFromTemplate(tokenizer))
+    run_console_chat(generator, (lambda: ChatPromptFromTemplate(tokenizer)) if preset is None else preset)
     return 0
 
 

@@ -26,7 +26,12 @@ from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Everything that shapes one generation. Construction validates every field."""
+    """Everything that shapes one generation. Construction validates every field.
+
+    ``stop_strings`` end the answer where they appear (never shown), on top of the prompt format's own;
+    ``eos_token_ids`` end it at these ids, on top of the tokenizer's and the generation config's EOS:
+    for a model whose EOS is not its template's end-of-turn token.
+    """
 
     max_new_tokens: int = 256
     context_len: int = 1024
@@ -37,8 +42,23 @@ class GenerationParams:
     repetition_penalty_method: str = "multiplicative"
     add_special_tokens: bool | None = None
     seed: int | None = None
+    stop_strings: tuple[str, ...] = ()
+    eos_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        # Lists (from JSON: sessions, request bodies) become tuples, so the params stay hashable and frozen.
+        for name in ("stop_strings", "eos_token_ids"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise ConfigurationError(f"`{name}` (={value!r}) must be a list of "
+                                         f"{'strings' if name == 'stop_strings' else 'token ids'}.")
+            object.__setattr__(self, name, tuple(value))
+        for text in self.stop_strings:
+            if not isinstance(text, str) or not text:
+                raise ConfigurationError(f"`stop_strings` holds {text!r}; each stop string must be a non-empty str.")
+        for token_id in self.eos_token_ids:
+            if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+                raise ConfigurationError(f"`eos_token_ids` holds {token_id!r}; each must be a token id (an int >= 0).")
         for name in ("max_new_tokens", "context_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -71,7 +91,10 @@ class GenerationParams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (tuples as lists)."""
+        data = dataclasses.asdict(self)
+        data.update(stop_strings=list(self.stop_strings), eos_token_ids=list(self.eos_token_ids))
+        return data
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -206,6 +229,7 @@ class ChatGenerator:
         params = params or self.params
         input_ids, max_new_tokens = build_input_ids(chat_prompt, self.tokenizer, params)
         stop_strs = chat_prompt.get_stop_strs() if chat_prompt.is_chat_mode_enabled() else []
+        stop_strs = [*stop_strs, *params.stop_strings]
         detokenizer = StreamingDetokenizer(self.tokenizer, stop_strs, context_ids=input_ids)
         tokens = decode_tokens(
             self.model,
@@ -213,7 +237,7 @@ class ChatGenerator:
             sampler=self.token_sampler,
             sampling=params.sampling,
             max_new_tokens=max_new_tokens,
-            eos_ids=self.eos_ids,
+            eos_ids=self.eos_ids.union(params.eos_token_ids) if params.eos_token_ids else self.eos_ids,
             device=self.device,
             generator=make_generator(params.seed),
         )

@@ -5,6 +5,7 @@ import json
 
 import httpx
 import pytest
+import torch
 from fastapi import FastAPI, Request
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,7 +44,7 @@ def test_constructor_keeps_the_03_names_order_and_defaults():
     assert chat_stream.generation_params.to_dict() == {
         "max_new_tokens": 256, "context_len": 1024, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
         "repetition_penalty": None, "repetition_penalty_method": "multiplicative", "add_special_tokens": None,
-        "seed": None}
+        "seed": None, "stop_strings": [], "eos_token_ids": []}
     assert isinstance(chat_stream.request_handler, SimpleSessionRequestHandler)
     assert chat_stream.probe_recorder is None
     assert chat_stream.params["top_k_value"] == 50 and chat_stream.params["temperature"] == 1.0  # 0.3 names
@@ -271,3 +272,28 @@ async def test_console_input_streams_the_03_tuples():
     out = [item async for item in chat_stream.handle_console_input("one two")]
     assert out == [("one", "one", "begin"), ("one two", " two", "mid"), ("one two", "", "end")]
     assert chat_stream.chat_prompt_for_single_user_on_console.get_responder_last_msg() == "one two"
+
+
+async def test_stop_strings_and_eos_ids_reach_generation_from_the_constructor_and_the_session():
+    model, tokenizer = bundled()
+    chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", max_new_tokens=24, temperature=0,
+                             stop_strings=["How"], session_secret=SECRET)
+    assert chat_stream.generation_params.stop_strings == ("How",)
+    async with await make_client(chat_stream) as client:
+        first = await client.post("/chat_stream", json={"user_input": "Hello"})
+        assert first.text.split("<::EOS::>")[-2] == "Hello! "
+        bang = tokenizer.convert_tokens_to_ids("!")
+        set_params = await client.post("/set_generation_params", json={"stop_strings": [], "eos_token_ids": [bang]})
+        assert set_params.status_code == 200, set_params.text
+        assert set_params.json()["generation_params"]["eos_token_ids"] == [bang]
+        await client.post("/clear_context")
+        second = await client.post("/chat_stream", json={"user_input": "Hello"})
+        assert second.text.split("<::EOS::>")[-2] == "Hello"
+
+
+def test_a_device_the_machine_lacks_is_refused_at_construction():
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    model, tokenizer = bundled()
+    with pytest.raises(ConfigurationError, match="sees no CUDA GPU"):
+        ChatStream(model=model, tokenizer=tokenizer, device="cuda")

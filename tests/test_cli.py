@@ -2,6 +2,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from chatstream.app import create_app
+from chatstream.bundled import bundled_model_path
 from chatstream.chat_stream import ChatStream
 from chatstream.cli import _url, main
 
@@ -25,7 +28,12 @@ EOS = "<::EOS::>"
         (["serve", "--mock", "--concurrency", "-1"], "--concurrency"),
         (["serve", "--mock", "--temperature", "-2"], "temperature"),
         (["serve", "--mock", "--device", "tpu"], "device"),
-        (["serve", "--model", "/nonexistent/model"], "no config.json"),
+        (["serve", "--model", "/nonexistent/model"], "does not exist"),
+        (["serve", "--model", "acme/not-downloaded"], "neither a local directory nor a Hub model"),
+        (["serve", "--mock", "--stop", ""], "non-empty"),
+        (["serve", "--mock", "--eos-token-id", "-3"], "token id"),
+        (["serve", "--prompt-preset", "alpaca"], "invalid choice"),
+        (["chat", "--model", "/nonexistent/model"], "does not exist"),
     ],
 )
 def test_bad_arguments_exit_2_before_listening(argv, message, capsys):
@@ -33,6 +41,36 @@ def test_bad_arguments_exit_2_before_listening(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["serve", "chat"])
+def test_cuda_on_a_machine_without_it_exits_2_before_loading(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "sees no CUDA GPU here; use device 'cpu'" in capsys.readouterr().err
+
+
+def test_a_model_directory_without_a_tokenizer_exits_2_naming_what_is_missing(tmp_path, capsys):
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(bundled_model_path() / name, tmp_path / name)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--model", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no tokenizer files" in capsys.readouterr().err
+
+
+def test_stopping_and_preset_options_reach_chat_stream():
+    from chatstream.chat_prompt_presets import ChatPromptChatML
+    from chatstream.cli import _chat_stream_kwargs, build_parser, prompt_class
+
+    args = build_parser().parse_args(["serve", "--stop", "###", "--stop", "END", "--eos-token-id", "7",
+                                      "--prompt-preset", "chatml"])
+    kwargs = _chat_stream_kwargs(args)
+    assert kwargs["stop_strings"] == ["###", "END"] and kwargs["eos_token_ids"] == [7]
+    assert prompt_class(args.prompt_preset) is ChatPromptChatML
+    assert prompt_class(build_parser().parse_args(["serve"]).prompt_preset) is None
 
 
 def test_help_lists_the_options(capsys):

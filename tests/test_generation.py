@@ -156,3 +156,41 @@ def test_should_stop_cancels_between_steps(model_and_tokenizer):
     generator = ChatGenerator(model, tokenizer, "cpu", GenerationParams(temperature=0, max_new_tokens=50))
     deltas = list(generator.stream(ask(tokenizer, "Hello"), should_stop=lambda: True))
     assert len(deltas) <= 1
+
+
+def test_stop_strings_in_the_params_end_the_answer_before_them(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    full = ChatGenerator(model, tokenizer, "cpu", GREEDY).generate_text(ask(tokenizer, "Hello"))
+    assert full == "Hello! How can I help you today?"
+    cut = ChatGenerator(model, tokenizer, "cpu", GREEDY.replace(stop_strings=["How", "never"]))
+    assert cut.generate_text(ask(tokenizer, "Hello")) == "Hello! "
+
+
+def test_extra_eos_token_ids_end_the_answer_at_that_token(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    prompt_ids, _ = build_input_ids(ask(tokenizer, "Hello"), tokenizer, GREEDY)
+    tokens = list(decode_tokens(model, prompt_ids, sampler=TokenSamplerIsok(), sampling=SamplingParams(temperature=0),
+                                max_new_tokens=24, eos_ids=eos_token_ids(model, tokenizer), device=torch.device("cpu")))
+    third = tokens[2]
+    generator = ChatGenerator(model, tokenizer, "cpu", GREEDY.replace(eos_token_ids=[third]))
+    text = generator.generate_text(ask(tokenizer, "Hello"))
+    assert text == tokenizer.decode(tokens[:2]) and third not in generator.eos_ids, "the server's own set is kept"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [({"stop_strings": "###"}, "`stop_strings` (='###') must be a list"), ({"stop_strings": [""]}, "non-empty"),
+     ({"stop_strings": [3]}, "non-empty str"), ({"eos_token_ids": [-1]}, "token id"),
+     ({"eos_token_ids": [True]}, "token id"), ({"eos_token_ids": 5}, "must be a list of token ids")],
+)
+def test_stopping_params_validate(kwargs, fragment):
+    with pytest.raises(ConfigurationError) as excinfo:
+        GenerationParams(**kwargs)
+    assert fragment in str(excinfo.value)
+
+
+def test_stopping_params_round_trip_through_json_as_lists():
+    params = GenerationParams(stop_strings=["a", "b"], eos_token_ids=[7])
+    data = params.to_dict()
+    assert data["stop_strings"] == ["a", "b"] and data["eos_token_ids"] == [7]
+    assert GenerationParams(**data) == params and hash(params) == hash(GenerationParams(**data))

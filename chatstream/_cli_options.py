@@ -1,0 +1,24 @@
+"""Command-line options that ``chatstream serve`` and ``chatstream chat`` share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .chat_prompt_presets import PROMPT_PRESETS
+
+
+def add_stopping_arguments(group: Any) -> None:
+    """The options that say where an answer ends and how prompts are written (serve and chat)."""
+    group.add_argument("--stop", action="append", default=[], metavar="TEXT", dest="stop_strings",
+                       help="end the answer at TEXT (repeatable), on top of the prompt format's own stop strings")
+    group.add_argument("--eos-token-id", action="append", default=[], type=int, metavar="ID", dest="eos_token_ids",
+                       help="end the answer at token ID (repeatable), for a model whose EOS is not its "
+                            "template's end-of-turn token")
+    group.add_argument("--prompt-preset", default="template", choices=("template", *sorted(PROMPT_PRESETS)),
+                       help="prompt format: the tokenizer's chat_template (default), or a hand-written preset "
+                            "for a model without one")
+
+
+def prompt_class(preset: str) -> Any:
+    """The prompt class for ``--prompt-preset``: None (the tokenizer's template) or a preset class."""
+    return None if preset == "template" else PROMPT_PRESETS[preset]
