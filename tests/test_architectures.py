@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 
+import httpx
 import pytest
 import torch
 import transformers
 from _probe_support import ask, bundled
+from fastapi import FastAPI
 
-from chatstream import ChatGenerator, GenerationParams, MockTransformer, ProbeRecorder
+from chatstream import ChatGenerator, ChatStream, GenerationParams, MockTransformer, ProbeRecorder
 from chatstream.exceptions import ConfigurationError
 
 VOCAB = 1280
@@ -84,6 +86,30 @@ def test_live_recorded_and_replayed_generations_are_byte_identical(model_type, t
     assert answer(mock_model, mock_tokenizer, mock_sampler, temperature=0.9, top_k=40, top_p=0.95,
                   repetition_penalty=1.2, seed=7) == sampled
     assert mock_model.config.model_type == model.config.model_type
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+async def test_chat_stream_serves_each_architecture_as_the_generator_answers(model_type):
+    _, tokenizer = bundled()
+    model = build(model_type)
+    expected = ChatGenerator(model, tokenizer, "cpu", GenerationParams(max_new_tokens=12, temperature=0))
+    assert await served(model, tokenizer, "How are you?") == expected.generate_text(ask(tokenizer, "How are you?"))
+
+
+async def served(model, tokenizer, text: str) -> str:
+    """The whole answer ChatStream streams over HTTP (the last 0.3 chunk), greedy, 12 new tokens at most."""
+    chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", max_new_tokens=12, temperature=0,
+                             session_secret="architecture-matrix-secret")
+    app = FastAPI()
+    chat_stream.append_apis(app, {"all": True})
+    await chat_stream.start_queue_worker()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            response = await client.post("/chat_stream", json={"user_input": text, "regenerate": False})
+            assert response.status_code == 200, response.text
+            return response.text.split("<::EOS::>")[-2]
+    finally:
+        await chat_stream.stop_queue_worker()
 
 
 def _mamba():
