@@ -192,7 +192,10 @@ class ChatStream(EndpointsMixin):
         return params
 
     def new_chat_prompt(self) -> AbstractChatPrompt:
-        return self._prompt_factory(**self._prompt_kwargs)
+        """A new conversation: the prompt class built, then its ``build_initial_prompt`` (as 0.3 did)."""
+        prompt = self._prompt_factory(**self._prompt_kwargs)
+        prompt.build_initial_prompt(prompt)
+        return prompt
 
     def chat_prompt_from_dict(self, data: dict) -> AbstractChatPrompt:
         return self._prompt_factory.from_dict(data, **self._prompt_kwargs)
