@@ -31,7 +31,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._http import (
+from .._http import (
     FINISH_TOKEN,
     MESSAGE_ID_HEADER,
     PARAM_ALIASES,
@@ -40,13 +40,13 @@ from ._http import (
     parse_chat_request,
     unless_disconnected,
 )
-from .chat_prompt import AbstractChatPrompt
-from .exceptions import ConfigurationError, PromptTooLongError
-from .generation import GenerationParams, build_input_ids
-from .locale import Locale
+from ..chat_prompt import AbstractChatPrompt
+from ..exceptions import ConfigurationError, PromptTooLongError
+from ..generation import GenerationParams, build_input_ids
+from ..locale import Locale
 
 if TYPE_CHECKING:
-    from .chat_stream import ChatStream
+    from ..chat_stream import ChatStream
 
 FinishedCallback = Callable[[str], Awaitable[None]]
 
