@@ -132,8 +132,24 @@ class EndpointsMixin:
             return self._respond(auth[1], error_response(400, "bad_feedback", self.eloc.t("bad_feedback")))
         receiver = (opts or {}).get("on_feedback_received")
         if receiver is not None:
-            await call_maybe_async(receiver, data)
+            await call_maybe_async(receiver, self._feedback_data(data, auth[1]))
         return self._respond(auth[1], JSONResponse({"success": True, "message": "success"}))
+
+    def _feedback_data(self: ChatStream, data: dict, session: HttpSession | None) -> dict:
+        """The client's feedback with 0.3's keys added: the answer it is about (``target_message``), the prompt
+        up to that answer (``prompt``) and the session's generation parameters (None when not found)."""
+        message_id = data["message_id"]
+        prompt = self.prompt_in_session(session.data) if session is not None else None
+        target = prompt.find_chat_content_by_message_id(message_id) if prompt is not None else None
+        return {
+            **data,
+            "is_like": data.get("is_like", False),
+            "form_data": data.get("form_data", ""),
+            "target_message_id": message_id,
+            "target_message": target.get_message() if target is not None else None,
+            "prompt": prompt.create_prompt({"to_message_id": message_id}) if target is not None else None,
+            "generation_params": self._public_params(self.generation_params_for(session)),
+        }
 
     async def handle_health_request(self: ChatStream, request: Request | None = None) -> Response:
         """200 when ready to serve, 503 before ``start_queue_worker`` / after ``stop_queue_worker``."""

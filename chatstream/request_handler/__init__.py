@@ -150,6 +150,9 @@ class AbstractRequestHandler(ABC):
         no more than ``num_of_concurrent_executions`` generations ever run.
         """
         generator = self.chat_generator
+        if message_id is not None and chat_prompt.chat_contents and chat_prompt.chat_contents[-1].role == \
+                chat_prompt.responder:
+            chat_prompt.set_responder_last_msg_id(message_id)  # what set_feedback's message_id refers to (0.3)
         stop = threading.Event()
         try:
             params = self._generation_params(custom_generation_params)
