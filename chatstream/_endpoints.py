@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ._http import PARAM_ALIASES, call_maybe_async, error_response
-from ._webui import asset_response, page_response
+from ._webui import asset_response, check_ui_params, page_response
 from .exceptions import ConfigurationError
 from .generation import GenerationParams
 from .request_handler import SUCCESS
@@ -158,21 +158,31 @@ class EndpointsMixin:
 
     # -- web UI ------------------------------------------------------------------------------------
 
-    async def index(self: ChatStream, request: Any = None, response: Any = None, opts: dict | None = None) -> Response:
+    # index/js/css are awaitable in every case: given a Request they return a coroutine (the role is checked);
+    # given none, as 0.3's examples call them (``chat_stream.index(response, opts=...)``, with or without
+    # ``await``), they return the page at once as a ReadyResponse, which can also be awaited.
+
+    def index(self: ChatStream, request: Any = None, response: Any = None, opts: dict | None = None) -> Any:
         """The chat page (0.3 called this with ``(request, response, opts)`` or ``(response, opts=...)``)."""
-        return await self._asset(request, "webui_index", lambda: page_response((opts or {}).get("ui_init_params")))
+        ui_init_params = (opts or {}).get("ui_init_params")
+        check_ui_params(ui_init_params, self.logger)
+        return self._asset(request, "webui_index", lambda: page_response(ui_init_params))
 
-    async def js(self: ChatStream, request: Any = None, response: Any = None) -> Response:
-        return await self._asset(request, "webui_js", lambda: asset_response("chatstream.js"))
+    def js(self: ChatStream, request: Any = None, response: Any = None) -> Any:
+        return self._asset(request, "webui_js", lambda: asset_response("chatstream.js"))
 
-    async def css(self: ChatStream, request: Any = None, response: Any = None) -> Response:
-        return await self._asset(request, "webui_css", lambda: asset_response("chatstream.css"))
+    def css(self: ChatStream, request: Any = None, response: Any = None) -> Any:
+        return self._asset(request, "webui_css", lambda: asset_response("chatstream.css"))
 
-    async def _asset(self: ChatStream, request: Any, api_name: str, make: Callable[[], Response]) -> Response:
-        if isinstance(request, Request):
+    def _asset(self: ChatStream, request: Any, api_name: str, make: Callable[[], Response]) -> Any:
+        if not isinstance(request, Request):
+            return make()
+
+        async def checked() -> Response:
             auth = await self._authorize(request, api_name)
             if isinstance(auth, Response):
                 return auth
             return self._respond(auth[1], make())
-        return make()
+
+        return checked()
 
