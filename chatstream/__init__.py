@@ -54,10 +54,19 @@ _EXPORTS: dict[str, str] = {
     "start_probe": "probe",
 }
 
+# ChatStream 0.3 exported these names from other packages; they still import, outside __all__.
+_FOREIGN_EXPORTS: dict[str, str] = {
+    "LoadTime": "loadtime",  # the model-loading progress bar (the `loadtime` package, a dependency as in 0.3)
+}
+
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _FOREIGN_EXPORTS:
+        value = getattr(importlib.import_module(_FOREIGN_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'chatstream' has no attribute {name!r}")
@@ -67,5 +76,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_FOREIGN_EXPORTS))
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ._http import PARAM_ALIASES, call_maybe_async, error_response
-from ._webui import asset_response, page_response
+from ._webui import asset_response, check_ui_params, page_response
 from .exceptions import ConfigurationError
 from .generation import GenerationParams
 from .request_handler import SUCCESS
@@ -132,8 +132,24 @@ class EndpointsMixin:
             return self._respond(auth[1], error_response(400, "bad_feedback", self.eloc.t("bad_feedback")))
         receiver = (opts or {}).get("on_feedback_received")
         if receiver is not None:
-            await call_maybe_async(receiver, data)
+            await call_maybe_async(receiver, self._feedback_data(data, auth[1]))
         return self._respond(auth[1], JSONResponse({"success": True, "message": "success"}))
+
+    def _feedback_data(self: ChatStream, data: dict, session: HttpSession | None) -> dict:
+        """The client's feedback with 0.3's keys added: the answer it is about (``target_message``), the prompt
+        up to that answer (``prompt``) and the session's generation parameters (None when not found)."""
+        message_id = data["message_id"]
+        prompt = self.prompt_in_session(session.data) if session is not None else None
+        target = prompt.find_chat_content_by_message_id(message_id) if prompt is not None else None
+        return {
+            **data,
+            "is_like": data.get("is_like", False),
+            "form_data": data.get("form_data", ""),
+            "target_message_id": message_id,
+            "target_message": target.get_message() if target is not None else None,
+            "prompt": prompt.create_prompt({"to_message_id": message_id}) if target is not None else None,
+            "generation_params": self._public_params(self.generation_params_for(session)),
+        }
 
     async def handle_health_request(self: ChatStream, request: Request | None = None) -> Response:
         """200 when ready to serve, 503 before ``start_queue_worker`` / after ``stop_queue_worker``."""
@@ -142,21 +158,31 @@ class EndpointsMixin:
 
     # -- web UI ------------------------------------------------------------------------------------
 
-    async def index(self: ChatStream, request: Any = None, response: Any = None, opts: dict | None = None) -> Response:
+    # index/js/css are awaitable in every case: given a Request they return a coroutine (the role is checked);
+    # given none, as 0.3's examples call them (``chat_stream.index(response, opts=...)``, with or without
+    # ``await``), they return the page at once as a ReadyResponse, which can also be awaited.
+
+    def index(self: ChatStream, request: Any = None, response: Any = None, opts: dict | None = None) -> Any:
         """The chat page (0.3 called this with ``(request, response, opts)`` or ``(response, opts=...)``)."""
-        return await self._asset(request, "webui_index", lambda: page_response((opts or {}).get("ui_init_params")))
+        ui_init_params = (opts or {}).get("ui_init_params")
+        check_ui_params(ui_init_params, self.logger)
+        return self._asset(request, "webui_index", lambda: page_response(ui_init_params))
 
-    async def js(self: ChatStream, request: Any = None, response: Any = None) -> Response:
-        return await self._asset(request, "webui_js", lambda: asset_response("chatstream.js"))
+    def js(self: ChatStream, request: Any = None, response: Any = None) -> Any:
+        return self._asset(request, "webui_js", lambda: asset_response("chatstream.js"))
 
-    async def css(self: ChatStream, request: Any = None, response: Any = None) -> Response:
-        return await self._asset(request, "webui_css", lambda: asset_response("chatstream.css"))
+    def css(self: ChatStream, request: Any = None, response: Any = None) -> Any:
+        return self._asset(request, "webui_css", lambda: asset_response("chatstream.css"))
 
-    async def _asset(self: ChatStream, request: Any, api_name: str, make: Callable[[], Response]) -> Response:
-        if isinstance(request, Request):
+    def _asset(self: ChatStream, request: Any, api_name: str, make: Callable[[], Response]) -> Any:
+        if not isinstance(request, Request):
+            return make()
+
+        async def checked() -> Response:
             auth = await self._authorize(request, api_name)
             if isinstance(auth, Response):
                 return auth
             return self._respond(auth[1], make())
-        return make()
+
+        return checked()
 

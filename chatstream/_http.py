@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,13 +145,20 @@ class ChatRequest:
 
 
 def parse_chat_request(body: bytes | str, loc: Locale) -> ChatRequest | JSONResponse:
-    """``{"user_input": str, "regenerate": bool}`` checked; user_input may be left out only to regenerate."""
+    """``{"user_input": str, "regenerate": bool}`` checked; user_input may be left out only to regenerate.
+
+    A ``regenerate`` that is not a JSON boolean (0.3's ``web_server_edit_request.py`` sends the string
+    ``"False"``) means false, as in ChatStream 0.3, with a warning: only ``true`` regenerates.
+    """
     data = parse_json_object(body, loc)
     if isinstance(data, JSONResponse):
         return data
     regenerate = data.get("regenerate", False)
     if not isinstance(regenerate, bool):
-        return error_response(400, "regenerate_not_bool", loc.t("regenerate_not_bool", value=json.dumps(regenerate)))
+        logging.getLogger("chatstream").warning(
+            "'regenerate' (=%s) is not a JSON boolean; taken as false, as ChatStream 0.3 did. Send true to "
+            "regenerate the last answer.", json.dumps(regenerate, ensure_ascii=False)[:40])
+        regenerate = False
     user_input = data.get("user_input")
     if user_input is None and not regenerate:
         return error_response(400, "missing_user_input", loc.t("missing_user_input"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from functools import cache
 from importlib import resources
 
@@ -22,6 +23,46 @@ PAGE_HEADERS = {
 }
 
 
+STYLE_NAMES = ("casual_white",)  # 0.3's only style (its page drew every style_name as casual_white)
+_warned: set[str] = set()
+
+
+def check_ui_params(ui_init_params: dict | None, logger: logging.Logger) -> None:
+    """Warn once about 0.3 web UI options this page does not implement, naming what replaces them.
+
+    Implemented: welcomeMessage, clearContextOnReload, developMode (cookies sent cross-origin), and
+    style_opts' labels, regenerate_enabled and icons (show_ai_icon, show_human_icon,
+    show_human_icon_on_input, ai_icon_url, human_icon_url; no default icon URLs: nothing is fetched
+    from another site unless the app names it).
+    """
+    params = ui_init_params or {}
+    style_opts = params.get("style_opts") or {}
+    notes = []
+    style_name = params.get("style_name")
+    if style_name is not None and style_name not in STYLE_NAMES:
+        notes.append(f"style_name={style_name!r} does not exist (0.3 had only {STYLE_NAMES[0]!r}, the look of "
+                     "this page); restyle the page by serving your own chatstream.css")
+    if style_opts.get("debug_window_enabled"):
+        notes.append("style_opts.debug_window_enabled has no effect (0.3 never implemented it either); read "
+                     "the prompt with GET /get_prompt (a role that allows 'get_prompt') instead")
+    for note in notes:
+        if note not in _warned:
+            _warned.add(note)
+            logger.warning("web UI option: %s.", note)
+
+
+class ReadyResponse(Response):
+    """A Response that may also be awaited (giving itself). ChatStream 0.3's examples return
+    ``chat_stream.index(response, ...)`` from plain ``def`` routes and ``await`` it in ``async def`` ones;
+    both work with this."""
+
+    def __await__(self):
+        return self._itself().__await__()
+
+    async def _itself(self) -> ReadyResponse:
+        return self
+
+
 @cache
 def _read(name: str) -> str:
     return resources.files("chatstream").joinpath("web", name).read_text(encoding="utf-8")
@@ -29,7 +70,7 @@ def _read(name: str) -> str:
 
 def asset_response(name: str) -> Response:
     """One of the page's files, with its content type."""
-    return Response(_read(name), media_type=ASSETS[name], headers=PAGE_HEADERS)
+    return ReadyResponse(_read(name), media_type=ASSETS[name], headers=PAGE_HEADERS)
 
 
 def page_response(ui_init_params: dict | None = None) -> Response:
@@ -39,4 +80,4 @@ def page_response(ui_init_params: dict | None = None) -> Response:
     config = config.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     tag = f'<script id="chatstream-config" type="application/json">{config}</script>'
     page = _read("index.html").replace(CONFIG_MARKER, tag)
-    return Response(page, media_type=ASSETS["index.html"], headers=PAGE_HEADERS)
+    return ReadyResponse(page, media_type=ASSETS["index.html"], headers=PAGE_HEADERS)

@@ -77,7 +77,7 @@ class DefaultApiPaths(NamedTuple):
 
 def to_web_api_path(api_name: str) -> str:
     if api_name not in API_ROUTES:
-        raise ValueError(f"unknown API name {api_name!r}; known ones are {list(API_NAMES)}.")
+        raise ValueError(f"Unknown API name {api_name!r}; known ones are {list(API_NAMES)}.")
     return API_ROUTES[api_name][1]
 
 

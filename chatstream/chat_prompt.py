@@ -4,6 +4,13 @@
 turns them into the text the model continues. Subclasses decide the format: ``ChatPromptFromTemplate``
 uses the tokenizer's own ``chat_template``; hand-written presets live in ``chat_prompt_presets``.
 Prompts serialise to plain JSON-able dicts (``to_dict`` / ``from_dict``) so a session store can keep them.
+
+The ChatStream 0.3 prompt surface is kept: ``create_prompt(opts)`` takes 0.3's dict
+(``{"omit_last_message": bool, "to_message_id": str}``) or a bool, messages carry a ``message_id``,
+and ``get_contents`` / ``get_skip_len`` / ``remove_last_*_msg`` / ``find_chat_content_by_message_id``
+work as in 0.3. ``build_initial_prompt(chat_prompt)`` is not run by ``__init__``: whoever makes a new
+conversation (ChatStream) calls it once the object, roles included, is fully built, as 0.3's request
+handler did.
 """
 
 from __future__ import annotations
@@ -17,12 +24,24 @@ from .exceptions import ConfigurationError
 PROMPT_FORMAT_VERSION = 1
 
 
-class ChatContent:
-    """One message: who said it (a role name) and what was said (None while not generated yet)."""
+def prompt_options(opts: dict | bool | None = None) -> dict:
+    """``create_prompt``'s argument as 0.3's dict: a bool means ``{"omit_last_message": bool}``."""
+    if opts is None:
+        return {}
+    if isinstance(opts, bool):
+        return {"omit_last_message": opts}
+    if isinstance(opts, dict):
+        return opts
+    raise TypeError(f"`opts` (={opts!r}) must be a dict such as {{'omit_last_message': True}}, a bool, or None.")
 
-    def __init__(self, role: str, msg: str | None = "") -> None:
+
+class ChatContent:
+    """One message: who said it (a role name), what was said (None while not generated yet), its id."""
+
+    def __init__(self, role: str, msg: str | None = "", message_id: str | None = None) -> None:
         self.role = role
         self.message = msg
+        self.message_id = message_id
 
     def get_role(self) -> str:
         return self.role
@@ -33,19 +52,32 @@ class ChatContent:
     def set_message(self, msg: str | None) -> None:
         self.message = msg
 
+    def get_message_id(self) -> str | None:
+        return self.message_id
+
+    def set_message_id(self, message_id: str | None) -> None:
+        self.message_id = message_id
+
     def to_dict(self) -> dict:
-        return {"role": self.role, "message": self.message}
+        data = {"role": self.role, "message": self.message}
+        if self.message_id is not None:
+            data["message_id"] = self.message_id
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ChatContent:
-        return cls(data["role"], data["message"])
+        return cls(data["role"], data["message"], data.get("message_id"))
 
     def __repr__(self) -> str:
-        return f"ChatContent(role={self.role!r}, message={self.message!r})"
+        return f"ChatContent(role={self.role!r}, message={self.message!r}, message_id={self.message_id!r})"
 
 
 class AbstractChatPrompt(ABC):
-    """A builder of chat prompts in the format a model was trained on."""
+    """A builder of chat prompts in the format a model was trained on.
+
+    A subclass sets its role names in ``__init__`` (after ``super().__init__()``) and may override
+    ``build_initial_prompt`` to start every conversation the same way (a system message, example turns).
+    """
 
     def __init__(self) -> None:
         self.system = ""
@@ -53,13 +85,13 @@ class AbstractChatPrompt(ABC):
         self.requester = "user"
         self.responder = "assistant"
         self.chat_mode = True
-        self.build_initial_prompt(self)
 
     # -- setup -------------------------------------------------------------------------------------
 
     def build_initial_prompt(self, chat_prompt: AbstractChatPrompt | None = None) -> None:
-        """Set the system message and role names; presets override this. ``chat_prompt`` is self (0.3)."""
-        return None  # the defaults set in __init__ stand
+        """Start a new conversation (system message, example turns); called once after construction by
+        ChatStream, never by ``__init__``, so the subclass's roles are set. ``chat_prompt`` is self (0.3)."""
+        return None
 
     def set_system(self, system: str) -> None:
         self.system = system
@@ -119,7 +151,54 @@ class AbstractChatPrompt(ABC):
         if self.chat_contents and self.chat_contents[-1].role == self.responder:
             self.chat_contents[-1].set_message(None)
 
-    remove_last_responder_message = clear_last_responder_message  # the 0.3 name
+    remove_last_responder_message = clear_last_responder_message  # the 0.2 name
+
+    def remove_last_requester_msg(self) -> None:
+        """Delete the last message when it is the requester's (0.3)."""
+        if self.chat_contents and self.chat_contents[-1].role == self.requester:
+            self.chat_contents.pop()
+
+    def remove_last_responder_msg(self) -> None:
+        """Delete the last message when it is the responder's (0.3)."""
+        if self.chat_contents and self.chat_contents[-1].role == self.responder:
+            self.chat_contents.pop()
+
+    def set_responder_last_msg_id(self, message_id: str | None) -> None:
+        """Give the last (responder's) message an id, as the request handler does for each answer (0.3)."""
+        if not self.chat_contents or self.chat_contents[-1].role != self.responder:
+            raise ValueError("the last message is not the responder's; call add_responder_msg first")
+        self.chat_contents[-1].set_message_id(message_id)
+
+    def find_chat_content_by_message_id(self, message_id: str) -> ChatContent | None:
+        for content in self.chat_contents:
+            if content.message_id is not None and content.message_id == message_id:
+                return content
+        return None
+
+    def is_requester_role(self, role: str) -> bool:
+        return role == self.requester
+
+    def get_contents(self, opts: dict | bool | None = None) -> list[ChatContent]:
+        """The messages a prompt is built from (0.3). ``opts``: ``{"omit_last_message": True}`` gives the
+        last message as an open turn (its role, message None); ``{"to_message_id": id}`` stops after the
+        message with that id. A bool is taken as ``omit_last_message``."""
+        options = prompt_options(opts)
+        omit_last = bool(options.get("omit_last_message", False))
+        to_message_id = options.get("to_message_id")
+        contents = []
+        for index, content in enumerate(self.chat_contents):
+            if omit_last and index == len(self.chat_contents) - 1:
+                contents.append(ChatContent(content.role, None))
+            else:
+                contents.append(content)
+            if to_message_id is not None and content.message_id == to_message_id:
+                break
+        return contents
+
+    def get_skip_len(self, omit_last_message: bool = False) -> int:
+        """The length of the prompt text (with the last message left open when ``omit_last_message``), 0.3's
+        way of cutting the prompt off a decoded sequence."""
+        return len(self.create_prompt({"omit_last_message": omit_last_message}))
 
     def drop_oldest_turn(self) -> bool:
         """Remove the oldest requester/responder exchange; False when only the last request is left."""
@@ -132,8 +211,9 @@ class AbstractChatPrompt(ABC):
     # -- output ------------------------------------------------------------------------------------
 
     @abstractmethod
-    def create_prompt(self, omit_last_message: bool = False) -> str:
-        """The text the model continues: history, then the open responder turn."""
+    def create_prompt(self, opts: dict | bool | None = None) -> str:
+        """The text the model continues: history, then the open responder turn. ``opts`` is 0.3's dict
+        (``omit_last_message``, ``to_message_id``, see ``get_contents``) or a bool ``omit_last_message``."""
 
     @abstractmethod
     def get_stop_strs(self) -> list[str]:
@@ -206,9 +286,9 @@ class ChatPromptFromTemplate(AbstractChatPrompt):
         super().__init__()
         self.system = system
 
-    def messages(self, omit_last_message: bool = False) -> list[dict]:
+    def messages(self, opts: dict | bool | None = None) -> list[dict]:
         """The history as ``[{"role": ..., "content": ...}]``, the open (None) answer left out."""
-        contents = self.chat_contents[:-1] if omit_last_message else self.chat_contents
+        contents = self.get_contents(opts)
         out = [{"role": "system", "content": self.system}] if self.system else []
         for content in contents:
             if content.message is None:
@@ -217,19 +297,17 @@ class ChatPromptFromTemplate(AbstractChatPrompt):
             out.append({"role": role, "content": content.message})
         return out
 
-    def create_prompt(self, omit_last_message: bool = False) -> str:
-        contents = self.chat_contents[:-1] if omit_last_message else self.chat_contents
+    def create_prompt(self, opts: dict | bool | None = None) -> str:
+        contents = self.get_contents(opts)
         open_turn = bool(contents) and contents[-1].role == self.responder and contents[-1].message is None
-        return self.tokenizer.apply_chat_template(
-            self.messages(omit_last_message), tokenize=False, add_generation_prompt=open_turn
-        )
+        return self.tokenizer.apply_chat_template(self.messages(opts), tokenize=False, add_generation_prompt=open_turn)
 
     def get_stop_strs(self) -> list[str]:
         return []  # the template's end-of-turn token is the EOS id, handled by the decode loop
 
     def copy(self) -> ChatPromptFromTemplate:
         clone = copy.copy(self)
-        clone.chat_contents = [ChatContent(c.role, c.message) for c in self.chat_contents]
+        clone.chat_contents = [ChatContent(c.role, c.message, c.message_id) for c in self.chat_contents]
         return clone
 
     def __deepcopy__(self, memo: dict) -> ChatPromptFromTemplate:

@@ -49,7 +49,7 @@ from .generation import ChatGenerator, GenerationParams
 from .locale import Locale
 from .mock_generator import ChatGeneratorMock
 from .request_handler import DISCONNECTED_BEFORE_STREAMING, AbstractRequestHandler, SimpleSessionRequestHandler
-from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore
+from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore, app_session_manager
 from .token_sampler import TokenSampler, TokenSamplerIsok
 
 DEFAULT_FINISH_TOKEN = FINISH_TOKEN
@@ -114,9 +114,12 @@ class ChatStream(EndpointsMixin):
         retry_after_sec: int = 1,
         stop_strings: list[str] | tuple[str, ...] = (),
         eos_token_ids: list[int] | tuple[int, ...] = (),
+        mock_type: str | None = None,
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
+        if mock_type is not None:  # 0.3's console_chat_mock.py passes mock_type="round"
+            mock_params = {**(mock_params or {}), "type": mock_type}
         self.name = name
         self.admission = Admission(num_of_concurrent_executions, max_queue_size)
         self.too_many_request_as_http_error = bool(too_many_request_as_http_error)
@@ -171,6 +174,7 @@ class ChatStream(EndpointsMixin):
         self.request_handler = request_handler
         request_handler.bind(self)
         self._ready = False
+        self.queue_worker_task: asyncio.Task | None = None  # 0.3 attribute; no worker task is needed now
         self._limiter: tuple[Any, anyio.CapacityLimiter] | None = None
         self.chat_prompt_for_single_user_on_console: AbstractChatPrompt | None = None
 
@@ -195,7 +199,10 @@ class ChatStream(EndpointsMixin):
         return params
 
     def new_chat_prompt(self) -> AbstractChatPrompt:
-        return self._prompt_factory(**self._prompt_kwargs)
+        """A new conversation: the prompt class built, then its ``build_initial_prompt`` (as 0.3 did)."""
+        prompt = self._prompt_factory(**self._prompt_kwargs)
+        prompt.build_initial_prompt(prompt)
+        return prompt
 
     def chat_prompt_from_dict(self, data: dict) -> AbstractChatPrompt:
         return self._prompt_factory.from_dict(data, **self._prompt_kwargs)
@@ -230,6 +237,16 @@ class ChatStream(EndpointsMixin):
         needed: admission happens in the request itself."""
         self._ready = True
         self.logger.debug("ChatStream %s ready", self.name)
+
+    async def queue_worker(self) -> None:
+        """0.3's queue worker coroutine, for apps that run it themselves (``asyncio.create_task(
+        chat_stream.queue_worker())``): admission now happens in each request, so it marks ChatStream
+        ready and waits until it is cancelled, which stops taking chat requests (503) again."""
+        self._ready = True
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._ready = False
 
     async def stop_queue_worker(self) -> None:
         """Stop taking chat requests (503) and close the probe recorder, if any."""
@@ -266,6 +283,22 @@ class ChatStream(EndpointsMixin):
             return self._respond(session, error_response(403, "forbidden", self.eloc.t("forbidden", role=role_name,
                                                                                       api=api_name)))
         return role, session
+
+    def verify_role_for_api(self, request: Request, api_name: str) -> Response | None:
+        """0.3's role check for custom endpoints: None when the caller's role may call ``api_name``, else a
+        403 JSON response (0.3's body). A browser is judged by the role in the session opened for this
+        request (by ChatStream or by the app's session middleware), else by the default browser role."""
+        if self.client_roles.is_agent(request):
+            role = self.client_roles.agent_role(request)
+        else:
+            session = self.sessions.current(request)
+            manager = app_session_manager(request) if session is None else None
+            data = session.data if session is not None else manager.get_session() if manager is not None else {}
+            role = self.client_roles.browser_role(data)
+        if role is not None and role.allows(api_name):
+            return None
+        return JSONResponse({"success": False, "message": "Forbidden", "detail": "Denied on role layer."},
+                            status_code=403)
 
     def _respond(self, session: HttpSession | None, response: Response) -> Response:
         self.sessions.attach(response, session)

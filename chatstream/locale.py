@@ -46,10 +46,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "'user_input' must be a string, got {kind}.",
         "ja": "'user_input' は文字列である必要があります（受信: {kind}）。",
     },
-    "regenerate_not_bool": {
-        "en": "'regenerate' must be true or false, got {value}.",
-        "ja": "'regenerate' は true か false である必要があります（受信: {value}）。",
-    },
     "nothing_to_regenerate": {
         "en": "There is no answer to regenerate yet; send a message first.",
         "ja": "再生成できる回答がまだありません。先にメッセージを送ってください。",

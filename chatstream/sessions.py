@@ -6,6 +6,11 @@ idle sessions expire. ``SessionManager`` signs the session id into an ``HttpOnly
 cookie with itsdangerous, using the secret the application passes; without one it uses a random
 per-process secret and logs a warning once. ``lock(session_id)`` gives the one lock per session that
 keeps two requests of one session from interleaving their history (per process).
+
+When the app brings its own session middleware, as ChatStream 0.3 apps do (``fastsession``'s
+``FastSessionMiddleware`` sets ``request.state.session``, an object with ``get_session()``), ChatStream
+uses that session instead (``AppSession``): it sets no cookie of its own and keeps the chat prompt in
+the app's session dict as a live object, as 0.3 did, so ``get_session()["chat_prompt"]`` is the prompt.
 """
 
 from __future__ import annotations
@@ -147,6 +152,67 @@ class HttpSession:
         await self.store.save(self.session_id, latest)
 
 
+class AppSession(HttpSession):
+    """The session of the app's own session middleware (0.3's FastSessionMiddleware, or any object with
+    ``get_session() -> dict`` and optionally ``save_session()`` / ``get_session_id()``).
+
+    ``data`` is the middleware's live dict: values are kept as they are (chat prompts as objects, as in
+    0.3) and each change is followed by the middleware's ``save_session()``.
+    """
+
+    def __init__(self, manager: Any) -> None:
+        data = manager.get_session()
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"request.state.session.get_session() must return a dict, got "
+                                     f"{type(data).__name__}; fix the session middleware.")
+        get_id = getattr(manager, "get_session_id", None)
+        session_id = get_id() if callable(get_id) else None
+        super().__init__(_NoStore(), str(session_id) if session_id is not None else f"app-{id(data)}", data,
+                         is_new=False)  # the middleware sets its own cookie
+        self.manager = manager
+
+    def _save(self) -> None:
+        save = getattr(self.manager, "save_session", None)
+        if callable(save):
+            save()
+
+    async def reload(self) -> None:
+        return None  # the dict is the live session
+
+    async def save(self) -> None:
+        self._save()
+
+    async def update(self, **values: Any) -> None:
+        self.data.update(values)
+        self._save()
+
+    async def remove(self, *keys: str) -> None:
+        for key in keys:
+            self.data.pop(key, None)
+        self._save()
+
+
+class _NoStore(SessionStore):
+    """AppSession's store: the app's middleware keeps the data, so nothing is kept here."""
+
+    async def load(self, session_id: str) -> dict | None:
+        return None
+
+    async def save(self, session_id: str, data: dict) -> None:
+        return None
+
+    async def delete(self, session_id: str) -> None:
+        return None
+
+
+def app_session_manager(request: Request) -> Any:
+    """The app's own session manager on ``request.state.session`` (not one ChatStream made), or None."""
+    manager = getattr(request.state, "session", None)
+    if manager is None or isinstance(manager, HttpSession) or not callable(getattr(manager, "get_session", None)):
+        return None
+    return manager
+
+
 class SessionManager:
     """Opens the session of a request from its signed cookie and sets the cookie on new sessions."""
 
@@ -208,6 +274,11 @@ class SessionManager:
         """The request's session: the one its cookie names, or a new one."""
         session = self.current(request)
         if session is not None:
+            return session
+        manager = app_session_manager(request)
+        if manager is not None:  # the app's session middleware (0.3's FastSessionMiddleware)
+            session = AppSession(manager)
+            setattr(request.state, _STATE_ATTR, session)
             return session
         session_id = self._verified_id(request.cookies.get(self.cookie_name))
         data = await self.store.load(session_id) if session_id else None

@@ -27,7 +27,8 @@ class TokenSampler(ABC):
         """Return the next token id.
 
         ``logits`` is ``(1, vocab)`` for the last position, ``input_ids`` is ``(1, seq)``: the prompt
-        and every token generated so far. ``generator`` seeds the draw; None uses the sampler's own.
+        and every token generated so far. ``generator`` seeds the draw; None uses the sampler's own
+        (TokenSamplerIsok: its seeded generator, or torch's global one when it has no seed).
         """
 
 
@@ -36,11 +37,9 @@ class TokenSamplerIsok(TokenSampler):
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
-        self._generator = torch.Generator()
-        if seed is None:
-            self._generator.seed()
-        else:
-            self._generator.manual_seed(seed)
+        # Without a seed, draws come from torch's global generator, as in ChatStream 0.3, so that
+        # torch.manual_seed / transformers.set_seed make sampling reproducible.
+        self._generator = None if seed is None else torch.Generator().manual_seed(seed)
 
     def sample(
         self,

@@ -7,6 +7,13 @@
   const configElement = document.getElementById("chatstream-config");
   const config = configElement ? JSON.parse(configElement.textContent || "{}") : {};
   const styleOpts = config.style_opts || {};
+  // 0.3's icon options: an icon is shown when its URL is given and it is not switched off
+  const icons = {
+    assistant: styleOpts.show_ai_icon !== false && styleOpts.ai_icon_url ? styleOpts.ai_icon_url : null,
+    user: styleOpts.show_human_icon !== false && styleOpts.human_icon_url ? styleOpts.human_icon_url : null,
+  };
+  // 0.3's developMode: send the session cookie to another origin too (a page served elsewhere, CORS)
+  const credentials = config.developMode ? "include" : "same-origin";
 
   const $ = (id) => document.getElementById(id);
   const messages = $("messages");
@@ -21,6 +28,15 @@
   if (styleOpts.button_label_stop_generating) stopButton.textContent = styleOpts.button_label_stop_generating;
   if (styleOpts.button_label_regenerate) regenerateButton.textContent = styleOpts.button_label_regenerate;
   if (styleOpts.label_input_placeholder) input.placeholder = styleOpts.label_input_placeholder;
+  if (icons.user && styleOpts.show_human_icon_on_input !== false) input.before(iconElement(icons.user));
+
+  function iconElement(url) {
+    const image = document.createElement("img");
+    image.className = "icon";
+    image.src = url;
+    image.alt = "";
+    return image;
+  }
 
   let controller = null; // AbortController of the answer being streamed
   let lastAnswer = null; // the last assistant bubble that belongs to the history
@@ -39,7 +55,14 @@
     const element = document.createElement("div");
     element.className = "message " + role;
     element.textContent = text;
-    messages.appendChild(element);
+    if (icons[role]) {
+      const line = document.createElement("div");
+      line.className = "line " + role;
+      line.append(iconElement(icons[role]), element);
+      messages.appendChild(line);
+    } else {
+      messages.appendChild(element);
+    }
     messages.scrollTop = messages.scrollHeight;
     return element;
   }
@@ -98,7 +121,7 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ user_input: userInput, regenerate: regenerate }),
         signal: controller.signal,
-        credentials: "same-origin",
+        credentials,
       });
       const type = response.headers.get("content-type") || "";
       if (!response.ok || type.indexOf("application/json") >= 0) {
@@ -148,8 +171,8 @@
     const bubble = addMessage("assistant", "");
     const accepted = await ask(userInput, false, bubble);
     if (!accepted) { // refused: nothing was recorded, so take the message back
-      question.remove();
-      bubble.remove();
+      (question.closest(".line") || question).remove();
+      (bubble.closest(".line") || bubble).remove();
       input.value = userInput;
     } else {
       lastAnswer = bubble;
@@ -169,7 +192,7 @@
     if (controller) return;
     hideError();
     try {
-      const response = await fetch("clear_context", { method: "POST", credentials: "same-origin" });
+      const response = await fetch("clear_context", { method: "POST", credentials });
       if (!response.ok) {
         showError(await describeRefusal(response));
         return;

@@ -31,7 +31,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._http import (
+from .._http import (
     FINISH_TOKEN,
     MESSAGE_ID_HEADER,
     PARAM_ALIASES,
@@ -40,13 +40,13 @@ from ._http import (
     parse_chat_request,
     unless_disconnected,
 )
-from .chat_prompt import AbstractChatPrompt
-from .exceptions import ConfigurationError, PromptTooLongError
-from .generation import GenerationParams, build_input_ids
-from .locale import Locale
+from ..chat_prompt import AbstractChatPrompt
+from ..exceptions import ConfigurationError, PromptTooLongError
+from ..generation import GenerationParams, build_input_ids
+from ..locale import Locale
 
 if TYPE_CHECKING:
-    from .chat_stream import ChatStream
+    from ..chat_stream import ChatStream
 
 FinishedCallback = Callable[[str], Awaitable[None]]
 
@@ -150,6 +150,9 @@ class AbstractRequestHandler(ABC):
         no more than ``num_of_concurrent_executions`` generations ever run.
         """
         generator = self.chat_generator
+        if message_id is not None and chat_prompt.chat_contents and chat_prompt.chat_contents[-1].role == \
+                chat_prompt.responder:
+            chat_prompt.set_responder_last_msg_id(message_id)  # what set_feedback's message_id refers to (0.3)
         stop = threading.Event()
         try:
             params = self._generation_params(custom_generation_params)
