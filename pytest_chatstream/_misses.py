@@ -1,0 +1,64 @@
+"""Cassette errors that the app under test caught, brought back to the test that failed because of them.
+
+A ``CassetteMiss`` raised inside the app before the first byte is caught there: ChatStream logs it
+and answers 500, so the test would fail on ``assert 500 == 200`` with the useful diff only in the
+captured logs. :class:`MissLog` collects the cassette errors logged while a test runs, and
+:func:`miss_longrepr` makes the first of them the test's failure, the test's own failure kept below.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+
+def _cassette_error(error: BaseException | None) -> BaseException | None:
+    """``error``, or the exception that caused it, when it is a chatstream CassetteError."""
+    from chatstream.exceptions import CassetteError
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, CassetteError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class MissLog(logging.Handler):
+    """A logging handler (on the root logger while a test runs) keeping the cassette errors logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self._lock_errors = threading.Lock()
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = _cassette_error(record.exc_info[1] if record.exc_info else None)
+        if error is None:
+            return
+        with self._lock_errors:
+            if not any(seen is error for seen in self.errors):
+                self.errors.append(error)
+
+    def __enter__(self) -> MissLog:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeHandler(self)
+
+
+def miss_longrepr(error: BaseException, original: Any, count: int) -> Any:
+    """The failure report of a test that failed after the app caught ``error``: that error first."""
+    import pytest
+
+    longrepr = pytest.ExceptionInfo.from_exception(error).getrepr(style="short", chain=False)
+    more = f" ({count} cassette errors in all; this is the first)" if count > 1 else ""
+    longrepr.addsection(
+        "chatstream: where the cassette error went",
+        f"The app under test caught this {type(error).__name__}{more} and answered with an error "
+        "instead (the captured log shows it too). The test itself then failed with:\n\n" + str(original),
+    )
+    return longrepr
