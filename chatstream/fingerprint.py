@@ -215,11 +215,10 @@ def _local_dir(obj: Any, hub_cache_dir: str | os.PathLike | None = None) -> Path
     if Path(name).is_dir():
         return Path(name)
     revision = getattr(getattr(obj, "config", None), "_commit_hash", None)
-    return hub_snapshot(str(name), revision if isinstance(revision, str) else None, hub_cache_dir)
+    return _hub_snapshot(str(name), revision if isinstance(revision, str) else None, hub_cache_dir)
 
 
-def hub_snapshot(repo_id: str, revision: str | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> Path | None:
+def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> Path | None:
     """The cached snapshot directory of a Hub model id; looks in the local cache only, never the network."""
     from huggingface_hub import try_to_load_from_cache
 

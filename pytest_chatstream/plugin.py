@@ -24,7 +24,7 @@ import pytest
 from ._cmdline import is_test_path, model_path_misread, probe_path_message
 from ._errors import cassette_not_found, configuration_error, is_configuration_error
 from ._misses import MissLog, miss_longrepr
-from ._model import find_model, model_problem
+from ._model import local_model, locate_model
 from ._paths import default_cassette_relpath, named_cassette_relpath, relpath_or_abs
 from ._report import Report, cassettes_on_disk, rename_hint
 from ._session import (
@@ -147,10 +147,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     if settings.live and settings.model_spec and settings.model_base:
         # Checked once here, so a mistyped model stops the run instead of erroring in every test.
-        problem = model_problem(settings.model_spec, settings.model_origin, settings.model_base)
-        if problem is not None:
-            raise pytest.UsageError(problem)
-        settings = dataclasses.replace(settings, model_path=find_model(settings.model_spec, settings.model_base))
+        try:
+            model_dir = locate_model(settings.model_spec, settings.model_origin, settings.model_base)
+        except ValueError as error:  # ConfigurationError: what is missing and how to get it
+            if not is_configuration_error(error):
+                raise
+            raise pytest.UsageError(str(error)) from None
+        settings = dataclasses.replace(settings, model_path=model_dir)
     config.stash[SETTINGS] = settings
     config.stash[REPORT] = Report(mode=settings.mode.value)
     config.stash[FINGERPRINTS] = {}
@@ -479,7 +482,7 @@ def _local_model_dir(config: pytest.Config, settings: Settings) -> Path | None:
     if MODEL_DIR not in config.stash:
         found = None
         if settings.model_spec and settings.model_base:
-            found = find_model(settings.model_spec, settings.model_base)
+            found = local_model(settings.model_spec, settings.model_origin, settings.model_base)
         config.stash[MODEL_DIR] = found
     return config.stash[MODEL_DIR]
 

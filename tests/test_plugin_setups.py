@@ -175,10 +175,10 @@ def test_a_hub_id_is_recorded_from_the_local_hf_cache(
     ("model", "message"),
     [
         ("chatstream/not-downloaded",
-         "ERROR: --probe-model 'chatstream/not-downloaded': no model directory at */chatstream/not-downloaded, and "
-         "no Hub model 'chatstream/not-downloaded' is in the local HF cache (*)*huggingface-cli download*"),
-        ("./modle", "ERROR: --probe-model './modle': no model directory at */modle; pass a local HF model directory*"),
-        ("tests", "ERROR: --probe-model 'tests': */tests has no config.json, so it is not a HF model directory*"),
+         "ERROR: --probe-model 'chatstream/not-downloaded' is neither a local directory nor a Hub model in the local "
+         "HF cache (*empty-cache); nothing is downloaded at run time. Download it first*"),
+        ("./modle", "ERROR: --probe-model '*/modle' does not exist (looked for the directory */modle); pass the path*"),
+        ("tests", "ERROR: --probe-model '*/tests' is not a HF model directory (no config.json in it)*"),
     ],
 )
 def test_a_model_that_is_not_there_fails_once_at_start_up(
