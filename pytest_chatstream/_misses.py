@@ -2,15 +2,14 @@
 
 A ``CassetteMiss`` raised inside the app before the first byte is caught there: ChatStream logs it
 and answers 500, so the test would fail on ``assert 500 == 200`` with the useful diff only in the
-captured logs. :class:`MissLog` collects the cassette errors logged while a test runs, and
-:func:`miss_longrepr` makes the first of them the test's failure, the test's own failure kept below.
+captured logs. :class:`MissLog` collects the cassette errors logged while a test runs; the plugin makes the first
+of them the failure of a test that failed, the test's own failure kept below it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 
 def _cassette_error(error: BaseException | None) -> BaseException | None:
@@ -48,17 +47,3 @@ class MissLog(logging.Handler):
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger().removeHandler(self)
-
-
-def miss_longrepr(error: BaseException, original: Any, count: int) -> Any:
-    """The failure report of a test that failed after the app caught ``error``: that error first."""
-    import pytest
-
-    longrepr = pytest.ExceptionInfo.from_exception(error).getrepr(style="short", chain=False)
-    more = f" ({count} cassette errors in all; this is the first)" if count > 1 else ""
-    longrepr.addsection(
-        "chatstream: where the cassette error went",
-        f"The app under test caught this {type(error).__name__}{more} and answered with an error "
-        "instead (the captured log shows it too). The test itself then failed with:\n\n" + str(original),
-    )
-    return longrepr

@@ -23,7 +23,7 @@ import pytest
 
 from ._cmdline import is_test_path, model_path_misread, probe_path_message
 from ._errors import cassette_not_found, configuration_error, is_configuration_error
-from ._misses import MissLog, miss_longrepr
+from ._misses import MissLog
 from ._model import local_model, locate_model
 from ._paths import default_cassette_relpath, named_cassette_relpath, relpath_or_abs
 from ._report import Report, cassettes_on_disk, rename_hint
@@ -298,6 +298,18 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         raise
     _verify(item, run, fail=True)
     return result
+
+
+def miss_longrepr(error: BaseException, original: Any, count: int) -> Any:
+    """The failure report of a test that failed after the app caught ``error``: that error first."""
+    longrepr = pytest.ExceptionInfo.from_exception(error).getrepr(style="short", chain=False)
+    more = f" ({count} cassette errors in all; this is the first)" if count > 1 else ""
+    longrepr.addsection(
+        "chatstream: where the cassette error went",
+        f"The app under test caught this {type(error).__name__}{more} and answered with an error "
+        "instead (the captured log shows it too). The test itself then failed with:\n\n" + str(original),
+    )
+    return longrepr
 
 
 def _verify(item: pytest.Item, run: CassetteRun, fail: bool) -> None:
