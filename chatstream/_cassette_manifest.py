@@ -31,7 +31,7 @@ def _looks_absolute(text: str) -> bool:
     if "\n" in text or len(text) > 4096:
         return False
     home = os.path.expanduser("~")
-    if home not in ("", "/", "~") and text.startswith(home):
+    if home not in ("", "/", "~") and (text == home or text.startswith(home.rstrip("/\\") + os.sep)):
         return True
     posix, windows = PurePosixPath(text), PureWindowsPath(text)
     return ((posix.is_absolute() and len(posix.parts) >= 3) or (windows.is_absolute() and len(windows.parts) >= 2)
