@@ -1,11 +1,20 @@
-"""The manifest a recording writes first: versions, device, model, tokenizer, fingerprints, sampling."""
+"""The manifest a recording writes first: versions, device, model, tokenizer, fingerprints, sampling.
+
+No local path is written: a model's ``name_or_path`` (and any other string in the model's and
+tokenizer's settings that is an absolute path or under the home directory) becomes its Hub id when it
+lies in the HF cache, else the path's last component; so recording on another machine does not
+change the manifest, and no home directory leaks into a committed cassette.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
+import re
 import sys
+from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
@@ -14,6 +23,45 @@ from . import cassette as fmt
 from ._cassette_values import encode_value
 from .fingerprint import fingerprint_loaded
 from .generation import accepts_logits_to_keep
+
+_HUB_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/[^/]+(?:/|$)")
+
+
+def _looks_absolute(text: str) -> bool:
+    if "\n" in text or len(text) > 4096:
+        return False
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~") and (text == home or text.startswith(home.rstrip("/\\") + os.sep)):
+        return True
+    posix, windows = PurePosixPath(text), PureWindowsPath(text)
+    return ((posix.is_absolute() and len(posix.parts) >= 3) or (windows.is_absolute() and len(windows.parts) >= 2)
+            or text.startswith("~/"))
+
+
+def portable_name(text: str) -> str:
+    """A local path as a portable name: the Hub id of an HF cache snapshot, else its last component.
+
+    Anything that is not an absolute path of two components or more, nor under the home directory
+    (a Hub id, a relative name, ``/``), is returned unchanged.
+    """
+    if not _looks_absolute(text):
+        return text
+    posix = text.replace("\\", "/")
+    match = _HUB_SNAPSHOT.search(posix)
+    if match:
+        return match.group("repo").replace("--", "/")
+    return PurePath(posix).name or PureWindowsPath(text).name
+
+
+def _portable(value: Any) -> Any:
+    """``value`` (JSON) with every absolute-path string made a portable name."""
+    if isinstance(value, str):
+        return portable_name(value)
+    if isinstance(value, dict):
+        return {key: _portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_portable(item) for item in value]
+    return value
 
 
 def _device_name(device: torch.device) -> str:
@@ -39,6 +87,7 @@ def _tokenizer_manifest(tokenizer: Any) -> dict:
                  "truncation_side", "special_tokens_map", "all_special_ids", "all_special_tokens"):
         value = getattr(tokenizer, name, None)
         info[name] = encode_value(value if not isinstance(value, tuple) else list(value))
+    info["name_or_path"] = portable_name(str(info["name_or_path"] or ""))
     info["len"] = len(tokenizer) if hasattr(tokenizer, "__len__") else info["vocab_size"]
     info["special_token_ids"] = {
         f"{role}_token_id": getattr(tokenizer, f"{role}_token_id", None)
@@ -51,10 +100,10 @@ def _model_manifest(model: Any) -> dict:
     device = torch.device(getattr(model, "device", "cpu"))
     return {
         "class": type(model).__name__,
-        "name_or_path": str(getattr(model, "name_or_path", "") or ""),
+        "name_or_path": portable_name(str(getattr(model, "name_or_path", "") or "")),
         "dtype": str(getattr(model, "dtype", torch.float32)).removeprefix("torch."),
-        "config": _json_config(getattr(model, "config", None)),
-        "generation_config": _json_config(getattr(model, "generation_config", None)),
+        "config": _portable(_json_config(getattr(model, "config", None))),
+        "generation_config": _portable(_json_config(getattr(model, "generation_config", None))),
         "forward_accepts_logits_to_keep": accepts_logits_to_keep(model),
         "device": {"type": device.type, "name": _device_name(device)},
     }

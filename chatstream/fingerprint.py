@@ -1,11 +1,16 @@
 """Fingerprints of a model's weights, tokenizer and chat template, stored in each cassette's manifest.
 
-A fingerprint is a short ``sha256:`` string. The weights' one hashes the weight files' names and
-sizes (cheap on a 100 GB checkpoint); the tokenizer's hashes its files' contents (the chat template
-left out); the chat template's hashes the template text. ``fingerprint_model_dir`` reads a model
-directory without loading anything; ``fingerprint_loaded`` gives the same answers for a loaded
-model and tokenizer whose ``name_or_path`` is that directory (or a Hub id cached there), so a
-replayed cassette can tell whether the local model changed since it was recorded.
+A fingerprint is a short ``sha256:`` string. The weights' one (``content-sha256:``) hashes each
+weight file's name, size and content: the whole file up to 64 MiB, else the safetensors header and
+a few KB of each tensor (or blocks sampled through other formats), or, in the HF cache, the name of
+the blob it links to, which is its sha256; so a retrain at the same size is noticed, and a 100 GB
+checkpoint costs a few MB of reads. Manifests written before that hold names and sizes only
+(``sha256:``); :func:`same_weights` compares those the old way. The tokenizer's fingerprint hashes
+its files' contents (the chat template left out); the chat template's hashes the template text.
+``fingerprint_model_dir`` reads a model directory without loading anything; ``fingerprint_loaded``
+gives the same answers for a loaded model and tokenizer whose ``name_or_path`` is that directory
+(or a Hub id cached there), so a replayed cassette can tell whether the local model changed since
+it was recorded.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +29,119 @@ TOKENIZER_FILES = (
 )
 
 
+FULL_HASH_LIMIT = 64 * 1024 * 1024  # weight files up to this size are hashed whole
+SAMPLE_BLOCK = 4096  # bytes read at each end of a tensor (or at each sample) in larger files
+SAMPLES = 256  # blocks sampled from a large weight file that is not safetensors
+WEIGHTS_PREFIX = "content-sha256:"
+LEGACY_PREFIX = "sha256:"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _weight_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+                  and not p.name.startswith("training_args"))
+
+
+def _hub_blob_id(path: Path) -> str | None:
+    """The content hash the HF cache names a weight file's blob by (``blobs/<sha256>``), if it is one."""
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    if target.parent.name == "blobs" and _SHA256_HEX.fullmatch(target.name):
+        return "blob:" + target.name
+    return None
+
+
+def _read_at(handle: Any, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(size)
+
+
+def _safetensors_spans(handle: Any, size: int) -> tuple[int, list[tuple[int, int]]] | None:
+    """``(header length, [(start, end) of each tensor's data])`` of a safetensors file, None if it is not one."""
+    raw = _read_at(handle, 0, 8)
+    if len(raw) < 8:
+        return None
+    header_len = int.from_bytes(raw, "little")
+    if not 2 <= header_len <= min(size - 8, 100 * 1024 * 1024):
+        return None
+    try:
+        header = json.loads(_read_at(handle, 8, header_len))
+    except ValueError:
+        return None
+    base = 8 + header_len
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__" or not isinstance(entry, dict):
+            continue
+        start, end = entry.get("data_offsets", (0, 0))
+        spans.append((base + int(start), base + int(end)))
+    return header_len, sorted(spans)
+
+
+def _content_id(path: Path) -> str:
+    """A hash of a weight file's content: all of it when small, else its header and sampled blocks.
+
+    A file up to ``FULL_HASH_LIMIT`` bytes is hashed whole. A larger safetensors file hashes its header
+    (every tensor's name, dtype, shape and offsets) plus the first and last ``SAMPLE_BLOCK`` bytes of
+    each tensor's data, so a retrain that changes a tensor changes the hash; other large files hash
+    ``SAMPLES`` blocks spread evenly through the file. Reads at most a few MB of a 100 GB checkpoint.
+    """
+    blob = _hub_blob_id(path)
+    if blob is not None:
+        return blob
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if size <= FULL_HASH_LIMIT:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                h.update(chunk)
+            return "full:" + h.hexdigest()
+        layout = _safetensors_spans(handle, size) if path.suffix == ".safetensors" else None
+        if layout is not None:
+            header_len, spans = layout
+            h.update(_read_at(handle, 0, 8 + header_len))
+            for start, end in spans:
+                h.update(_read_at(handle, start, min(SAMPLE_BLOCK, end - start)))
+                if end - start > SAMPLE_BLOCK:
+                    h.update(_read_at(handle, max(start + SAMPLE_BLOCK, end - SAMPLE_BLOCK), SAMPLE_BLOCK))
+            return "sampled-safetensors:" + h.hexdigest()
+        step = max(1, (size - SAMPLE_BLOCK) // (SAMPLES - 1))
+        for index in range(SAMPLES):
+            h.update(_read_at(handle, min(index * step, max(0, size - SAMPLE_BLOCK)), SAMPLE_BLOCK))
+        return "sampled:" + h.hexdigest()
+
+
 def _weights(directory: Path) -> str | None:
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
-                   and not p.name.startswith("training_args"))
+    files = _weight_files(directory)
+    if not files:
+        return None
+    rows = [f"{p.name}\t{p.stat().st_size}\t{_content_id(p)}" for p in files]
+    return WEIGHTS_PREFIX + hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def legacy_weights_fingerprint(path: str | os.PathLike) -> str | None:
+    """The weights fingerprint of manifests written before content was hashed (file names and sizes only)."""
+    files = _weight_files(Path(path))
     if not files:
         return None
     return _digest("\n".join(f"{p.name}\t{p.stat().st_size}" for p in files).encode())
+
+
+def same_weights(recorded: str | None, current: str | None, directory: str | os.PathLike | None) -> bool:
+    """Whether a manifest's weights fingerprint matches ``directory``'s (``current``); True when unknown.
+
+    A fingerprint from before content was hashed is compared the way it was made (names and sizes).
+    """
+    if recorded is None or current is None:
+        return True
+    if recorded.startswith(LEGACY_PREFIX) and not current.startswith(LEGACY_PREFIX) and directory is not None:
+        current = legacy_weights_fingerprint(directory)
+    return recorded == current
 
 
 def _tokenizer_config(directory: Path) -> dict | None:

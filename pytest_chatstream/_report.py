@@ -6,7 +6,9 @@ set up). Cassettes are named by their path relative to the cassette directory.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -165,3 +167,35 @@ def cassettes_on_disk(cassette_dir: Path) -> list[str]:
             if rel.parts and not any(part.startswith(".") for part in rel.parts):
                 found.append(rel.as_posix())
     return sorted(set(found))
+
+
+def rename_hint(missing: str, unused: list[str], cassette_dir: Path, invocation_dir: Path, shown: int = 5) -> str:
+    """For a test whose cassette is missing: the unused cassettes that may be its old one, and the move.
+
+    Candidates in the same directory (module or class) come first, then those with a similar name,
+    each group by name similarity; "" when no cassette on disk is unused.
+    """
+    if not unused:
+        return ""
+    target = PurePosixPath(missing)
+
+    def rank(candidate: str) -> tuple[int, float, str]:
+        path = PurePosixPath(candidate)
+        similar = difflib.SequenceMatcher(None, path.name, target.name).ratio()
+        return (0 if path.parent == target.parent else 1, -similar, candidate)
+
+    ordered = sorted(unused, key=rank)
+    best = ordered[0]
+    if PurePosixPath(best).parent != target.parent and PurePosixPath(best).name != target.name:
+        close = difflib.get_close_matches(target.name, [PurePosixPath(c).name for c in ordered], n=1, cutoff=0.6)
+        if not close:
+            return ""  # nothing on disk looks like this test's old cassette
+    old = os.path.relpath(cassette_dir / best, invocation_dir)
+    new = os.path.relpath(cassette_dir / missing, invocation_dir)
+    listed = "".join(f"\n  {c}" for c in ordered[:shown])
+    more = f"\n  ... and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return (
+        f"\nNo collected test uses {'this cassette' if len(ordered) == 1 else 'these cassettes'} on disk:"
+        f"{listed}{more}\nIf the test was renamed from {best}, move its cassette instead of re-recording: "
+        f"git mv {old} {new}"
+    )

@@ -45,13 +45,23 @@ def replay_transformer(cassette: Path) -> Any:
     return MockTransformer(parent_dir_path=cassette.parent, dirname=cassette.name, wait_sec=0)
 
 
-def stale_parts(manifest: dict, live_fingerprints: dict[str, str | None]) -> list[str]:
-    """Names of the fingerprints (weights, tokenizer, chat_template) that differ from the cassette's."""
+def stale_parts(manifest: dict, live_fingerprints: dict[str, str | None], model_dir: Path | None = None) -> list[str]:
+    """Names of the fingerprints (weights, tokenizer, chat_template) that differ from the cassette's.
+
+    ``model_dir`` (the directory ``live_fingerprints`` describe) lets a manifest written before
+    weights were fingerprinted by content be compared the way it was made.
+    """
+    from chatstream.fingerprint import same_weights
+
     recorded = manifest.get("fingerprints") or {}
-    return sorted(
-        name for name, value in live_fingerprints.items()
-        if value is not None and recorded.get(name) is not None and recorded[name] != value
-    )
+    changed = []
+    for name, value in live_fingerprints.items():
+        if value is None or recorded.get(name) is None:
+            continue
+        same = same_weights(recorded[name], value, model_dir) if name == "weights" else recorded[name] == value
+        if not same:
+            changed.append(name)
+    return sorted(changed)
 
 
 def recorded_by(cassette: Path) -> str | None:
@@ -65,14 +75,17 @@ def recorded_by(cassette: Path) -> str | None:
 def missing_message(nodeid: str, shown_path: str) -> str:
     return (
         f"no cassette for {nodeid} at {shown_path}; record it on a machine with the model: "
-        f"pytest --probe=missing --probe-model PATH {nodeid!r}"
+        f"pytest --probe=missing --probe-model=PATH {nodeid!r}"
     )
 
 
-def stale_message(cassette: Path, changed: list[str], model_path: Path, nodeid: str) -> str:
+def stale_message(cassette: Path, changed: list[str], model: str | Path, nodeid: str,
+                  model_in_ini: bool = False) -> str:
+    """``model_in_ini``: the ini option names the model, so the re-record command need not."""
+    option = "" if model_in_ini else f" --probe-model={model}"
     return (
-        f"the cassette {cassette} is stale: the {', '.join(changed)} of {model_path} changed since it was "
-        f"recorded. Re-record it: pytest --probe --probe-model {model_path} {nodeid!r}"
+        f"the cassette {cassette} is stale: the {', '.join(changed)} of {model} changed since it was "
+        f"recorded. Re-record it: pytest --probe=all{option} {nodeid!r}"
     )
 
 

@@ -21,6 +21,7 @@ DEFAULT_FIDELITY = "compact"
 DEFAULT_VERIFY_REPORT = "chatstream-verify-report.json"
 FIDELITIES = ("compact", "fp16", "exact")
 MISSING_ACTIONS = ("fail", "skip")
+MODEL_ENV = "CHATSTREAM_MODEL_PATH"
 
 
 class Mode(str, enum.Enum):
@@ -82,12 +83,15 @@ class Settings:
 
     mode: Mode
     cassette_dir: Path
-    model_path: Path | None
+    model_path: Path | None  # the model's local directory, when the setting names one that exists
     device: str | None
     fidelity: str | None  # None: the marker's, else DEFAULT_FIDELITY
     missing: str
     verify_report: Path
     list_unused: bool
+    model_spec: str | None = None  # the model setting as written: a directory or a Hub id (org/name)
+    model_origin: str = ""  # where it was written: --probe-model, CHATSTREAM_MODEL_PATH or chatstream_model_path
+    model_base: Path | None = None  # the directory a relative model_spec is taken from
 
     @property
     def live(self) -> bool:
@@ -110,6 +114,7 @@ def resolve_settings(
     *,
     probe: str | None,
     cli_model: str | None,
+    env_model: str | None = None,
     cli_device: str | None,
     cli_fidelity: str | None,
     cli_report: str | None,
@@ -123,13 +128,20 @@ def resolve_settings(
     invocation_dir: Path,
     rootpath: Path,
 ) -> Settings:
-    """Merge command line and ini values; command-line paths are relative to the invocation
-    directory, ini paths to the rootdir."""
-    # Precedence: command line > ini > default, written once here for every setting.
-    model_path = (
-        resolve_dir(cli_model, invocation_dir) if cli_model
-        else resolve_dir(ini_model, rootpath) if ini_model else None
-    )
+    """Merge command line, environment and ini values; command-line and environment paths are relative
+    to the invocation directory, ini paths to the rootdir."""
+    # Precedence: command line > environment (CHATSTREAM_MODEL_PATH) > ini > default.
+    if cli_model:
+        model_spec, model_origin, model_base = cli_model, "--probe-model", invocation_dir
+    elif env_model:
+        model_spec, model_origin, model_base = env_model, MODEL_ENV, invocation_dir
+    elif ini_model:
+        model_spec, model_origin, model_base = ini_model, "chatstream_model_path", rootpath
+    else:
+        model_spec, model_origin, model_base = None, "", None
+    model_path = resolve_dir(model_spec, model_base) if model_spec and model_base else None
+    if model_path is not None and not model_path.is_dir():
+        model_path = None  # a Hub id, or absent (CI): the plugin resolves or refuses it
     fidelity = cli_fidelity or ini_fidelity or None
     if fidelity is not None:
         _check_choice("chatstream_fidelity", fidelity, FIDELITIES)
@@ -148,4 +160,7 @@ def resolve_settings(
         missing=missing,
         verify_report=report,
         list_unused=list_unused,
+        model_spec=model_spec,
+        model_origin=model_origin,
+        model_base=model_base,
     )

@@ -7,10 +7,12 @@ them. Everything that does not need pytest lives in the ``_``-modules beside thi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shlex
 import time
+import types
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,9 +21,12 @@ from typing import Any
 
 import pytest
 
+from ._cmdline import is_test_path, model_path_misread, probe_path_message
 from ._errors import cassette_not_found, configuration_error, is_configuration_error
+from ._misses import MissLog
+from ._model import local_model, locate_model
 from ._paths import default_cassette_relpath, named_cassette_relpath, relpath_or_abs
-from ._report import Report, cassettes_on_disk
+from ._report import Report, cassettes_on_disk, rename_hint
 from ._session import (
     CassetteRun,
     StaleCassetteWarning,
@@ -33,6 +38,7 @@ from ._session import (
 )
 from ._settings import (
     FIDELITIES,
+    MODEL_ENV,
     PROBE_CHOICES,
     Action,
     Mode,
@@ -54,6 +60,8 @@ ITEM_CASSETTE = pytest.StashKey[str]()
 ITEM_RUN = pytest.StashKey[CassetteRun]()
 ITEM_PASSED = pytest.StashKey[bool]()
 ITEM_PROBLEM = pytest.StashKey[str]()
+ITEM_MISSES = pytest.StashKey[MissLog]()
+MODEL_DIR = pytest.StashKey["Path | None"]()
 
 
 # -- options --------------------------------------------------------------------------------------------
@@ -68,14 +76,16 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("chatstream", "ChatStream cassettes (replayed by default; recorded with --probe)")
     group.addoption(
-        "--probe", action="store", nargs="?", const="all", default=None, choices=PROBE_CHOICES,
-        metavar="MODE",
+        "--probe", action="store", nargs="?", const="all", default=None, metavar="MODE",
         help="run the live model: 'all' (the default of a bare --probe) re-records every cassette, "
              "'missing' records absent ones, 'verify' compares with the cassettes and writes nothing. "
-             "Put it after the test paths, or write --probe=all.",
+             "A test path right after a bare --probe is recorded (--probe tests/test_x.py = --probe=all "
+             "tests/test_x.py).",
     )
     group.addoption("--probe-model", default=None, metavar="PATH",
-                    help="local HF model directory to record from (ini: chatstream_model_path).")
+                    help=f"local HF model directory, or a Hub id (org/name) in the local HF cache, to record "
+                         f"from; write --probe-model=PATH for a model outside the project (env: {MODEL_ENV}; "
+                         "ini: chatstream_model_path).")
     group.addoption("--probe-device", default=None, metavar="DEVICE",
                     help="device of the live model (ini: chatstream_device; default cuda when available, else cpu).")
     group.addoption("--probe-fidelity", default=None, choices=FIDELITIES,
@@ -85,7 +95,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chatstream-unused", action="store_true", default=False,
                     help="list the cassettes on disk that no test of this run used.")
     parser.addini("chatstream_cassette_dir", "cassette directory (default fixtures/cassettes under the rootdir)")
-    parser.addini("chatstream_model_path", "local HF model directory that --probe records from")
+    parser.addini("chatstream_model_path", "local HF model directory (or cached Hub id) that --probe records from")
     parser.addini("chatstream_device", "device of the live model under --probe (default cuda when available)")
     parser.addini("chatstream_fidelity", "fidelity of recorded logits: compact (default), fp16 or exact")
     parser.addini("chatstream_missing_cassette", "a test without its cassette: fail (default) or skip")
@@ -101,18 +111,23 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     probe = config.getoption("--probe")
     workerinput = getattr(config, "workerinput", None)
+    if probe is not None and probe not in PROBE_CHOICES:
+        probe = _probe_value_as_test_path(config, probe)
     # The mode comes from the command line only: pytest would take an ini file's `addopts = --probe`
     # as if it had been typed, which would let a committed file make CI load a model and record.
-    command_line = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    command_line = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *config.invocation_params.args]
     if probe is not None and workerinput is None and not probe_on_command_line(command_line):
         raise pytest.UsageError(
             f"--probe={probe} came from the ini option addopts; only the command line (or PYTEST_ADDOPTS) "
             "may choose a probe mode. Remove --probe from addopts and pass it to pytest when you record."
         )
+    if workerinput is None:
+        _refuse_a_misread_model_path(config, command_line)
     try:
         settings = resolve_settings(
             probe=probe,
             cli_model=config.getoption("--probe-model"),
+            env_model=os.environ.get(MODEL_ENV) or None,
             cli_device=config.getoption("--probe-device"),
             cli_fidelity=config.getoption("--probe-fidelity"),
             cli_report=config.getoption("--probe-report"),
@@ -130,10 +145,43 @@ def pytest_configure(config: pytest.Config) -> None:
         if not is_configuration_error(error):
             raise
         raise pytest.UsageError(str(error)) from None
+    if settings.live and settings.model_spec and settings.model_base:
+        # Checked once here, so a mistyped model stops the run instead of erroring in every test.
+        try:
+            model_dir = locate_model(settings.model_spec, settings.model_origin, settings.model_base)
+        except ValueError as error:  # ConfigurationError: what is missing and how to get it
+            if not is_configuration_error(error):
+                raise
+            raise pytest.UsageError(str(error)) from None
+        settings = dataclasses.replace(settings, model_path=model_dir)
     config.stash[SETTINGS] = settings
     config.stash[REPORT] = Report(mode=settings.mode.value)
     config.stash[FINGERPRINTS] = {}
     config.stash[RUN_ID] = workerinput["chatstream_run_id"] if workerinput else uuid.uuid4().hex
+
+
+def _probe_value_as_test_path(config: pytest.Config, value: str) -> str:
+    """``--probe tests/test_x.py``: argparse gave the test path to --probe as its mode; run it as meant."""
+    if not is_test_path(value, config.invocation_params.dir):
+        raise pytest.UsageError(probe_path_message(value))
+    given = list(config.args) if config.args_source is pytest.Config.ArgsSource.ARGS else []
+    config.args = [value, *given]
+    config.args_source = pytest.Config.ArgsSource.ARGS
+    config.option.file_or_dir = [value, *(config.option.file_or_dir or [])]
+    config.option.probe = Mode.ALL.value
+    return Mode.ALL.value
+
+
+def _refuse_a_misread_model_path(config: pytest.Config, command_line: list[str]) -> None:
+    test_args = list(config.args) if config.args_source is pytest.Config.ArgsSource.ARGS else []
+    problem = model_path_misread(
+        command_line=command_line, test_args=test_args, rootpath=config.rootpath, inipath=config.inipath,
+        inifile=getattr(config.option, "inifilename", None),
+        override_ini=getattr(config.option, "override_ini", None),
+        rootdir=getattr(config.option, "rootdir", None) or None, invocation_dir=config.invocation_params.dir,
+    )
+    if problem is not None:
+        raise pytest.UsageError(problem)
 
 
 # -- xdist: one claim board per run, worker reports merged on the controller ------------------------------
@@ -213,8 +261,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
     started = time.perf_counter()
-    try:
+    if not _uses_cassette(item):
         return (yield)
+    misses = item.stash[ITEM_MISSES] = MissLog()
+    try:
+        with misses:
+            return (yield)
     finally:
         if ITEM_CASSETTE in item.stash:
             report = item.config.stash[REPORT]
@@ -227,6 +279,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
     if report.when == "call":
         item.stash[ITEM_PASSED] = report.passed
+        misses = item.stash.get(ITEM_MISSES, None)
+        raised = call.excinfo.value if call.excinfo is not None else None
+        if report.failed and misses is not None and misses.errors and raised not in misses.errors:
+            report.longrepr = miss_longrepr(misses.errors[0], report.longrepr, len(misses.errors))
     return report
 
 
@@ -242,6 +298,18 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         raise
     _verify(item, run, fail=True)
     return result
+
+
+def miss_longrepr(error: BaseException, original: Any, count: int) -> Any:
+    """The failure report of a test that failed after the app caught ``error``: that error first."""
+    longrepr = pytest.ExceptionInfo.from_exception(error).getrepr(style="short", chain=False)
+    more = f" ({count} cassette errors in all; this is the first)" if count > 1 else ""
+    longrepr.addsection(
+        "chatstream: where the cassette error went",
+        f"The app under test caught this {type(error).__name__}{more} and answered with an error "
+        "instead (the captured log shows it too). The test itself then failed with:\n\n" + str(original),
+    )
+    return longrepr
 
 
 def _verify(item: pytest.Item, run: CassetteRun, fail: bool) -> None:
@@ -312,8 +380,8 @@ def chatstream_live_model(pytestconfig: pytest.Config) -> tuple[Any, Any]:
         )
     if settings.model_path is None:
         raise configuration_error(
-            "--probe needs a model to record from; pass --probe-model PATH or set the ini option "
-            "chatstream_model_path to a local HF model directory."
+            f"--probe needs a model to record from; pass --probe-model=PATH, set {MODEL_ENV}, or set the ini "
+            "option chatstream_model_path to a local HF model directory (or a Hub id in the local HF cache)."
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -365,7 +433,8 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
     fidelity = settings.fidelity_for(marker.kwargs.get("fidelity") if marker else None)
     # The mode comes from the command line only (settings.mode); nothing else can make a test record.
     action = decide_action(settings.mode, (cassette / "manifest.json").is_file())
-    if action is Action.VERIFY and recorded_by(cassette) not in (None, item.nodeid):
+    named = marker is not None and bool(marker.args or marker.kwargs.get("name"))
+    if action is Action.VERIFY and named and recorded_by(cassette) not in (None, item.nodeid):
         action = Action.REPLAY  # a shared cassette: the test that recorded it verifies it
     board = ClaimBoard.for_run(config.stash[RUN_ID]) if action is Action.RECORD else None
     if board is not None and not board.acquire_or_wait(cassette):
@@ -375,6 +444,7 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
     if action is Action.MISSING:
         report.missing[rel] = item.nodeid
         message = missing_message(item.nodeid, relpath_or_abs(cassette, config.rootpath))
+        message += _rename_hint(config, settings, rel)
         if settings.missing == "skip":
             pytest.skip(message)
         raise cassette_not_found(message)
@@ -409,13 +479,36 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
                 report.not_written[rel] = item.nodeid
 
 
+def _rename_hint(config: pytest.Config, settings: Settings, rel: str) -> str:
+    """After a rename: the unused cassette on disk that is likely this test's, and how to move it."""
+    report = config.stash[REPORT]
+    whole_run = config.args_source is not pytest.Config.ArgsSource.ARGS
+    unused = report.unused(cassettes_on_disk(settings.cassette_dir), whole_run=whole_run)
+    return rename_hint(rel, unused, settings.cassette_dir, config.invocation_params.dir)
+
+
+def _local_model_dir(config: pytest.Config, settings: Settings) -> Path | None:
+    """The configured model's local directory for staleness checks; a Hub id is looked up once, lazily."""
+    if settings.model_path is not None:
+        return settings.model_path
+    if MODEL_DIR not in config.stash:
+        found = None
+        if settings.model_spec and settings.model_base:
+            found = local_model(settings.model_spec, settings.model_origin, settings.model_base)
+        config.stash[MODEL_DIR] = found
+    return config.stash[MODEL_DIR]
+
+
 def _warn_if_stale(config: pytest.Config, settings: Settings, cassette: Path, manifest: dict, nodeid: str) -> None:
-    if settings.model_path is None or not settings.model_path.is_dir():
+    model_dir = _local_model_dir(config, settings)
+    if model_dir is None or not model_dir.is_dir():
         return  # no local model to compare with (CI): nothing to say
-    changed = stale_parts(manifest, _fingerprints(config, settings.model_path))
+    changed = stale_parts(manifest, _fingerprints(config, model_dir), model_dir)
     if changed:
-        warnings.warn(StaleCassetteWarning(stale_message(cassette, changed, settings.model_path, nodeid)),
-                      stacklevel=2)
+        hub_id = settings.model_path is None  # found in the HF cache: the Hub id says more than the snapshot
+        shown = settings.model_spec if hub_id and settings.model_spec else str(model_dir)
+        message = stale_message(cassette, changed, shown, nodeid, settings.model_origin == "chatstream_model_path")
+        warnings.warn(StaleCassetteWarning(message), stacklevel=2)
 
 
 @pytest.fixture
@@ -453,12 +546,46 @@ def chatstream_factory(
     return build
 
 
-@pytest.fixture
-async def chat_stream(chatstream_factory: Callable[..., Any]) -> AsyncIterator[Any]:
+# The two async fixtures run under pytest-asyncio in any asyncio_mode (strict runs only the async fixtures
+# declared with pytest_asyncio.fixture) and under anyio. When pytest-asyncio is installed they are declared
+# with pytest_asyncio.fixture; for a test that anyio runs, pytest_fixture_setup below hands anyio the plain
+# function instead, so the fixture runs in the loop of the test that uses it whichever plugin wraps first.
+_PLAIN_ASYNC_FIXTURES: dict[Callable[..., Any], Callable[..., Any]] = {}  # asyncio-declared copy -> plain
+
+
+def _async_fixture(func: Callable[..., Any], name: str) -> Any:
+    try:
+        import pytest_asyncio
+    except ImportError:
+        return pytest.fixture(func, name=name)
+    copy = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__, func.__closure__)
+    copy.__doc__, copy.__qualname__, copy.__kwdefaults__ = func.__doc__, name, func.__kwdefaults__
+    copy.__annotations__ = dict(func.__annotations__)
+    _PLAIN_ASYNC_FIXTURES[copy] = func
+    return pytest_asyncio.fixture(copy, name=name)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any:
+    declared = fixturedef.func
+    plain = _PLAIN_ASYNC_FIXTURES.get(declared)
+    if plain is None or "anyio_backend" not in request.fixturenames:
+        return (yield)
+    fixturedef.func = plain  # an anyio test: anyio runs the fixture in the test's loop, not pytest-asyncio
+    try:
+        return (yield)
+    finally:
+        fixturedef.func = declared
+
+
+async def _chat_stream(chatstream_factory: Callable[..., Any]) -> AsyncIterator[Any]:
     """A ChatStream from chatstream_factory, started before the test and stopped after it (async)."""
     stream = chatstream_factory()
     async with stream.lifespan():
         yield stream
+
+
+chat_stream = _async_fixture(_chat_stream, "chat_stream")
 
 
 @pytest.fixture
@@ -474,13 +601,15 @@ def chatstream_app(chatstream_factory: Callable[..., Any]) -> Any:
     return app
 
 
-@pytest.fixture
-async def chatstream_client(chatstream_app: Any) -> AsyncIterator[Any]:
+async def _chatstream_client(chatstream_app: Any) -> AsyncIterator[Any]:
     """An httpx.AsyncClient on chatstream_app through ASGITransport, its lifespan running (async)."""
     from ._asgi import asgi_client
 
     async with asgi_client(chatstream_app) as client:
         yield client
+
+
+chatstream_client = _async_fixture(_chatstream_client, "chatstream_client")
 
 
 @pytest.fixture

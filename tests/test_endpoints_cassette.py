@@ -3,7 +3,7 @@
 These tests use the pytest_chatstream plugin's fixtures: a plain run replays the committed cassettes
 under fixtures/cassettes/tests/test_endpoints_cassette/ (no model is loaded); re-record them with
 
-    pytest tests/test_endpoints_cassette.py --probe --probe-model fixtures/tiny-chat
+    pytest tests/test_endpoints_cassette.py --probe --probe-model=fixtures/tiny-chat
 
 The answers checked are the tiny model's canned replies (it was trained to give them), decoded with
 ``top_k=1`` so that a reader can check them.

@@ -174,8 +174,7 @@ def test_replay_warns_when_the_local_model_changed_since_recording(pytester: pyt
     result.assert_outcomes(errors=1, deselected=3)  # the project turns warnings into errors
     result.stdout.fnmatch_lines([
         "*StaleCassetteWarning: the cassette */fixtures/cassettes/test_chat/test_greeting is stale: the weights "
-        "of */model changed since it was recorded. Re-record it: pytest --probe --probe-model */model "
-        "'test_chat.py::test_greeting'",
+        "of */model changed since it was recorded. Re-record it: pytest --probe=all 'test_chat.py::test_greeting'",
     ])
 
 

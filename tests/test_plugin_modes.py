@@ -78,7 +78,7 @@ def test_missing_cassette_fails_naming_the_path_and_the_command(pytester: pytest
     result.stdout.fnmatch_lines([
         "*CassetteNotFound: no cassette for test_chat.py::test_greeting at fixtures/cassettes/test_chat/"
         "test_greeting; record it on a machine with the model: "
-        "pytest --probe=missing --probe-model PATH 'test_chat.py::test_greeting'",
+        "pytest --probe=missing --probe-model=PATH 'test_chat.py::test_greeting'",
         "missing: 1 cassette(s)",
         "  test_chat/test_greeting  (test_chat.py::test_greeting)",
     ])
@@ -160,7 +160,7 @@ def test_probe_without_a_model_path_says_how_to_give_one(pytester: pytest.Pytest
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest("--probe", "-k", "greeting")
     result.assert_outcomes(errors=1, deselected=3)
-    result.stdout.fnmatch_lines(["*--probe needs a model to record from; pass --probe-model PATH*"])
+    result.stdout.fnmatch_lines(["*--probe needs a model to record from; pass --probe-model=PATH*"])
 
 
 def test_probe_model_and_fidelity_on_the_command_line(pytester: pytest.Pytester) -> None:

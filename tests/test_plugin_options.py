@@ -99,7 +99,10 @@ def test_probe_device_comes_from_the_command_line_then_the_ini(project: pytest.P
 
 def test_unknown_probe_mode_is_refused(project: pytest.Pytester) -> None:
     result = project.runpytest("--probe=replay")
-    result.stderr.fnmatch_lines(["*argument --probe: invalid choice: 'replay'*"])
+    result.stderr.fnmatch_lines([
+        "ERROR: --probe got 'replay', which is neither a probe mode (all, missing, verify) nor an existing test "
+        "path. Write the mode with '=' (--probe=all, --probe=missing, --probe=verify)*"
+    ])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytest_chatstream._report import Report, cassettes_on_disk, format_size
+from pytest_chatstream._report import Report, cassettes_on_disk, format_size, rename_hint
 
 
 def _worker(n: int) -> Report:
@@ -73,3 +73,20 @@ def test_cassettes_on_disk_skips_hidden_staging_dirs(tmp_path: Path) -> None:
     (tmp_path / "a" / "not-a-cassette").mkdir()
     assert cassettes_on_disk(tmp_path) == ["a/b/t2", "a/t1", "named"]
     assert cassettes_on_disk(tmp_path / "absent") == []
+
+
+def test_rename_hint_points_at_the_likeliest_unused_cassette(tmp_path: Path) -> None:
+    cassettes = tmp_path / "fixtures" / "cassettes"
+    unused = ["other/test_greeting_old", "tests/test_chat/test_bye", "tests/test_chat/test_greeting"]
+    hint = rename_hint("tests/test_chat/test_greetings", unused, cassettes, tmp_path)
+    lines = hint.strip().splitlines()
+    assert lines[1:4] == ["  tests/test_chat/test_greeting", "  tests/test_chat/test_bye", "  other/test_greeting_old"]
+    assert lines[-1].endswith(
+        "git mv fixtures/cassettes/tests/test_chat/test_greeting fixtures/cassettes/tests/test_chat/test_greetings"
+    )
+
+
+def test_rename_hint_says_nothing_without_a_likely_candidate(tmp_path: Path) -> None:
+    assert rename_hint("m/test_new", [], tmp_path, tmp_path) == ""
+    assert rename_hint("m/test_new", ["elsewhere/unrelated_name"], tmp_path, tmp_path) == ""
+    assert "git mv" in rename_hint("m2/test_new", ["m1/test_new"], tmp_path, tmp_path)  # a moved module

@@ -99,11 +99,12 @@ def test_stale_parts_name_what_changed(tmp_path: Path) -> None:
     changed = {**current, "weights": "sha256:other", "chat_template": None}  # None: nothing to compare
     assert stale_parts(manifest, changed) == ["weights"]
     message = stale_message(cassette, ["weights"], Path("/m"), "t.py::x")
-    assert "is stale: the weights of /m changed" in message and "pytest --probe --probe-model /m 't.py::x'" in message
+    assert "is stale: the weights of /m changed" in message
+    assert "pytest --probe=all --probe-model=/m 't.py::x'" in message
 
 
 def test_missing_message_names_the_path_and_the_command() -> None:
     assert missing_message("t.py::x", "fixtures/cassettes/t/x") == (
         "no cassette for t.py::x at fixtures/cassettes/t/x; record it on a machine with the model: "
-        "pytest --probe=missing --probe-model PATH 't.py::x'"
+        "pytest --probe=missing --probe-model=PATH 't.py::x'"
     )

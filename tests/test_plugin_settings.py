@@ -37,11 +37,16 @@ def test_defaults_replay_from_fixtures_cassettes(tmp_path: Path) -> None:
 
 
 def test_command_line_wins_over_ini_and_ini_over_marker(tmp_path: Path) -> None:
+    for made in ("cwd/m-cli", "cwd/m-env", "root/m-ini"):
+        (tmp_path / made).mkdir(parents=True)
     settings = _resolve(
         tmp_path, cli_model="m-cli", ini_model="m-ini", cli_device="cpu", ini_device="cuda",
         cli_fidelity="exact", ini_fidelity="fp16",
     )
     assert settings.model_path == tmp_path / "cwd" / "m-cli"  # CLI paths: from the invocation dir
+    assert (settings.model_spec, settings.model_origin) == ("m-cli", "--probe-model")
+    env = _resolve(tmp_path, env_model="m-env", ini_model="m-ini")  # the environment: between the two
+    assert env.model_path == tmp_path / "cwd" / "m-env" and env.model_origin == "CHATSTREAM_MODEL_PATH"
     assert settings.device == "cpu"
     assert settings.fidelity_for("compact") == "exact"
     ini_only = _resolve(tmp_path, ini_model="m-ini", ini_fidelity="fp16")
@@ -49,6 +54,13 @@ def test_command_line_wins_over_ini_and_ini_over_marker(tmp_path: Path) -> None:
     assert ini_only.fidelity_for("exact") == "fp16"
     assert _resolve(tmp_path).fidelity_for("exact") == "exact"  # the marker only when nothing else says
     assert _resolve(tmp_path, ini_device="cuda:1").device == "cuda:1"
+
+
+def test_a_model_setting_that_is_no_directory_keeps_its_spelling(tmp_path: Path) -> None:
+    settings = _resolve(tmp_path, ini_model="org/name")
+    assert settings.model_path is None  # a Hub id, or a model absent on this machine: the plugin decides
+    assert (settings.model_spec, settings.model_origin, settings.model_base) == (
+        "org/name", "chatstream_model_path", tmp_path / "root")
 
 
 def test_verify_report_path_from_the_command_line_or_the_ini(tmp_path: Path) -> None:
