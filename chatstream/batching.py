@@ -144,7 +144,8 @@ class BatchEngine:
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Sequences admitted and not yet ended (an ended one has sent its last delta)."""
+        return sum(not s.done for s in list(self._running))
 
     # -- the scheduler thread ------------------------------------------------------------------------------
 
@@ -242,7 +243,8 @@ class BatchEngine:
                 step_ids = torch.cat([s.history[:, s.length - 1 : s.length] for s in rows])
                 if len(rows) == 1:
                     sequence = rows[0]
-                    output = self._forward(input_ids=step_ids, attention_mask=torch.ones_like(sequence.history[:, :sequence.length]),
+                    ones = torch.ones_like(sequence.history[:, : sequence.length])
+                    output = self._forward(input_ids=step_ids, attention_mask=ones,
                                            **{self.cache_name: sequence.handle})
                     sequence.handle = output_cache(output)
                     if not sequence.checked:
