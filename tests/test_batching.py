@@ -334,3 +334,63 @@ def test_a_forward_that_fails_ends_every_stream_of_that_step_with_the_error(batc
     run_together([lambda: one(0), lambda: one(1)])
     assert errors == ["simulated batched failure"] * 2
     assert continuation(generator, ids[0], GREEDY, 5), "the engine goes on after a failed step"
+
+
+# -- serving ---------------------------------------------------------------------------------------------------
+
+
+class GatedSampler(TokenSamplerIsok):
+    """Holds the scheduler thread in its first draw until ``gate`` is set, counting the rows it was asked for."""
+
+    def __init__(self):
+        super().__init__(seed=0)
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def sample(self, logits, input_ids, params, generator=None):
+        self.calls += 1
+        self.gate.wait(60)
+        return super().sample(logits, input_ids, params, generator)
+
+
+async def test_a_burst_of_200_against_batching_admits_exactly_7_and_frees_every_slot(serve):
+    import asyncio
+
+    import httpx
+    from test_http_server import SECRET, app_for, client, load, until
+
+    model, tokenizer = bundled()
+    sampler = GatedSampler()
+    chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", batching=True, token_sampler=sampler,
+                             num_of_concurrent_executions=2, max_queue_size=5, too_many_request_as_http_error=True,
+                             session_secret=SECRET, temperature=0, max_new_tokens=12)
+    base_url = serve(app_for(chat_stream))
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+    async with client(base_url, share_cookies=False, limits=limits) as http_client:
+
+        async def one(i):
+            async with http_client.stream("POST", "/chat_stream", json={"user_input": PROMPTS[i % 4]}) as response:
+                return response.status_code, await response.aread()
+
+        tasks = [asyncio.create_task(one(i)) for i in range(200)]
+
+        async def refused_all_others():
+            return sum(t.done() for t in tasks) == 193
+
+        await until(refused_all_others, timeout=60)
+        worker = await load(http_client)
+        assert (worker["running"], worker["waiting"]) == (2, 5)
+        assert sampler.calls >= 1, "the scheduler is holding a generation"
+        sampler.gate.set()
+        results = await asyncio.gather(*tasks)
+        statuses = [status for status, _ in results]
+        assert statuses.count(200) == 7 and statuses.count(429) == 193
+        answers = {alone(model, tokenizer, text, GenerationParams(temperature=0, max_new_tokens=12)).encode()
+                   for text in PROMPTS[:4]}
+        assert all(body.removesuffix(b"<::EOS::>").split(b"<::EOS::>")[-1] in answers
+                   for status, body in results if status == 200)
+        assert chat_stream.chat_generator.engine.peak_batch == 2, "never more than num_of_concurrent_executions"
+        worker = await load(http_client)
+        assert (worker["running"], worker["waiting"]) == (0, 0)
+    assert chat_stream.admission.stats()["running"] == 0 and chat_stream.chat_generator.engine.running == 0
+    chat_stream.close()
