@@ -115,6 +115,7 @@ class ChatStream(EndpointsMixin):
         stop_strings: list[str] | tuple[str, ...] = (),
         eos_token_ids: list[int] | tuple[int, ...] = (),
         mock_type: str | None = None,
+        batching: bool = False,
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
@@ -150,8 +151,22 @@ class ChatStream(EndpointsMixin):
             self.model, self.tokenizer, self.token_sampler, self.probe_recorder = start_probe(
                 model, tokenizer, self.token_sampler, parent_dir=probe_dir, name=probe_name,
                 fidelity=probe_fidelity, sampling=self.generation_params.to_dict())
+        if batching not in (True, False):
+            raise ConfigurationError(f"`batching` (={batching!r}) must be True or False.")
+        if batching and (use_mock_response or chat_generator is not None):
+            raise ConfigurationError("batching=True batches the forwards of `model`; it cannot be combined with "
+                                     "use_mock_response or chat_generator.")
+        self._batched: Any = None
         if chat_generator is not None:
             self.chat_generator = chat_generator
+        elif batching:  # one scheduler batches every running stream's decode step (docs/batching.md)
+            from .batched_generator import BatchedChatGenerator
+
+            self.chat_generator = BatchedChatGenerator(self.model, self.tokenizer, device, self.generation_params,
+                                                       self.token_sampler, num_gpus,
+                                                       capacity=self.admission.max_running)
+            self._batched = self.chat_generator
+            self.device = self.chat_generator.device
         elif use_mock_response:
             self.chat_generator = ChatGeneratorMock(
                 params=mock_params if mock_params is not None else {"type": "round"},
@@ -263,6 +278,8 @@ class ChatStream(EndpointsMixin):
             await self.stop_queue_worker()
 
     def close(self) -> None:
+        if self._batched is not None:
+            self._batched.close()
         if self.probe_recorder is not None:
             self.probe_recorder.close()
 

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = serve.add_argument_group("model")
     model.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
     model.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    model.add_argument("--batching", action=argparse.BooleanOptionalAction, default=False,
+                       help="batch the running streams' decode steps into one forward (default: off; "
+                            "see docs/batching.md)")
     model.add_argument("--mock", action="store_true", help="no model: stream fixed texts (the generator mock)")
     model.add_argument("--mock-type", choices=("round", "long", "echo"), default="round")
     model.add_argument("--mock-time-per-token", type=float, default=0.05, metavar="SEC")
@@ -126,7 +129,7 @@ def serve(argv: list[str] | None = None) -> int:
                 "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
         model, tokenizer = load_model(path, args.device)
         return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
-                          chat_prompt_clazz=prompt_class(args.prompt_preset), **kwargs)
+                          chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching, **kwargs)
 
     config = uvicorn.Config(None, host=args.host, port=args.port, log_level=args.log_level, ws="none",
                             timeout_graceful_shutdown=5)

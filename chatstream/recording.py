@@ -24,6 +24,7 @@ import torch
 from . import cassette as fmt
 from ._cassette_manifest import build_manifest
 from ._cassette_values import encode_value, normalize_arg
+from .batch_rows import ROWS_ATTR, Row, split_rows
 from .exceptions import CassetteError, ConfigurationError
 from .model_cache import cache_kwargs, cache_length, output_cache
 from .token_sampler import TokenSamplerIsok
@@ -209,11 +210,10 @@ class ProbeRecorder:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None or self.closed:
             return call(*args, **kwargs)  # inputs_embeds cannot be keyed by ids; nothing to record
-        if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-            raise CassetteError(
-                f"probe mode records batch size 1 (the decode loop's); got input_ids of shape "
-                f"{tuple(input_ids.shape)}. Run batched calls on the unwrapped model."
-            )
+        if input_ids.dim() != 2:
+            raise CassetteError(f"probe mode records input_ids shaped (batch, n); got {tuple(input_ids.shape)}.")
+        if input_ids.shape[0] != 1:
+            return self._forward_rows(call, args, kwargs, input_ids)
         past = cache_kwargs(kwargs)  # the decode loop passes it by keyword, under either name
         prefix = self._prefix_of(past)
         output = call(*args, **kwargs)
@@ -244,8 +244,53 @@ class ProbeRecorder:
                               "generation are not recorded", RuntimeWarning, stacklevel=3)
         if self._keep("_forwards", entry):
             # `last` is held so that its address cannot be reused by another tensor meanwhile.
-            self._local.last_forward = (entry, last, history)
+            self._local.last_forwards = {last.data_ptr(): (entry, last, history)}
         return output
+
+    def _forward_rows(self, call: Any, args: tuple, kwargs: dict, input_ids: torch.Tensor) -> Any:
+        """A batched forward (the batching engine's), recorded row by row as each row's unbatched forward.
+
+        Each row is keyed by its own unpadded history, found through the row handles the batched cache
+        carries (``chatstream.batch_rows``); its mask code is that of its mask without the padding.
+        """
+        past = cache_kwargs(kwargs)
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        rows = split_rows(input_ids, mask, past)
+        if rows is None:
+            raise CassetteError(
+                f"probe mode records a batched forward (input_ids {tuple(input_ids.shape)}) only when its cache "
+                f"lists each row's own cache in `{ROWS_ATTR}` (chatstream.batching does); run other batched "
+                "calls on the unwrapped model."
+            )
+        prefixes = [self._row_prefix(row) for row in rows]
+        output = call(*args, **kwargs)
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        last_forwards = {}
+        for i, (row, prefix) in enumerate(zip(rows, prefixes, strict=True)):
+            if prefix is None:
+                continue
+            hasher = prefix.hasher.extend(row.new_ids)
+            entry = {"h": hasher.hexdigest(), "n": len(prefix), "ids": row.new_ids}
+            if len(prefix):
+                entry["ph"] = prefix.hasher.hexdigest()
+            entry["m"] = fmt.attention_mask_code(row.mask, len(prefix) + len(row.new_ids))
+            last = logits[i : i + 1, -1, :]
+            entry["logits"] = fmt.encode_logits(last[0], self.fidelity)
+            prefix.append(row.new_ids, hasher)  # the row's cache grows by these ids: so does its tag
+            if self._keep("_forwards", entry):
+                last_forwards[last.data_ptr()] = (entry, last, prefix)
+        self._local.last_forwards = last_forwards
+        return output
+
+    def _row_prefix(self, row: Row) -> fmt.TokenHistory | None:
+        """The history a batched row continues (its handle's tag), or None (with a warning) when unknown."""
+        tag = getattr(row.handle, CACHE_TAG, None)
+        if isinstance(tag, fmt.TokenHistory) and len(tag) == row.past_len:
+            return tag
+        warnings.warn(f"probe mode got a batched row whose cache ({type(row.handle).__name__}) it did not see "
+                      f"filled with {row.past_len} positions; this row's forward is not recorded", RuntimeWarning,
+                      stacklevel=4)
+        return None
 
     def _prefix_of(self, past: Any) -> fmt.TokenHistory | None:
         """The history a cache holds, or None (with a warning) when it is a cache probe mode never saw."""
@@ -267,7 +312,8 @@ class ProbeRecorder:
                 generator: torch.Generator | None, token: int) -> None:
         if self.closed:
             return
-        forward, last, history = getattr(self._local, "last_forward", (None, None, None))
+        forwards = getattr(self._local, "last_forwards", None) or {}
+        forward, last, history = forwards.get(logits.data_ptr(), (None, None, None))
         if history is not None and input_ids.shape[0] == 1 and history.holds(input_ids):
             history_hash = history.hasher.hexdigest()  # the history of the forward it follows (checked)
         else:

@@ -23,6 +23,7 @@ import torch
 from . import cassette as fmt
 from ._cassette_miss import MissExplainer
 from ._cassette_values import call_key, decode_value, normalize_arg
+from .batch_rows import split_rows
 from .exceptions import CassetteError, CassetteMiss, ConfigurationError
 from .probe import resolve_cassette_dir
 from .recording import RECORDED_TOKENIZER_METHODS
@@ -71,12 +72,37 @@ class MockCache(fmt.TokenHistory):
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return len(self)
 
+    @classmethod
+    def stack_rows(cls, handles: list[MockCache], lengths: list[int]) -> MockBatchCache:
+        """The batching engine's stacked cache for these rows (see chatstream._batch_cache)."""
+        return MockBatchCache(handles, max(lengths))
+
     def __repr__(self) -> str:
         return f"MockCache(seq_length={len(self)})"
 
 
+class MockBatchCache:
+    """Stands in for a batched KV cache: the rows' own MockCaches (``chatstream_rows``) and the padded width.
+
+    A batched forward appends to each row's MockCache in place, so unstacking has nothing to do.
+    """
+
+    def __init__(self, rows: list[MockCache], width: int) -> None:
+        self.chatstream_rows = tuple(rows)
+        self.width = width
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.width
+
+    def unstack_rows(self, lengths: list[int]) -> None:
+        """Nothing to give back: each row's MockCache is already up to date."""
+
+    def __repr__(self) -> str:
+        return f"MockBatchCache(rows={len(self.chatstream_rows)}, width={self.width})"
+
+
 class MockCausalLMOutput:
-    """A forward's result: ``.logits`` (1, 1, vocab) and ``.cache`` (also as ``.past_key_values``, the
+    """A forward's result: ``.logits`` (batch, 1, vocab) and ``.cache`` (also as ``.past_key_values``, the
     name before transformers 5.24), also by name or index.
 
     A plain class rather than transformers' ``CausalLMOutputWithPast``, whose construction costs
@@ -132,7 +158,13 @@ def _rebuild_generation_config(data: dict | None) -> Any:
 
 
 class MockModel:
-    """Replays recorded forwards; to the runtime it looks like an HF causal LM in eval mode."""
+    """Replays recorded forwards; to the runtime it looks like an HF causal LM in eval mode.
+
+    A batched forward (the batching engine's) is answered row by row, each row by its own unpadded
+    history, so a cassette replays batched or not whichever way it was recorded.
+    """
+
+    chatstream_batched_forward = True  # chatstream._batch_cache: its rows stack through MockCache.stack_rows
 
     def __init__(self, transformer: MockTransformer) -> None:
         self._transformer = transformer
@@ -195,12 +227,14 @@ class MockModel:
         transformer = self._transformer
         if transformer.wait_sec:
             time.sleep(transformer.wait_sec)
-        if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        if input_ids is None or input_ids.dim() != 2:
             shape = None if input_ids is None else tuple(input_ids.shape)
-            raise CassetteError(f"the mock model replays forwards given input_ids of shape (1, n); got {shape}.")
+            raise CassetteError(f"the mock model replays forwards given input_ids of shape (batch, n); got {shape}.")
         if cache is not None and past_key_values is not None:
             raise CassetteError("the mock model got both `cache` and `past_key_values`; pass the cache once.")
         given = cache if cache is not None else past_key_values
+        if input_ids.shape[0] != 1 or isinstance(given, MockBatchCache):
+            return self._forward_rows(input_ids, attention_mask, given)
         cache = given if isinstance(given, MockCache) else None
         if cache is None and given is not None and getattr(given, "get_seq_length", lambda: None)() != 0:
             raise CassetteError(
@@ -223,6 +257,35 @@ class MockModel:
             cache.append(new_ids, hasher)
         transformer._local.cache = cache  # the sampler call that follows finds its history's hash here
         return MockCausalLMOutput(logits, cache)
+
+    def _forward_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      given: Any) -> MockCausalLMOutput:
+        """Replay a batched forward row by row: each row's logits are its own recorded forward's."""
+        rows = split_rows(input_ids, attention_mask, given)
+        if rows is None or not isinstance(given, MockBatchCache):
+            raise CassetteError(
+                f"the mock model replays a batched forward (input_ids {tuple(input_ids.shape)}) only over the "
+                f"MockBatchCache the batching engine stacks from its rows' MockCaches; got {type(given).__name__}."
+            )
+        transformer = self._transformer
+        found = []
+        for row in rows:
+            handle = row.handle
+            if not isinstance(handle, MockCache) or len(handle) != row.past_len:
+                raise CassetteError(f"a batched row's cache is {handle!r}, not the MockCache of its "
+                                    f"{row.past_len} positions; stack the MockCaches this model returned.")
+            hasher = handle.hasher.extend(row.new_ids)
+            mask = fmt.attention_mask_code(row.mask, row.past_len + len(row.new_ids))
+            entry = transformer._index.forward(fmt.forward_key(hasher.hexdigest(), row.past_len, mask))
+            if entry is None:
+                raise CassetteMiss(transformer._explain.forward(row.past_len, handle.ids + row.new_ids, mask))
+            found.append((handle, row.new_ids, hasher, entry))
+        logits = torch.cat([entry["logits"].step_logits(self.device) for *_, entry in found])
+        for handle, new_ids, hasher, _ in found:  # the rows grow only once every row was found
+            handle.append(new_ids, hasher)
+        given.width += input_ids.shape[1]
+        transformer._local.cache = None
+        return MockCausalLMOutput(logits, given)
 
     def __repr__(self) -> str:
         return f"MockModel({self._transformer.path}, device={self.device})"

@@ -168,10 +168,10 @@ def test_recorder_refuses_an_existing_cassette_and_bad_fidelity(tmp_path):
         recorder.wrap(model, tokenizer, None)
 
 
-def test_batched_forward_is_refused_with_a_clear_error(tmp_path):
+def test_a_batched_forward_not_stacked_by_the_batching_engine_is_refused_with_a_clear_error(tmp_path):
     model, tokenizer = bundled()
     m, _, _ = ProbeRecorder(tmp_path / "c").wrap(model, tokenizer, None)
-    with pytest.raises(CassetteError, match=r"batch size 1 .* shape \(2, 3\)"):
+    with pytest.raises(CassetteError, match=r"batched forward \(input_ids \(2, 3\)\).*chatstream_rows"):
         m(input_ids=torch.ones(2, 3, dtype=torch.long))
 
 

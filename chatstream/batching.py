@@ -1,0 +1,291 @@
+"""Continuous batching: one scheduler thread owns the model and runs one forward per step for all streams.
+
+``BatchEngine.submit`` hands it a sequence (prompt ids, sampling parameters, its own generator, a
+detokeniser); the caller reads text deltas from the returned ``Submission``. Between two steps the
+scheduler admits new sequences (each prefilled alone, exactly as the unbatched loop prefills, so
+its first token comes without waiting for the others) and drops those that finished, were
+cancelled or whose ``should_stop`` says so. Each step is one forward over all running rows: one row
+runs exactly the unbatched loop's forward; several run left-padded with per-row attention masks and
+position ids over a stacked cache (``chatstream._batch_cache``). Each row is sampled on its own
+(``TokenSampler.sample`` per row, with the row's own history, parameters and generator), so a
+seeded stream gives the same tokens whatever shares the batch, and recording/replaying samplers
+work unchanged. docs/batching.md describes the design.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._batch_cache import stack_rows, unstack_rows
+from .batch_rows import ROWS_ATTR
+from .detokenizer import StreamingDetokenizer
+from .exceptions import ConfigurationError
+from .generation import accepts_logits_to_keep
+from .model_cache import cache_argument, check_cache_kept, output_cache
+from .sampling import SamplingParams
+from .token_sampler import TokenSampler
+
+_END = object()
+
+
+class _Sequence:
+    """One stream's state, touched only by the scheduler thread (``cancelled`` is set from outside)."""
+
+    def __init__(self, input_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
+                 generator: torch.Generator | None, eos_ids: set[int], detokenizer: StreamingDetokenizer,
+                 should_stop: Callable[[], bool] | None, device: torch.device) -> None:
+        prompt_len = len(input_ids)
+        self.history = torch.empty((1, prompt_len + max_new_tokens), dtype=torch.long, device=device)
+        self.history[0, :prompt_len] = torch.tensor(input_ids, dtype=torch.long)
+        self.length = prompt_len  # ids in the history: the prompt and every token fed so far
+        self.cache_len = 0  # positions the model's cache holds for this row
+        self.produced = 0
+        self.max_new_tokens = max_new_tokens
+        self.sampling = sampling
+        self.generator = generator
+        self.eos_ids = eos_ids
+        self.detokenizer = detokenizer
+        self.should_stop = should_stop
+        self.handle: Any = None  # the row's own cache object (from its prefill)
+        self.checked = False  # whether check_cache_kept ran after this row's first decode step
+        self.out: queue.SimpleQueue = queue.SimpleQueue()
+        self.cancelled = False
+        self.done = False
+
+
+class Submission:
+    """A submitted sequence: iterate it for text deltas; ``cancel()`` makes it leave the batch at once."""
+
+    def __init__(self, engine: BatchEngine, sequence: _Sequence) -> None:
+        self._engine = engine
+        self._sequence = sequence
+
+    def __iter__(self) -> Submission:
+        return self
+
+    def __next__(self) -> str:
+        item = self._sequence.out.get()
+        if item is _END:
+            self._sequence.out.put(_END)  # later calls end too
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._sequence.out.put(_END)
+            raise item
+        return item
+
+    def cancel(self) -> None:
+        self._engine._cancel(self._sequence)
+
+
+class BatchEngine:
+    """The scheduler: at most ``capacity`` sequences run; more wait (in order) inside the engine.
+
+    The thread starts on the first ``submit`` and runs until ``close()``. A forward that raises fails
+    every sequence of that step (each iterator raises the error); the engine goes on with the others.
+    """
+
+    def __init__(self, model: Any, sampler: TokenSampler, device: torch.device, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ConfigurationError(f"`capacity` (={capacity!r}) must be an integer >= 1: the most sequences "
+                                     "one forward runs (ChatStream passes num_of_concurrent_executions).")
+        self.model = model
+        self.sampler = sampler
+        self.device = device
+        self.capacity = capacity
+        self.cache_name = cache_argument(model)
+        self.logits_to_keep = accepts_logits_to_keep(model)
+        self.peak_batch = 0  # the largest batch one forward ran (tests and benchmarks read it)
+        self.steps = 0  # batched decode forwards run
+        self._cond = threading.Condition()
+        self._pending: deque[_Sequence] = deque()
+        self._running: list[_Sequence] = []
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._batch: list[_Sequence] = []  # the rows of the stacked cache, in order
+        self._batch_cache: Any = None
+        self._batch_mask: torch.Tensor | None = None
+
+    # -- outside the scheduler thread ---------------------------------------------------------------------
+
+    def submit(self, input_ids: list[int], *, max_new_tokens: int, sampling: SamplingParams,
+               generator: torch.Generator | None, eos_ids: set[int], detokenizer: StreamingDetokenizer,
+               should_stop: Callable[[], bool] | None = None) -> Submission:
+        sequence = _Sequence(input_ids, max_new_tokens, sampling, generator, eos_ids, detokenizer, should_stop,
+                             self.device)
+        with self._cond:
+            if self._closed:
+                raise ConfigurationError("this BatchEngine is closed; make a new BatchedChatGenerator.")
+            self._pending.append(sequence)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="chatstream-batch", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return Submission(self, sequence)
+
+    def _cancel(self, sequence: _Sequence) -> None:
+        with self._cond:
+            sequence.cancelled = True
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the scheduler; sequences still running or waiting end (their iterators stop)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    @property
+    def running(self) -> int:
+        """Sequences admitted and not yet ended (an ended one has sent its last delta)."""
+        return sum(not s.done for s in list(self._running))
+
+    # -- the scheduler thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._pending and not self._running:
+                    self._cond.wait()
+                if self._closed:
+                    for sequence in [*self._running, *self._pending]:
+                        self._finish(sequence, tail=False)
+                    self._running, self._batch, self._batch_cache = [], [], None
+                    self._pending.clear()
+                    return
+                joining = []
+                while self._pending and len(self._running) + len(joining) < self.capacity:
+                    joining.append(self._pending.popleft())
+            self._drop_leavers()
+            for sequence in joining:
+                if not self._leaving(sequence):
+                    self._prefill(sequence)
+                if not sequence.done:
+                    self._running.append(sequence)
+            self._drop_leavers()
+            if self._running:
+                self._step()
+                self._drop_leavers()
+
+    def _leaving(self, sequence: _Sequence) -> bool:
+        if not sequence.done and (sequence.cancelled or (sequence.should_stop is not None and sequence.should_stop())):
+            self._finish(sequence, tail=False)
+        return sequence.done
+
+    def _drop_leavers(self) -> None:
+        self._running = [s for s in self._running if not self._leaving(s)]
+
+    def _finish(self, sequence: _Sequence, tail: bool, error: BaseException | None = None) -> None:
+        if sequence.done:
+            return
+        sequence.done = True
+        if error is not None:
+            sequence.out.put(error)
+        else:
+            if tail:
+                text = sequence.detokenizer.finish()
+                if text:
+                    sequence.out.put(text)
+            sequence.out.put(_END)
+        sequence.handle = None
+
+    def _forward(self, **kwargs: Any) -> Any:
+        if self.logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        with torch.inference_mode():
+            return self.model(use_cache=True, **kwargs)
+
+    def _prefill(self, sequence: _Sequence) -> None:
+        """The sequence's prompt alone (batch size 1, as the unbatched loop), then its first token."""
+        try:
+            ids = sequence.history[:, : sequence.length]
+            output = self._forward(input_ids=ids, attention_mask=torch.ones_like(ids), **{self.cache_name: None})
+            sequence.handle = output_cache(output)
+            sequence.cache_len = sequence.length
+            self._take(sequence, output.logits[:, -1, :])
+        except Exception as error:
+            self._finish(sequence, tail=False, error=error)
+
+    def _take(self, sequence: _Sequence, logits: torch.Tensor) -> None:
+        """Sample the row's next token from its (1, vocab) logits and emit it (or end the sequence)."""
+        with torch.inference_mode():
+            token = self.sampler.sample(logits, sequence.history[:, : sequence.length], sequence.sampling,
+                                        sequence.generator)
+        if token in sequence.eos_ids:
+            self._finish(sequence, tail=True)
+            return
+        delta = sequence.detokenizer.push(token)
+        if delta:
+            sequence.out.put(delta)
+        sequence.produced += 1
+        if sequence.detokenizer.stopped:
+            self._finish(sequence, tail=False)
+        elif sequence.produced >= sequence.max_new_tokens:
+            self._finish(sequence, tail=True)
+        else:
+            sequence.history[0, sequence.length] = token
+            sequence.length += 1
+
+    def _step(self) -> None:
+        """One decode forward over every running row, then one token per row."""
+        rows = self._running
+        try:
+            if rows != self._batch:
+                self._restack(rows)
+            with torch.inference_mode():
+                step_ids = torch.cat([s.history[:, s.length - 1 : s.length] for s in rows])
+                if len(rows) == 1:
+                    sequence = rows[0]
+                    ones = torch.ones_like(sequence.history[:, : sequence.length])
+                    output = self._forward(input_ids=step_ids, attention_mask=ones,
+                                           **{self.cache_name: sequence.handle})
+                    sequence.handle = output_cache(output)
+                    if not sequence.checked:
+                        check_cache_kept(self.model, self.cache_name, sequence.handle, sequence.length)
+                        sequence.checked = True
+                else:
+                    mask = self._batch_mask = torch.cat(
+                        [self._batch_mask, torch.ones((len(rows), 1), dtype=torch.long, device=self.device)], dim=1)
+                    positions = torch.tensor([[s.cache_len] for s in rows], dtype=torch.long, device=self.device)
+                    output = self._forward(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                                           **{self.cache_name: self._batch_cache})
+                    cache = output_cache(output)
+                    check_cache_kept(self.model, self.cache_name, cache, mask.shape[1])
+                    if cache is not self._batch_cache:
+                        setattr(cache, ROWS_ATTR, getattr(self._batch_cache, ROWS_ATTR))
+                        self._batch_cache = cache
+                    self.steps += 1
+                self.peak_batch = max(self.peak_batch, len(rows))
+                logits = output.logits.select(1, -1)
+        except Exception as error:
+            for sequence in rows:
+                self._finish(sequence, tail=False, error=error)
+            self._batch, self._batch_cache, self._batch_mask = [], None, None
+            return
+        for i, sequence in enumerate(rows):
+            sequence.cache_len += 1
+            try:
+                self._take(sequence, logits[i : i + 1])
+            except Exception as error:
+                self._finish(sequence, tail=False, error=error)
+
+    def _restack(self, rows: list[_Sequence]) -> None:
+        """Rebuild the batch for ``rows``: the old stacked cache goes back to its row handles first."""
+        if len(self._batch) > 1 and self._batch_cache is not None:
+            unstack_rows(self._batch_cache, [s.cache_len for s in self._batch])
+        self._batch, self._batch_cache, self._batch_mask = list(rows), None, None
+        if len(rows) > 1:
+            lengths = [s.cache_len for s in rows]
+            width = max(lengths)
+            self._batch_cache = stack_rows([s.handle for s in rows], lengths)
+            mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+            for i, length in enumerate(lengths):
+                mask[i, width - length :] = 1
+            self._batch_mask = mask
