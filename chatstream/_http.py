@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +21,17 @@ from .locale import Locale
 FINISH_TOKEN = "<::EOS::>"
 MESSAGE_ID_HEADER = "X-ChatStream-Last-Generated-Message-Id"
 DEV_TOOL_HEADER = "X-ChatStream-API-DevTool-Enabled"
-STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache", **NOSNIFF}
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_SEND_TIMEOUT_SEC = 10.0
 PARAM_ALIASES = {"top_k_value": "top_k", "top_p_value": "top_p"}  # the 0.3 names of generation parameters
 
 
 def error_response(status_code: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """A JSON error: ``{"success": false, "error": <code>, "detail": <what to do>}``."""
-    return JSONResponse({"success": False, "error": error, "detail": detail}, status_code, headers=headers)
+    return JSONResponse({"success": False, "error": error, "detail": detail}, status_code,
+                        headers={**NOSNIFF, **(headers or {})})
 
 
 async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
@@ -37,27 +42,86 @@ async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
+class _SendTimeout(Exception):
+    """A chunk could not be handed to the client within ``send_timeout_sec`` (it stopped reading)."""
+
+
+_logger = logging.getLogger("chatstream")
+_dropped_tasks: set[asyncio.Task] = set()  # release tasks of dropped responses, kept until they ran
+
+
+async def _run_callbacks(callbacks: list[Callable[[], Awaitable[None]]]) -> None:
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            _logger.exception("a close callback of a dropped response failed")
+
+
+def _release_dropped(loop: asyncio.AbstractEventLoop | None, callbacks: list) -> None:
+    """weakref.finalize hook: the response was garbage-collected without being sent; run its close callbacks."""
+    if loop is None or loop.is_closed() or not callbacks:
+        return
+
+    def start() -> None:
+        task = loop.create_task(_run_callbacks(callbacks))
+        _dropped_tasks.add(task)
+        task.add_done_callback(_dropped_tasks.discard)
+
+    try:
+        loop.call_soon_threadsafe(start)
+    except RuntimeError:  # the loop closed meanwhile
+        pass
+
+
 class ChatStreamingResponse(StreamingResponse):
     """A text/plain stream that closes its body and runs its close callbacks however it ends.
 
     Closing the body (an async generator) right away matters when the client leaves while a chunk is
     being sent: the generator is then suspended at a ``yield`` and would otherwise only be finalised
     by the garbage collector, so its own clean-up (stop the model, save or roll back the history)
-    would run late. Close callbacks run even when the body was never iterated.
+    would run late. Close callbacks run even when the body was never iterated, and also when the
+    response is dropped without ever being sent (they are then scheduled on the event loop the
+    response was made on, once it is garbage-collected).
+
+    Each chunk must be handed to the client within ``send_timeout_sec`` seconds: a client that stops
+    reading fills the socket buffers and then blocks the send; the stream is then ended there (the
+    connection is closed without the final chunk) and the close callbacks free its slot.
     """
 
     media_type = "text/plain"
 
-    def __init__(self, content: AsyncIterable[str], headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, content: AsyncIterable[str], headers: Mapping[str, str] | None = None,
+                 send_timeout_sec: float | None = DEFAULT_SEND_TIMEOUT_SEC) -> None:
         super().__init__(content, headers={**STREAM_HEADERS, **(headers or {})})
         self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
+        self.send_timeout_sec = send_timeout_sec
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._finalizer = weakref.finalize(self, _release_dropped, loop, self._close_callbacks)
 
     def add_close_callback(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._close_callbacks.append(callback)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._finalizer.detach()  # sent: the callbacks run below, not at garbage collection
+        timeout = self.send_timeout_sec
+
+        async def timed_send(message: dict) -> None:
+            if timeout is None:
+                await send(message)
+                return
+            with anyio.move_on_after(timeout) as scope_:
+                await send(message)
+            if scope_.cancelled_caught:
+                raise _SendTimeout
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, timed_send)
+        except _SendTimeout:
+            _logger.warning("a client read nothing for %ss; its stream was ended", timeout)
         finally:
             with anyio.CancelScope(shield=True):
                 try:

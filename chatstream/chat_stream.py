@@ -29,6 +29,7 @@ from . import api as _api
 from ._endpoints import EndpointsMixin
 from ._http import (
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SEND_TIMEOUT_SEC,
     DEV_TOOL_HEADER,
     FINISH_TOKEN,
     ChatStreamingResponse,
@@ -53,6 +54,7 @@ from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore, app
 from .token_sampler import TokenSampler, TokenSamplerIsok
 
 DEFAULT_FINISH_TOKEN = FINISH_TOKEN
+DEFAULT_MAX_HISTORY_TURNS = 100  # user/assistant pairs kept in a session; older ones are dropped
 _NO_FLUSH = {"bad_request", "rejected", DISCONNECTED_BEFORE_STREAMING}
 
 
@@ -115,6 +117,8 @@ class ChatStream(EndpointsMixin):
         stop_strings: list[str] | tuple[str, ...] = (),
         eos_token_ids: list[int] | tuple[int, ...] = (),
         mock_type: str | None = None,
+        send_timeout_sec: float | None = DEFAULT_SEND_TIMEOUT_SEC,
+        max_history_turns: int | None = DEFAULT_MAX_HISTORY_TURNS,
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
@@ -132,6 +136,13 @@ class ChatStream(EndpointsMixin):
         self.num_gpus = num_gpus
         self.max_request_body_bytes = _check_int("max_request_body_bytes", max_request_body_bytes, 1)
         self.retry_after_sec = _check_int("retry_after_sec", retry_after_sec, 0)
+        if send_timeout_sec is not None and (isinstance(send_timeout_sec, bool) or not isinstance(
+                send_timeout_sec, (int, float)) or not 0 < send_timeout_sec < float("inf")):
+            raise ConfigurationError(f"`send_timeout_sec` (={send_timeout_sec!r}) must be a number of seconds > 0 "
+                                     "(how long one chunk may wait for a client that stopped reading), or None.")
+        self.send_timeout_sec = send_timeout_sec
+        self.max_history_turns = (None if max_history_turns is None
+                                  else _check_int("max_history_turns", max_history_turns, 1))
         self.model, self.tokenizer = model, tokenizer
         if token_sampler is not None and not callable(getattr(token_sampler, "sample", None)):
             raise ConfigurationError(f"`token_sampler` must be a chatstream.TokenSampler (with a sample() method), "
@@ -393,6 +404,7 @@ class ChatStream(EndpointsMixin):
             raise
         if isinstance(response, StreamingResponse):
             response = ChatStreamingResponse.adopt(response)
+            response.send_timeout_sec = self.send_timeout_sec
             response.add_close_callback(lambda: finished(request, DISCONNECTED_BEFORE_STREAMING))
             if role is not None and role.enable_dev_tool:
                 response.headers[DEV_TOOL_HEADER] = "true"

@@ -1,0 +1,79 @@
+"""Issue 10, serving: stalled clients, hostile parameters and bodies, history cost, sessions, headers, dropped
+responses. Each test goes through the real app (uvicorn on loopback, or httpx's ASGI transport)."""
+
+import asyncio
+import gc
+import json
+import socket
+import time
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from chatstream.chat_stream import ChatStream
+
+SECRET = "0123456789abcdef-test"
+EOS = "<::EOS::>"
+
+
+def app_for(chat_stream: ChatStream) -> FastAPI:
+    app = FastAPI(lifespan=chat_stream.lifespan)
+    chat_stream.append_apis(app, {"all": True})
+    return app
+
+
+async def asgi_client(chat_stream: ChatStream) -> httpx.AsyncClient:
+    await chat_stream.start_queue_worker()
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(chat_stream)), base_url="http://t")
+
+
+def stalled_request(base_url: str, body: dict, cookie: str | None = None) -> socket.socket:
+    """Send a chat request from a socket with a tiny receive buffer that never reads its answer."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect((host, int(port)))
+    payload = json.dumps(body).encode()
+    head = (f"POST /chat_stream HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n")
+    sock.sendall(head.encode() + payload)
+    return sock
+
+
+# -- 1. a client that stops reading ------------------------------------------------------------------------
+
+
+async def test_a_stalled_reader_times_out_and_frees_its_slot_and_session_lock(serve):
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET,
+                             num_of_concurrent_executions=2, send_timeout_sec=1.0,
+                             max_new_tokens=4000, context_len=40_000)
+    base_url = serve(app_for(chat_stream))
+    long_input = " ".join(["word"] * 3000)  # echoed word by word, each chunk the whole answer: ~100 MB in all
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        first = await client.post("/chat_stream", json={"user_input": "hello"})
+        cookie = f"chatstream_session={first.cookies['chatstream_session']}"
+        sockets = [stalled_request(base_url, {"user_input": long_input}, cookie),
+                   stalled_request(base_url, {"user_input": long_input})]
+        try:
+            deadline = time.monotonic() + 3
+            while chat_stream.admission.stats()["running"] < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert chat_stream.admission.stats()["running"] == 2  # both stalled streams hold a slot
+            started = time.monotonic()
+            while chat_stream.admission.stats()["running"] and time.monotonic() - started < 15:
+                await asyncio.sleep(0.05)
+            freed_after = time.monotonic() - started
+            assert chat_stream.admission.stats()["running"] == 0, "a stalled send kept its slot"
+            assert freed_after < 8, freed_after
+            # the stalled session's lock was released: the same session chats again at once
+            again = await asyncio.wait_for(client.post("/chat_stream", json={"user_input": "again"}), 10)
+            assert again.status_code == 200 and again.text.endswith("again" + EOS)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def test_send_timeout_is_checked():
+    with pytest.raises(ValueError, match="send_timeout_sec"):
+        ChatStream(use_mock_response=True, send_timeout_sec=0)
