@@ -24,6 +24,9 @@ from .sampling import SamplingParams
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Everything that shapes one generation. Construction validates every field.
@@ -63,8 +66,10 @@ class GenerationParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"`{name}` (={value!r}) must be an integer >= 1.")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ConfigurationError(f"`seed` (={self.seed!r}) must be an integer or None.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not SEED_MIN <= self.seed <= SEED_MAX):
+            raise ConfigurationError(f"`seed` (={self.seed!r:.40}) must be an integer in [{SEED_MIN}, {SEED_MAX}] "
+                                     "(what torch.Generator.manual_seed takes), or None.")
         if self.add_special_tokens is not None and not isinstance(self.add_special_tokens, bool):
             raise ConfigurationError(
                 f"`add_special_tokens` (={self.add_special_tokens!r}) must be True, False or None."

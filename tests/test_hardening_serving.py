@@ -77,3 +77,65 @@ async def test_a_stalled_reader_times_out_and_frees_its_slot_and_session_lock(se
 def test_send_timeout_is_checked():
     with pytest.raises(ValueError, match="send_timeout_sec"):
         ChatStream(use_mock_response=True, send_timeout_sec=0)
+
+
+# -- 2. parameters that pass validation must generate -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatstream.bundled import bundled_model_path
+
+    path = bundled_model_path()
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("change", [
+    {"seed": 2**64}, {"seed": -(2**63) - 1}, {"seed": 10**30}, {"temperature": 1e-300}, {"temperature": 1e-5},
+    {"repetition_penalty": 1e-300}, {"repetition_penalty": 1e300},
+    {"repetition_penalty": 1e300, "repetition_penalty_method": "subtractive"},
+])
+async def test_parameters_that_cannot_generate_get_a_400_and_change_nothing(tiny, change):
+    model, tokenizer = tiny
+    chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", session_secret=SECRET, max_new_tokens=4)
+    async with await asgi_client(chat_stream) as client:
+        ok = await client.post("/set_generation_params", json={"seed": 7})
+        assert ok.status_code == 200
+        bad = await client.post("/set_generation_params", json=change)
+        assert bad.status_code == 400, bad.text
+        assert (await client.get("/get_generation_params")).json()["generation_params"]["seed"] == 7
+        chat = await client.post("/chat_stream", json={"user_input": "hello"})
+        assert chat.status_code == 200 and chat.text.endswith(EOS)
+
+
+@pytest.mark.parametrize("change", [
+    {"seed": 2**64 - 1}, {"seed": -(2**63)}, {"temperature": 1e-4}, {"temperature": 1e6},
+    {"repetition_penalty": 1e-4}, {"repetition_penalty": 1e4},
+    {"repetition_penalty": 1e4, "repetition_penalty_method": "subtractive"},
+    {"temperature": 1e-4, "repetition_penalty": 1e-4, "top_p": 1e-9, "top_k": 1},
+])
+async def test_every_accepted_extreme_generates(tiny, change):
+    model, tokenizer = tiny
+    chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", session_secret=SECRET, max_new_tokens=6)
+    async with await asgi_client(chat_stream) as client:
+        assert (await client.post("/set_generation_params", json=change)).status_code == 200
+        for turn, text in enumerate(("hello", "again"), start=1):
+            chat = await client.post("/chat_stream", json={"user_input": text})
+            # an answer may be empty (EOS first, e.g. when a tiny penalty favours seen tokens), never broken
+            assert chat.status_code == 200 and (chat.text == "" or chat.text.endswith(EOS)), chat.text
+            history = (await client.get("/get_prompt")).json()["history"]["chat_contents"]
+            assert len(history) == 2 * turn  # the turn completed (a failed one leaves the history as it was)
+
+
+def test_fp16_logits_at_the_smallest_temperature_and_penalty_sample_a_real_token():
+    import torch
+
+    from chatstream.sampling import SamplingParams
+    from chatstream.token_sampler import TokenSamplerIsok
+
+    logits = torch.tensor([[60000.0, -60000.0, 3.0, 0.0]], dtype=torch.float16)
+    params = SamplingParams(temperature=1e-4, top_k=None, repetition_penalty=1e-4)
+    history = torch.tensor([[1, 2]])
+    assert TokenSamplerIsok(seed=1).sample(logits, history, params) in (0, 1, 2, 3)
