@@ -197,8 +197,17 @@ def parse_json_object(body: bytes | str, loc: Locale) -> dict | JSONResponse:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         return error_response(400, "malformed_json", loc.t("malformed_json", reason=str(error)))
+    except RecursionError:
+        return error_response(400, "malformed_json", loc.t("malformed_json", reason="nested too deeply"))
     if not isinstance(data, dict):
         return error_response(400, "body_not_object", loc.t("body_not_object", kind=type(data).__name__))
+    try:  # a lone surrogate ("\ud800") is valid JSON but no text: nothing could encode, tokenise or store it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return error_response(400, "malformed_json", loc.t("malformed_json", reason="a string holds a lone "
+                                                                                     "UTF-16 surrogate"))
+    except RecursionError:
+        return error_response(400, "malformed_json", loc.t("malformed_json", reason="nested too deeply"))
     return data
 
 

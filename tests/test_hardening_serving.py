@@ -139,3 +139,31 @@ def test_fp16_logits_at_the_smallest_temperature_and_penalty_sample_a_real_token
     params = SamplingParams(temperature=1e-4, top_k=None, repetition_penalty=1e-4)
     history = torch.tensor([[1, 2]])
     assert TokenSamplerIsok(seed=1).sample(logits, history, params) in (0, 1, 2, 3)
+
+
+# -- 3. deeply nested JSON, lone surrogates ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/chat_stream", "/set_generation_params", "/set_feedback"])
+async def test_deeply_nested_json_is_a_400(path):
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET)
+    async with await asgi_client(chat_stream) as client:
+        body = "[" * 20_000 + "]" * 20_000
+        response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "malformed_json"
+
+
+@pytest.mark.parametrize("path", ["/chat_stream", "/set_generation_params", "/set_feedback"])
+async def test_a_lone_surrogate_is_a_400_and_changes_nothing(path):
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET)
+    async with await asgi_client(chat_stream) as client:
+        assert (await client.post("/chat_stream", json={"user_input": "hello"})).status_code == 200
+        before = (await client.get("/get_prompt")).json()
+        body = {"/chat_stream": '{"user_input": "a\\ud800b"}', "/set_generation_params": '{"seed": 1, "x\\udc00": 1}',
+                "/set_feedback": '{"message_id": "\\ud800"}'}[path]
+        response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+        after = await client.get("/get_prompt")
+        assert after.status_code == 200 and after.json() == before
+        assert (await client.post("/chat_stream", json={"user_input": "again"})).text.endswith("again" + EOS)
