@@ -167,3 +167,44 @@ async def test_a_lone_surrogate_is_a_400_and_changes_nothing(path):
         after = await client.get("/get_prompt")
         assert after.status_code == 200 and after.json() == before
         assert (await client.post("/chat_stream", json={"user_input": "again"})).text.endswith("again" + EOS)
+
+
+# -- 8. a response built and dropped without being sent -----------------------------------------------------
+
+
+def chat_request(body: bytes, cookie: str | None = None):
+    from starlette.requests import Request
+
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+
+    headers = [(b"content-type", b"application/json")] + ([(b"cookie", cookie.encode())] if cookie else [])
+    scope = {"type": "http", "method": "POST", "path": "/chat_stream", "headers": headers, "query_string": b"",
+             "app": None}
+    return Request(scope, receive)
+
+
+async def test_a_dropped_response_releases_its_slot_and_session_lock():
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET,
+                             num_of_concurrent_executions=1)
+    await chat_stream.start_queue_worker()
+    request = chat_request(b'{"user_input": "hello"}')
+    response = await chat_stream.handle_chat_stream_request(request)
+    assert response.status_code == 200
+    session_id = chat_stream.sessions.current(request).session_id
+    assert chat_stream.admission.stats()["running"] == 1
+    assert chat_stream.sessions.lock(session_id).locked()
+    del response, request
+    gc.collect()
+    for _ in range(100):
+        if chat_stream.admission.stats()["running"] == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert chat_stream.admission.stats()["running"] == 0
+    assert not chat_stream.sessions.lock(session_id).locked()
