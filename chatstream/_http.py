@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -145,6 +146,41 @@ class ChatStreamingResponse(StreamingResponse):
             if key.lower() not in adopted.headers:
                 adopted.headers[key] = value
         return adopted
+
+
+ESCAPE_TOKEN = "<::ESC::>"
+
+
+def escape_frame(text: str) -> str:
+    """An answer made safe to frame with ``<::EOS::>``: a literal ``<::EOS::>`` or ``<::ESC::>`` inside it
+    becomes ``<::ESC::>EOS::>`` / ``<::ESC::>ESC::>``. Answers without either are sent as they are (the 0.3
+    format); ``unescape_frame`` (and the web page) turn every ``<::ESC::>`` back into ``<::``."""
+    if "<::E" not in text:
+        return text
+    return _ESCAPED.sub(lambda match: ESCAPE_TOKEN + match.group(1) + "::>", text)
+
+
+def unescape_frame(frame: str) -> str:
+    """The answer a frame of the stream carries (the inverse of ``escape_frame``)."""
+    return frame.replace(ESCAPE_TOKEN, "<::")
+
+
+_ESCAPED = re.compile(r"<::(EOS|ESC)::>")
+
+
+def json_content_type_error(request: Request, body: bytes | str | None, loc: Locale) -> JSONResponse | None:
+    """A 415 unless the request says its body is JSON (a body-less request may say nothing).
+
+    An HTML form or ``navigator.sendBeacon`` from another page can only send form or text/plain bodies
+    without a CORS preflight, so asking for ``application/json`` keeps them from acting on a session.
+    """
+    content_type = request.headers.get("content-type")
+    if content_type is None and not body:
+        return None
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return None
+    return error_response(415, "unsupported_media_type", loc.t("unsupported_media_type", given=content_type or "-"))
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:

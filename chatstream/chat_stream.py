@@ -32,9 +32,11 @@ from ._http import (
     DEFAULT_SEND_TIMEOUT_SEC,
     DEV_TOOL_HEADER,
     FINISH_TOKEN,
+    NOSNIFF,
     ChatStreamingResponse,
     call_maybe_async,
     error_response,
+    json_content_type_error,
     parse_chat_request,
     parse_json_object,
     read_body,
@@ -313,6 +315,8 @@ class ChatStream(EndpointsMixin):
 
     def _respond(self, session: HttpSession | None, response: Response) -> Response:
         self.sessions.attach(response, session)
+        for key, value in NOSNIFF.items():
+            response.headers.setdefault(key, value)
         return response
 
     async def _read_body(self, request: Request, given: bytes | str | None = None) -> bytes | str | Response:
@@ -325,7 +329,9 @@ class ChatStream(EndpointsMixin):
 
     async def _read_json(self, request: Request) -> dict | Response:
         body = await self._read_body(request)
-        return body if isinstance(body, Response) else parse_json_object(body or b"{}", self.eloc)
+        if isinstance(body, Response):
+            return body
+        return json_content_type_error(request, body, self.eloc) or parse_json_object(body or b"{}", self.eloc)
 
     def _too_many_requests(self) -> Response:
         stats = self.admission.stats()
@@ -377,6 +383,9 @@ class ChatStream(EndpointsMixin):
         body = await self._read_body(request, request_body)
         if isinstance(body, Response):
             return respond(body)
+        wrong_type = json_content_type_error(request, body, self.eloc)
+        if wrong_type is not None:
+            return respond(wrong_type)
         parsed = parse_chat_request(body, self.eloc)
         if isinstance(parsed, Response):
             return respond(parsed)

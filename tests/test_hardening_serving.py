@@ -208,3 +208,75 @@ async def test_a_dropped_response_releases_its_slot_and_session_lock():
         await asyncio.sleep(0.01)
     assert chat_stream.admission.stats()["running"] == 0
     assert not chat_stream.sessions.lock(session_id).locked()
+
+
+# -- 7. headers and surface ------------------------------------------------------------------------------
+
+
+def test_the_serve_app_has_no_api_docs_unless_asked():
+    from fastapi.testclient import TestClient
+
+    from chatstream.app import create_app
+
+    chat_stream = ChatStream(use_mock_response=True, session_secret=SECRET)
+    with TestClient(create_app(chat_stream)) as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 404, path
+    with TestClient(create_app(chat_stream, api_docs=True)) as client:
+        assert client.get("/openapi.json").status_code == 200
+        assert client.get("/docs").status_code == 200
+
+
+def test_the_cli_flag_turns_api_docs_on():
+    from chatstream.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).api_docs is False
+    assert build_parser().parse_args(["serve", "--api-docs"]).api_docs is True
+
+
+async def test_json_and_streamed_responses_say_nosniff():
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET)
+    async with await asgi_client(chat_stream) as client:
+        responses = [await client.post("/chat_stream", json={"user_input": "hi"}),
+                     await client.get("/get_load"), await client.get("/health"),
+                     await client.post("/chat_stream", json={"user_input": 1}),
+                     await client.post("/set_generation_params", json={"temperature": -1})]
+        for response in responses:
+            assert response.headers.get("x-content-type-options") == "nosniff", (response.request.url, response.text)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          None])
+@pytest.mark.parametrize("path", ["/chat_stream", "/set_generation_params", "/set_feedback", "/clear_context"])
+async def test_chat_posts_need_a_json_content_type(path, content_type):
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET)
+    async with await asgi_client(chat_stream) as client:
+        assert (await client.post("/chat_stream", json={"user_input": "hello"})).status_code == 200
+        before = [(await client.get(p)).json() for p in ("/get_prompt", "/get_generation_params")]
+        body = json.dumps({"/chat_stream": {"user_input": "x"}, "/set_generation_params": {"temperature": 0.5},
+                           "/set_feedback": {"message_id": "m"}, "/clear_context": {}}[path]).encode()
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = await client.post(path, content=body, headers=headers)
+        assert response.status_code == 415, response.text
+        assert response.json()["error"] == "unsupported_media_type"
+        assert [(await client.get(p)).json() for p in ("/get_prompt", "/get_generation_params")] == before
+        # a body-less POST (the web page's clear_context) and JSON with a charset are fine
+        if path == "/clear_context":
+            assert (await client.post(path)).status_code == 200
+        ok = await client.post(path, content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+        assert ok.status_code == 200
+
+
+async def test_a_literal_finish_token_in_an_answer_keeps_the_framing():
+    from chatstream._http import unescape_frame
+
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET)
+    tricky = "a <::EOS::> b <::ESC::> c <::"
+    async with await asgi_client(chat_stream) as client:
+        text = (await client.post("/chat_stream", json={"user_input": tricky})).text
+        frames = text.split(EOS)
+        assert frames[-1] == "" and all(frames[:-1])
+        assert unescape_frame(frames[-2]) == tricky
+        assert (await client.get("/get_prompt")).json()["history"]["chat_contents"][-1]["message"] == tricky
+        normal = (await client.post("/chat_stream", json={"user_input": "plain words <: here"})).text
+        assert normal.endswith("plain words <: here" + EOS)  # normal answers keep the 0.3 format as is

@@ -37,6 +37,7 @@ from .._http import (
     PARAM_ALIASES,
     ChatStreamingResponse,
     error_response,
+    escape_frame,
     parse_chat_request,
     unless_disconnected,
 )
@@ -192,7 +193,7 @@ class AbstractRequestHandler(ABC):
                     text += delta
                     shown = chat_prompt.replace_string(text, replacements) if replacements else text
                     chat_prompt.set_responder_last_msg(shown)
-                    yield shown + FINISH_TOKEN
+                    yield escape_frame(shown) + FINISH_TOKEN
                 if error is not None:
                     raise error
                 if ended:
