@@ -48,8 +48,9 @@ class EndpointsMixin:
         wrong_type = json_content_type_error(request, body, self.eloc)
         if wrong_type is not None:
             return self._respond(session, wrong_type)
-        async with self.sessions.lock(session.session_id):  # waits for a running turn of this session
-            await session.remove("chat_prompt")
+        if not session.is_new:  # a cookieless call has nothing to clear: it makes no session either
+            async with self.sessions.lock(session.session_id):  # waits for a running turn of this session
+                await session.remove("chat_prompt")
         if callback is not None:
             await call_maybe_async(callback, request, SUCCESS)
         return self._respond(session, JSONResponse({"success": True, "message": "Context successfully cleared"}))

@@ -425,6 +425,7 @@ class ChatStream(EndpointsMixin):
 
     async def _promote(self, session: HttpSession, role: ClientRole) -> Response:
         await session.update(**{SESSION_ROLE_KEY: role.name})
+        await self.sessions.rotate(session)  # new privileges, new id: a planted cookie gains nothing
         self.logger.info("a browser client switched to role %s", role.name)
         text = self.eloc.t("role_changed", role=role.name)
 

@@ -280,3 +280,56 @@ async def test_a_literal_finish_token_in_an_answer_keeps_the_framing():
         assert (await client.get("/get_prompt")).json()["history"]["chat_contents"][-1]["message"] == tricky
         normal = (await client.post("/chat_stream", json={"user_input": "plain words <: here"})).text
         assert normal.endswith("plain words <: here" + EOS)  # normal answers keep the 0.3 format as is
+
+
+# -- 5. session fixation, 6. cookieless calls evicting sessions --------------------------------------------
+
+ADMIN_PHRASE = "open sesame 42"
+ROLES = {
+    "user": {"apis": {"allow": ["chat_stream", "clear_context", "set_feedback", "set_generation_params",
+                                "get_prompt", "get_generation_params"], "auth_method": "nothing", "use_session": True}},
+    "admin": {"apis": {"allow": "all", "auth_method": "ui_pass_phrase", "ui_pass_phrase": ADMIN_PHRASE,
+                       "use_session": True}},
+}
+
+
+async def test_entering_a_pass_phrase_issues_a_new_session_id():
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, client_roles=ROLES,
+                             session_secret=SECRET)
+    async with await asgi_client(chat_stream) as victim:
+        await victim.post("/chat_stream", json={"user_input": "hello"})
+        planted = victim.cookies["chatstream_session"]  # what an attacker would have planted
+        promoted = await victim.post("/chat_stream", json={"user_input": ADMIN_PHRASE})
+        assert promoted.status_code == 200
+        assert victim.cookies["chatstream_session"] != planted
+        assert (await victim.get("/get_load")).status_code == 200  # the victim is admin under the new id
+        history = (await victim.get("/get_prompt")).json()["history"]["chat_contents"]
+        assert [c["message"] for c in history] == ["hello", "hello"]  # the history moved with it
+        attacker = httpx.AsyncClient(transport=victim._transport, base_url="http://t",
+                                     cookies={"chatstream_session": planted})
+        async with attacker:
+            assert (await attacker.get("/get_load")).status_code == 403
+            assert (await attacker.get("/get_prompt")).json()["prompt"] is None
+
+
+async def test_cookieless_calls_do_not_evict_established_sessions():
+    from chatstream.sessions import MemorySessionStore
+
+    store = MemorySessionStore(max_sessions=5)
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, client_roles=ROLES,
+                             session_secret=SECRET, session_store=store)
+    await chat_stream.start_queue_worker()
+    transport = httpx.ASGITransport(app=app_for(chat_stream))
+    users = [httpx.AsyncClient(transport=transport, base_url="http://t") for _ in range(5)]
+    for i, user in enumerate(users):
+        await user.post("/chat_stream", json={"user_input": f"user {i}"})
+        await user.post("/set_generation_params", json={"temperature": 0.5})  # comes back with its cookie
+    for _ in range(50):  # anonymous calls, each without a cookie
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as anonymous:
+            await anonymous.post("/set_generation_params", json={"temperature": 0.7})
+            await anonymous.post("/clear_context")
+    for i, user in enumerate(users):
+        history = (await user.get("/get_prompt")).json()["history"]["chat_contents"]
+        assert history[0]["message"] == f"user {i}"
+        assert (await user.get("/get_generation_params")).json()["generation_params"]["temperature"] == 0.5
+        await user.aclose()
