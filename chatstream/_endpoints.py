@@ -160,7 +160,9 @@ class EndpointsMixin:
 
     async def handle_health_request(self: ChatStream, request: Request | None = None) -> Response:
         """200 when ready to serve, 503 before ``start_queue_worker`` / after ``stop_queue_worker``."""
-        body = {"status": "ok" if self._ready else "starting", "name": self.name}
+        body: dict[str, Any] = {"status": "ok" if self._ready else "starting", "name": self.name}
+        if self.probe_recorder is not None:  # a failing recorder (full disk) shows here, it keeps what it has
+            body["probe_recording"] = self.probe_recorder.stats
         return JSONResponse(body, status_code=200 if self._ready else 503, headers=NOSNIFF)
 
     # -- web UI ------------------------------------------------------------------------------------

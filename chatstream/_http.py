@@ -106,6 +106,23 @@ class ChatStreamingResponse(StreamingResponse):
     def add_close_callback(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._close_callbacks.append(callback)
 
+    hold_last_chunk = False  # probe mode: each chunk waits for the next, the last for the body's end (the flush)
+
+    async def stream_response(self, send: Send) -> None:
+        if not self.hold_last_chunk:
+            await super().stream_response(send)
+            return
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        held: bytes | None = None
+        async for chunk in self.body_iterator:
+            if held is not None:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
+            held = chunk if isinstance(chunk, bytes) else chunk.encode(self.charset)
+        # the body ended: the generation's clean-up (which writes the probe segment) has run
+        if held is not None:
+            await send({"type": "http.response.body", "body": held, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._finalizer.detach()  # sent: the callbacks run below, not at garbage collection
         timeout = self.send_timeout_sec

@@ -161,13 +161,23 @@ class TensorPacker:
 # -- writing -------------------------------------------------------------------------------------------
 
 
+def _write_bytes(file: Any, data: bytes) -> None:
+    """The one low-level write (tests replace it to simulate a full disk)."""
+    file.write(data)
+    file.flush()
+    os.fsync(file.fileno())
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename; on failure the temporary file is removed."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            _write_bytes(f, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:

@@ -414,6 +414,8 @@ class ChatStream(EndpointsMixin):
         if isinstance(response, StreamingResponse):
             response = ChatStreamingResponse.adopt(response)
             response.send_timeout_sec = self.send_timeout_sec
+            # probe mode: the answer's last bytes go out only once its segment is on disk
+            response.hold_last_chunk = self.probe_recorder is not None
             response.add_close_callback(lambda: finished(request, DISCONNECTED_BEFORE_STREAMING))
             if role is not None and role.enable_dev_tool:
                 response.headers[DEV_TOOL_HEADER] = "true"
