@@ -239,10 +239,15 @@ class MockTokenizer:
         for name in ("name_or_path", "vocab_size", "chat_template", "model_max_length", "padding_side",
                      "truncation_side", "special_tokens_map", "all_special_ids", "all_special_tokens"):
             setattr(self, name, decode_value(info.get(name)))
-        for name, value in (info.get("special_token_ids") or {}).items():
-            setattr(self, name, value)
-        for name, value in (self.special_tokens_map or {}).items():
-            setattr(self, name, value)
+        # only the known special-token names (the loader checks them too): a cassette key like `__class__`
+        # or `_transformer` must never overwrite this object's own attributes
+        ids = info.get("special_token_ids") or {}
+        for name in fmt.SPECIAL_TOKEN_ID_NAMES:
+            if name in ids:
+                setattr(self, name, ids[name])
+        for name in fmt.SPECIAL_TOKEN_NAMES:
+            if name in (self.special_tokens_map or {}):
+                setattr(self, name, self.special_tokens_map[name])
         for role in ("bos", "eos", "unk", "sep", "pad", "cls", "mask"):
             self.__dict__.setdefault(f"{role}_token", None)
 
