@@ -333,3 +333,70 @@ async def test_cookieless_calls_do_not_evict_established_sessions():
         assert history[0]["message"] == f"user {i}"
         assert (await user.get("/get_generation_params")).json()["generation_params"]["temperature"] == 0.5
         await user.aclose()
+
+
+# -- 4. tokenise once, bounded history, trimming that follows what is kept -----------------------------------
+
+
+class CountingTokenizer:
+    """Wraps a tokenizer and counts the text it is asked to tokenise."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls, self.chars = tokenizer, 0, 0
+
+    def __call__(self, text, **kwargs):
+        self.calls += 1
+        self.chars += len(text)
+        return self.tokenizer(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def long_prompt(tokenizer, turns):
+    from chatstream.chat_prompt import ChatPromptFromTemplate
+
+    prompt = ChatPromptFromTemplate(tokenizer)
+    for i in range(turns):
+        prompt.add_requester_msg(f"question number {i} about the weather today")
+        prompt.add_responder_msg(f"answer number {i}: it is sunny and warm")
+    prompt.add_requester_msg("and tomorrow?")
+    prompt.add_responder_msg(None)
+    return prompt
+
+
+async def test_a_request_is_tokenised_once_for_admission_and_generation(tiny):
+    model, tokenizer = tiny
+    counting = CountingTokenizer(tokenizer)
+    chat_stream = ChatStream(model=model, tokenizer=counting, device="cpu", session_secret=SECRET, max_new_tokens=3)
+    async with await asgi_client(chat_stream) as client:
+        counting.calls = 0
+        assert (await client.post("/chat_stream", json={"user_input": "hello"})).status_code == 200
+        assert counting.calls == 1
+
+
+def test_trimming_tokenises_about_what_is_kept_not_the_whole_history(tiny):
+    from chatstream.generation import GenerationParams, build_input_ids
+
+    _, tokenizer = tiny
+    params = GenerationParams(max_new_tokens=32, context_len=256)
+    kept_chars = {}
+    for turns in (200, 800):
+        counting = CountingTokenizer(tokenizer)
+        prompt = long_prompt(counting, turns)
+        whole = len(prompt.create_prompt())
+        ids, room = build_input_ids(prompt, counting, params)
+        assert len(ids) + room <= 256 and room == 32
+        kept_chars[turns] = counting.chars - whole  # what trimming cost, beyond the one whole tokenisation
+        assert counting.calls <= 2 + 2 * 10  # galloping and bisecting: logarithmic in the kept turns
+    assert kept_chars[800] <= kept_chars[200] * 1.2, kept_chars  # independent of the history's length
+
+
+async def test_the_stored_history_is_bounded():
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET,
+                             max_history_turns=3)
+    async with await asgi_client(chat_stream) as client:
+        for i in range(6):
+            await client.post("/chat_stream", json={"user_input": f"turn {i}"})
+        history = (await client.get("/get_prompt")).json()["history"]["chat_contents"]
+        assert [c["message"] for c in history] == ["turn 3", "turn 3", "turn 4", "turn 4", "turn 5", "turn 5"]

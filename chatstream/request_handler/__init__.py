@@ -43,7 +43,7 @@ from .._http import (
 )
 from ..chat_prompt import AbstractChatPrompt
 from ..exceptions import ConfigurationError, PromptTooLongError
-from ..generation import GenerationParams, build_input_ids
+from ..generation import GenerationParams, build_input_ids, trim_history
 from ..locale import Locale
 
 if TYPE_CHECKING:
@@ -282,6 +282,8 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             try:
                 if session is not None:
                     if message in (SUCCESS, DISCONNECTED_WHILE_STREAMING):
+                        if cs.max_history_turns is not None:  # the stored history is bounded
+                            trim_history(prompt, cs.max_history_turns)
                         await session.update(chat_prompt=prompt)
                     else:  # the turn failed: the stored history is untouched; undo the live copy too
                         session.data["chat_prompt"] = cs.chat_prompt_from_dict(before)
