@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -69,10 +70,8 @@ def _release_dropped(loop: asyncio.AbstractEventLoop | None, callbacks: list) ->
         _dropped_tasks.add(task)
         task.add_done_callback(_dropped_tasks.discard)
 
-    try:
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
         loop.call_soon_threadsafe(start)
-    except RuntimeError:  # the loop closed meanwhile
-        pass
 
 
 class ChatStreamingResponse(StreamingResponse):

@@ -450,7 +450,8 @@ def _load_segment(json_path: Path) -> Segment:
     for i, entry in enumerate(samples):
         _require(json_path, entry, f"samples[{i}]", _SAMPLE)
         if not 0 <= entry["tok"] < largest_vocab:
-            raise _fail(json_path, f"samples[{i}].tok (={entry['tok']}) is outside the vocabulary (0..{largest_vocab - 1})")
+            raise _fail(json_path, f"samples[{i}].tok (={entry['tok']}) is outside the vocabulary "
+                                   f"(0..{largest_vocab - 1})")
         if not 0 <= entry["p"] < len(document["params"]) or not isinstance(document["params"][entry["p"]], dict):
             raise _fail(json_path, f"samples[{i}].p (={entry['p']}) is not an index into params")
         if "lf" in entry and type(entry["lf"]) is not int:

@@ -23,7 +23,6 @@ from .model_cache import cache_argument, check_cache_kept, output_cache
 from .sampling import SamplingParams
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
-
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 
 

@@ -27,7 +27,7 @@ def within(seconds, func, *args):
     def run():
         try:
             outcome["value"] = func(*args)
-        except BaseException as error:  # noqa: BLE001 - handed to the test
+        except BaseException as error:
             outcome["error"] = error
 
     thread = threading.Thread(target=run, daemon=True)
