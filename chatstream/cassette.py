@@ -504,7 +504,8 @@ def _check_manifest(path: Path, manifest: dict) -> None:
     _optional(path, "model.name_or_path", model.get("name_or_path"), (str,))
     _optional(path, "model.dtype", model.get("dtype"), (str,), lambda v: v in _DTYPES, f"one of {sorted(_DTYPES)}")
     for name in ("config", "generation_config", "device"):
-        _optional(path, f"model.{name}", model.get(name), (dict,), what="an object")
+        _optional(path, f"model.{name}", model.get(name), (dict,), lambda v: not any(k.startswith("__") for k in v),
+                  "an object without __dunder__ keys")
     count = (int,)
     in_vocab = (lambda v: 0 <= v <= MAX_VOCAB)  # noqa: E731
     _optional(path, "tokenizer.name_or_path", tokenizer.get("name_or_path"), (str,))

@@ -23,7 +23,7 @@ import torch
 from . import cassette as fmt
 from ._cassette_miss import MissExplainer
 from ._cassette_values import call_key, decode_value, normalize_arg
-from .exceptions import CassetteError, CassetteMiss, ConfigurationError
+from .exceptions import CassetteError, CassetteFormatError, CassetteMiss, ConfigurationError
 from .probe import resolve_cassette_dir
 from .recording import RECORDED_TOKENIZER_METHODS
 from .sampling import apply_processors, build_processors
@@ -137,7 +137,11 @@ class MockModel:
     def __init__(self, transformer: MockTransformer) -> None:
         self._transformer = transformer
         info = transformer.manifest["model"]
-        self.generation_config = _rebuild_generation_config(info.get("generation_config"))
+        try:
+            self.generation_config = _rebuild_generation_config(info.get("generation_config"))
+        except Exception as error:  # the loader checked its type; transformers judges its content
+            raise CassetteFormatError(f"{transformer.path / fmt.MANIFEST_NAME}: model.generation_config cannot be "
+                                      f"rebuilt ({type(error).__name__}: {error}); {fmt.RERECORD_HINT}.") from None
         self.name_or_path = info.get("name_or_path", "")
         self.dtype = getattr(torch, info.get("dtype", "float32"), torch.float32)
         self.device = torch.device("cpu")
@@ -148,7 +152,11 @@ class MockModel:
     def config(self) -> Any:
         """The recorded model config, rebuilt on first use: importing a model's config class
         (transformers.models.<type>) costs seconds, and the runtime itself never reads it."""
-        return _rebuild_config(self._transformer.manifest["model"].get("config"))
+        try:
+            return _rebuild_config(self._transformer.manifest["model"].get("config"))
+        except Exception as error:  # the loader checked its type; transformers judges its content
+            raise CassetteFormatError(f"{self._transformer.path / fmt.MANIFEST_NAME}: model.config cannot be "
+                                      f"rebuilt ({type(error).__name__}: {error}); {fmt.RERECORD_HINT}.") from None
 
     def to(self, *args: Any, **kwargs: Any) -> MockModel:
         """Move replayed tensors to a device; a dtype argument is ignored (logits keep the recorded dtype)."""
