@@ -151,8 +151,8 @@ def replay_once(path: Path) -> None:
     prompt = ChatPromptFromTemplate(tokenizer)
     prompt.add_requester_msg("Goodbye")  # what the cassette recorded, with its sampling parameters
     prompt.add_responder_msg(None)
-    generator = ChatGenerator(transformer.get_model(), tokenizer, "cpu", GenerationParams(**transformer.manifest["sampling"]),
-                              transformer.get_token_sampler())
+    params = GenerationParams(max_new_tokens=32, seed=0, top_k=1)  # the recording's (its manifest's "sampling")
+    generator = ChatGenerator(transformer.get_model(), tokenizer, "cpu", params, transformer.get_token_sampler())
     return "".join(generator.stream(prompt))
 
 
