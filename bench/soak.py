@@ -7,9 +7,11 @@ disconnect mid-stream, bad input (malformed, deeply nested or non-JSON bodies, b
 surrogates, oversized bodies), anonymous set_generation_params / clear_context calls, and 429s from
 bursts. It reports at the start and at the end: free generation slots, open sessions, threads and the
 resident memory (psutil), and checks that every slot is free afterwards and memory is flat within 10%
-(measured after a warm-up round, so the model's first-use allocations are not counted).
+(measured after `--warmup` seconds of the same traffic, so that first-use allocations and the
+allocators' caches are not counted); the resident memory is also printed every 30 s, to tell a
+plateau from a leak.
 
-    python bench/soak.py [--seconds 120] [--clients 6]
+    python bench/soak.py [--seconds 120] [--warmup 30] [--clients 6]
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def show(label: str, figures: dict) -> None:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--warmup", type=float, default=30, help="seconds of traffic before the start figures")
     parser.add_argument("--clients", type=int, default=6, help="clients per round")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -166,14 +169,23 @@ async def main() -> int:
     rng = random.Random(args.seed)
     counts: dict[str, int] = {}
     try:
-        await one_round(base, rng, args.clients, counts)  # warm-up: first-use allocations
+        warm_until = time.monotonic() + args.warmup
+        while True:  # warm-up: first-use allocations, allocator caches
+            await one_round(base, rng, args.clients, counts)
+            if time.monotonic() >= warm_until:
+                break
         await settle(chat_stream)
+        counts.clear()
         start = snapshot(chat_stream)
         show("start", start)
-        began, rounds = time.monotonic(), 0
+        began, rounds, report_at = time.monotonic(), 0, 30.0
         while time.monotonic() - began < args.seconds:
             await one_round(base, rng, args.clients, counts)
             rounds += 1
+            if time.monotonic() - began >= report_at:
+                rss = psutil.Process().memory_info().rss / 2**20
+                print(f"  {report_at:4.0f} s: RSS {rss:.1f} MiB, sessions {len(chat_stream.sessions.store)}", flush=True)
+                report_at += 30
         await settle(chat_stream)
         await asyncio.sleep(3)  # stalled sends time out (2 s) and free their slots
         end = snapshot(chat_stream)
