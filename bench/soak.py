@@ -184,7 +184,8 @@ async def main() -> int:
             rounds += 1
             if time.monotonic() - began >= report_at:
                 rss = psutil.Process().memory_info().rss / 2**20
-                print(f"  {report_at:4.0f} s: RSS {rss:.1f} MiB, sessions {len(chat_stream.sessions.store)}", flush=True)
+                sessions = len(chat_stream.sessions.store)
+                print(f"  {report_at:4.0f} s: RSS {rss:.1f} MiB, sessions {sessions}", flush=True)
                 report_at += 30
         await settle(chat_stream)
         await asyncio.sleep(3)  # stalled sends time out (2 s) and free their slots
