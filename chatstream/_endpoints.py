@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ._http import PARAM_ALIASES, call_maybe_async, error_response
+from ._http import NOSNIFF, PARAM_ALIASES, call_maybe_async, error_response, json_content_type_error
 from ._webui import asset_response, check_ui_params, page_response
 from .exceptions import ConfigurationError
 from .generation import GenerationParams
@@ -42,8 +42,15 @@ class EndpointsMixin:
         session = await self._browser_session(request, "clear_context")
         if isinstance(session, Response):
             return session
-        async with self.sessions.lock(session.session_id):  # waits for a running turn of this session
-            await session.remove("chat_prompt")
+        body = await self._read_body(request, request_body if isinstance(request_body, (bytes, str)) else None)
+        if isinstance(body, Response):
+            return self._respond(session, body)
+        wrong_type = json_content_type_error(request, body, self.eloc)
+        if wrong_type is not None:
+            return self._respond(session, wrong_type)
+        if not session.is_new:  # a cookieless call has nothing to clear: it makes no session either
+            async with self.sessions.lock(session.session_id):  # waits for a running turn of this session
+                await session.remove("chat_prompt")
         if callback is not None:
             await call_maybe_async(callback, request, SUCCESS)
         return self._respond(session, JSONResponse({"success": True, "message": "Context successfully cleared"}))
@@ -153,8 +160,10 @@ class EndpointsMixin:
 
     async def handle_health_request(self: ChatStream, request: Request | None = None) -> Response:
         """200 when ready to serve, 503 before ``start_queue_worker`` / after ``stop_queue_worker``."""
-        body = {"status": "ok" if self._ready else "starting", "name": self.name}
-        return JSONResponse(body, status_code=200 if self._ready else 503)
+        body: dict[str, Any] = {"status": "ok" if self._ready else "starting", "name": self.name}
+        if self.probe_recorder is not None:  # a failing recorder (full disk) shows here, it keeps what it has
+            body["probe_recording"] = self.probe_recorder.stats
+        return JSONResponse(body, status_code=200 if self._ready else 503, headers=NOSNIFF)
 
     # -- web UI ------------------------------------------------------------------------------------
 

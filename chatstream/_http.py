@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import json
 import logging
+import re
+import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +23,17 @@ from .locale import Locale
 FINISH_TOKEN = "<::EOS::>"
 MESSAGE_ID_HEADER = "X-ChatStream-Last-Generated-Message-Id"
 DEV_TOOL_HEADER = "X-ChatStream-API-DevTool-Enabled"
-STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache", **NOSNIFF}
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_SEND_TIMEOUT_SEC = 10.0
 PARAM_ALIASES = {"top_k_value": "top_k", "top_p_value": "top_p"}  # the 0.3 names of generation parameters
 
 
 def error_response(status_code: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """A JSON error: ``{"success": false, "error": <code>, "detail": <what to do>}``."""
-    return JSONResponse({"success": False, "error": error, "detail": detail}, status_code, headers=headers)
+    return JSONResponse({"success": False, "error": error, "detail": detail}, status_code,
+                        headers={**NOSNIFF, **(headers or {})})
 
 
 async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
@@ -37,27 +44,101 @@ async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
+class _SendTimeout(Exception):
+    """A chunk could not be handed to the client within ``send_timeout_sec`` (it stopped reading)."""
+
+
+_logger = logging.getLogger("chatstream")
+_dropped_tasks: set[asyncio.Task] = set()  # release tasks of dropped responses, kept until they ran
+
+
+async def _run_callbacks(callbacks: list[Callable[[], Awaitable[None]]]) -> None:
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            _logger.exception("a close callback of a dropped response failed")
+
+
+def _release_dropped(loop: asyncio.AbstractEventLoop | None, callbacks: list) -> None:
+    """weakref.finalize hook: the response was garbage-collected without being sent; run its close callbacks."""
+    if loop is None or loop.is_closed() or not callbacks:
+        return
+
+    def start() -> None:
+        task = loop.create_task(_run_callbacks(callbacks))
+        _dropped_tasks.add(task)
+        task.add_done_callback(_dropped_tasks.discard)
+
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        loop.call_soon_threadsafe(start)
+
+
 class ChatStreamingResponse(StreamingResponse):
     """A text/plain stream that closes its body and runs its close callbacks however it ends.
 
     Closing the body (an async generator) right away matters when the client leaves while a chunk is
     being sent: the generator is then suspended at a ``yield`` and would otherwise only be finalised
     by the garbage collector, so its own clean-up (stop the model, save or roll back the history)
-    would run late. Close callbacks run even when the body was never iterated.
+    would run late. Close callbacks run even when the body was never iterated, and also when the
+    response is dropped without ever being sent (they are then scheduled on the event loop the
+    response was made on, once it is garbage-collected).
+
+    Each chunk must be handed to the client within ``send_timeout_sec`` seconds: a client that stops
+    reading fills the socket buffers and then blocks the send; the stream is then ended there (the
+    connection is closed without the final chunk) and the close callbacks free its slot.
     """
 
     media_type = "text/plain"
 
-    def __init__(self, content: AsyncIterable[str], headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, content: AsyncIterable[str], headers: Mapping[str, str] | None = None,
+                 send_timeout_sec: float | None = DEFAULT_SEND_TIMEOUT_SEC) -> None:
         super().__init__(content, headers={**STREAM_HEADERS, **(headers or {})})
         self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
+        self.send_timeout_sec = send_timeout_sec
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._finalizer = weakref.finalize(self, _release_dropped, loop, self._close_callbacks)
 
     def add_close_callback(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._close_callbacks.append(callback)
 
+    hold_last_chunk = False  # probe mode: each chunk waits for the next, the last for the body's end (the flush)
+
+    async def stream_response(self, send: Send) -> None:
+        if not self.hold_last_chunk:
+            await super().stream_response(send)
+            return
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        held: bytes | None = None
+        async for chunk in self.body_iterator:
+            if held is not None:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
+            held = chunk if isinstance(chunk, bytes) else chunk.encode(self.charset)
+        # the body ended: the generation's clean-up (which writes the probe segment) has run
+        if held is not None:
+            await send({"type": "http.response.body", "body": held, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._finalizer.detach()  # sent: the callbacks run below, not at garbage collection
+        timeout = self.send_timeout_sec
+
+        async def timed_send(message: dict) -> None:
+            if timeout is None:
+                await send(message)
+                return
+            with anyio.move_on_after(timeout) as scope_:
+                await send(message)
+            if scope_.cancelled_caught:
+                raise _SendTimeout
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, timed_send)
+        except _SendTimeout:
+            _logger.warning("a client read nothing for %ss; its stream was ended", timeout)
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -81,6 +162,41 @@ class ChatStreamingResponse(StreamingResponse):
             if key.lower() not in adopted.headers:
                 adopted.headers[key] = value
         return adopted
+
+
+ESCAPE_TOKEN = "<::ESC::>"
+
+
+def escape_frame(text: str) -> str:
+    """An answer made safe to frame with ``<::EOS::>``: a literal ``<::EOS::>`` or ``<::ESC::>`` inside it
+    becomes ``<::ESC::>EOS::>`` / ``<::ESC::>ESC::>``. Answers without either are sent as they are (the 0.3
+    format); ``unescape_frame`` (and the web page) turn every ``<::ESC::>`` back into ``<::``."""
+    if "<::E" not in text:
+        return text
+    return _ESCAPED.sub(lambda match: ESCAPE_TOKEN + match.group(1) + "::>", text)
+
+
+def unescape_frame(frame: str) -> str:
+    """The answer a frame of the stream carries (the inverse of ``escape_frame``)."""
+    return frame.replace(ESCAPE_TOKEN, "<::")
+
+
+_ESCAPED = re.compile(r"<::(EOS|ESC)::>")
+
+
+def json_content_type_error(request: Request, body: bytes | str | None, loc: Locale) -> JSONResponse | None:
+    """A 415 unless the request says its body is JSON (a body-less request may say nothing).
+
+    An HTML form or ``navigator.sendBeacon`` from another page can only send form or text/plain bodies
+    without a CORS preflight, so asking for ``application/json`` keeps them from acting on a session.
+    """
+    content_type = request.headers.get("content-type")
+    if content_type is None and not body:
+        return None
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return None
+    return error_response(415, "unsupported_media_type", loc.t("unsupported_media_type", given=content_type or "-"))
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -133,8 +249,17 @@ def parse_json_object(body: bytes | str, loc: Locale) -> dict | JSONResponse:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         return error_response(400, "malformed_json", loc.t("malformed_json", reason=str(error)))
+    except RecursionError:
+        return error_response(400, "malformed_json", loc.t("malformed_json", reason="nested too deeply"))
     if not isinstance(data, dict):
         return error_response(400, "body_not_object", loc.t("body_not_object", kind=type(data).__name__))
+    try:  # a lone surrogate ("\ud800") is valid JSON but no text: nothing could encode, tokenise or store it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return error_response(400, "malformed_json", loc.t("malformed_json", reason="a string holds a lone "
+                                                                                     "UTF-16 surrogate"))
+    except RecursionError:
+        return error_response(400, "malformed_json", loc.t("malformed_json", reason="nested too deeply"))
     return data
 
 

@@ -53,6 +53,7 @@ def create_app(
     on_ready: Callable[[ChatStream], None] | None = None,
     on_error: Callable[[BaseException], None] | None = None,
     web_ui_params: dict | None = None,
+    api_docs: bool = False,
 ) -> FastAPI:
     """A FastAPI app with every ChatStream endpoint and the chat page.
 
@@ -95,7 +96,8 @@ def create_app(
             if loaded is not None:
                 await loaded.stop_queue_worker()
 
-    app = FastAPI(title="ChatStream", lifespan=lifespan)
+    docs = {} if api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}  # they load CDN scripts
+    app = FastAPI(title="ChatStream", lifespan=lifespan, **docs)
     app.state.chat_stream = None
     append_apis(lambda: app.state.chat_stream, app, {"all": True, "web_ui_params": web_ui_params or {}})
     return app

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,16 @@ RERECORD_HINT = (
 )
 
 _DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float64, torch.float32, torch.float16, torch.bfloat16)}
+# Bounds the loader checks before it reads or allocates anything (a cassette may come from anywhere).
+MAX_JSON_BYTES = 256 * 1024 * 1024  # the manifest and each segment's JSON
+MAX_TENSOR_BYTES = 16 * 1024 * 1024 * 1024  # each segment's safetensors file
+MAX_JSON_DEPTH = 64  # nesting of any JSON value (recorded tokenizer results are a few levels deep)
+MAX_VOCAB = 1 << 24  # a vocabulary (logits row width): 16.7M, far above any real model's
+# dtypes a recorded tensor or array (in tokenizer results) may have
+_VALUE_DTYPES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"}
+_ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+SPECIAL_TOKEN_NAMES = (*(f"{role}_token" for role in _ROLES), "additional_special_tokens")
+SPECIAL_TOKEN_ID_NAMES = tuple(f"{role}_token_id" for role in _ROLES)
 
 
 # -- logits at a fidelity ----------------------------------------------------------------------------
@@ -161,13 +172,23 @@ class TensorPacker:
 # -- writing -------------------------------------------------------------------------------------------
 
 
+def _write_bytes(file: Any, data: bytes) -> None:
+    """The one low-level write (tests replace it to simulate a full disk)."""
+    file.write(data)
+    file.flush()
+    os.fsync(file.fileno())
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename; on failure the temporary file is removed."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            _write_bytes(f, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -252,13 +273,60 @@ def _fail(path: Path, problem: str) -> CassetteFormatError:
     return CassetteFormatError(f"{path}: {problem}; the cassette cannot be replayed, {RERECORD_HINT}.")
 
 
-def _read_json(path: Path) -> Any:
+def _read_file(path: Path, limit: int, directory: Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file inside ``directory`` (a symlink may point only
+    inside it) of at most ``limit`` bytes: a FIFO, a device, a directory or a link out is refused unread."""
     try:
-        return json.loads(path.read_bytes())
+        real = Path(os.path.realpath(path))
+        if real.parent != Path(os.path.realpath(directory)):
+            raise _fail(path, "is a link to a file outside the cassette directory")
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         raise _fail(path, "file missing") from None
+    except OSError as error:
+        raise _fail(path, f"cannot be opened ({error.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _fail(path, "is not a regular file")
+        if info.st_size > limit:
+            raise _fail(path, f"is {info.st_size} bytes, over the bound of {limit}")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(1 << 24, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise _fail(path, f"grew over the bound of {limit} bytes while being read")
+        return b"".join(chunks)
+    except OSError as error:
+        raise _fail(path, f"cannot be read ({error.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def _json_depth_ok(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` levels (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
+def _read_json(path: Path, directory: Path | None = None) -> Any:
+    data = _read_file(path, MAX_JSON_BYTES, directory if directory is not None else path.parent)
+    try:
+        document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _fail(path, f"not valid JSON (truncated or corrupt: {error})") from None
+    except RecursionError:
+        raise _fail(path, f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    if not _json_depth_ok(document, MAX_JSON_DEPTH):
+        raise _fail(path, f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return document
 
 
 def _check_version(path: Path, document: Any) -> None:
@@ -299,7 +367,8 @@ def _check_groups(path: Path, groups: dict, tensors: dict) -> None:
         where = f"groups.{gid}"
         _require(path, group, where, {"fidelity": (str,), "dtype": (str,), "vocab": (int,), "width": (int,)})
         fidelity, vocab, width = group["fidelity"], group["vocab"], group["width"]
-        if fidelity not in FIDELITIES or group["dtype"] not in _DTYPES or vocab < 1 or not 1 <= width <= vocab:
+        if fidelity not in FIDELITIES or group["dtype"] not in _DTYPES or not 1 <= vocab <= MAX_VOCAB or \
+                not 1 <= width <= vocab:
             raise _fail(path, f"{where} (={group!r:.120}) is malformed")
         values = tensors.get(f"{gid}.values")
         stored = {"exact": _DTYPES[group["dtype"]], "fp16": torch.float16, "compact": torch.float16}[fidelity]
@@ -359,15 +428,12 @@ def _load_segment(json_path: Path) -> Segment:
     if Path(info["file"]).name != info["file"] or not info["file"].endswith(".safetensors"):
         raise _fail(json_path, f"tensors.file (={info['file']!r}) must name a .safetensors file beside it")
     tensor_path = json_path.with_name(info["file"])
-    try:
-        data = tensor_path.read_bytes()
-    except FileNotFoundError:
-        raise _fail(tensor_path, "file missing (its segment JSON was committed)") from None
+    data = _read_file(tensor_path, MAX_TENSOR_BYTES, json_path.parent)
     if len(data) != info["bytes"] or hashlib.sha256(data).hexdigest() != info["sha256"]:
         raise _fail(tensor_path, f"{len(data)} bytes that do not match the size/sha256 its segment JSON records")
     try:
         tensors = load_tensors(data)
-    except SafetensorError as error:
+    except (SafetensorError, ValueError, TypeError, RuntimeError, OverflowError) as error:
         raise _fail(tensor_path, f"not a valid safetensors file ({error})") from None
     groups = document["groups"]
     _check_groups(json_path, groups, tensors)
@@ -377,8 +443,15 @@ def _load_segment(json_path: Path) -> Segment:
         if not _int_list(entry["ids"]) or not (entry["m"] in (None, "ones") or _int_list(entry["m"])):
             raise _fail(json_path, f"forwards[{i}].ids / .m must be lists of token ids / mask values")
         entry["logits"] = _stored_logits(json_path, f"forwards[{i}].lg", entry["lg"], groups, tensors)
+        vocab = entry["logits"].vocab
+        if not all(0 <= token < vocab for token in entry["ids"]):
+            raise _fail(json_path, f"forwards[{i}].ids hold a token id outside the vocabulary (0..{vocab - 1})")
+    largest_vocab = max((group["vocab"] for group in groups.values()), default=MAX_VOCAB)
     for i, entry in enumerate(samples):
         _require(json_path, entry, f"samples[{i}]", _SAMPLE)
+        if not 0 <= entry["tok"] < largest_vocab:
+            raise _fail(json_path, f"samples[{i}].tok (={entry['tok']}) is outside the vocabulary "
+                                   f"(0..{largest_vocab - 1})")
         if not 0 <= entry["p"] < len(document["params"]) or not isinstance(document["params"][entry["p"]], dict):
             raise _fail(json_path, f"samples[{i}].p (={entry['p']}) is not an index into params")
         if "lf" in entry and type(entry["lf"]) is not int:
@@ -393,6 +466,7 @@ def _load_segment(json_path: Path) -> Segment:
         if not 0 <= entry["k"] < len(document["kwargs"]) or not isinstance(document["kwargs"][entry["k"]], dict):
             raise _fail(json_path, f"calls[{i}].k (={entry['k']}) is not an index into kwargs")
         entry["kw"] = document["kwargs"][entry["k"]]
+        _check_encoded(json_path, f"calls[{i}].out", entry["out"])
     return Segment(document["segment"], forwards, samples, calls, document["params"])
 
 
@@ -401,19 +475,91 @@ def _segment_number(path: Path) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
+def _check_encoded(path: Path, where: str, value: Any) -> None:
+    """A recorded value (``encode_value``'s JSON) decodes safely: tensor and array dtypes are known ones."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            if item.get("__type__") in ("tensor", "ndarray") and (
+                    item.get("dtype") not in _VALUE_DTYPES or not isinstance(item.get("data"), list)):
+                raise _fail(path, f"{where} holds a {item.get('__type__')} of unknown dtype "
+                                  f"{item.get('dtype')!r:.40} (known: {sorted(_VALUE_DTYPES)})")
+            stack.extend(item.values())
+
+
+def _optional(path: Path, where: str, value: Any, types: tuple, check: Any = None, what: str = "") -> None:
+    if value is None:
+        return
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types) or \
+            (check is not None and not check(value)):
+        raise _fail(path, f"{where} (={value!r:.60}) must be {what or ' or '.join(t.__name__ for t in types)}")
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    """Every manifest field the mock model and tokenizer use: types, ranges and names."""
+    model, tokenizer = manifest["model"], manifest["tokenizer"]
+    _optional(path, "model.name_or_path", model.get("name_or_path"), (str,))
+    _optional(path, "model.dtype", model.get("dtype"), (str,), lambda v: v in _DTYPES, f"one of {sorted(_DTYPES)}")
+    for name in ("config", "generation_config", "device"):
+        _optional(path, f"model.{name}", model.get(name), (dict,), lambda v: not any(k.startswith("__") for k in v),
+                  "an object without __dunder__ keys")
+    count = (int,)
+    in_vocab = (lambda v: 0 <= v <= MAX_VOCAB)  # noqa: E731
+    _optional(path, "tokenizer.name_or_path", tokenizer.get("name_or_path"), (str,))
+    for name in ("vocab_size", "len"):
+        _optional(path, f"tokenizer.{name}", tokenizer.get(name), count, in_vocab, f"an integer in [0, {MAX_VOCAB}]")
+    template = tokenizer.get("chat_template")
+    _optional(path, "tokenizer.chat_template", template, (str, dict),
+              lambda v: isinstance(v, str) or all(isinstance(t, str) for t in v.values()),
+              "a string or an object of named template strings")
+    _optional(path, "tokenizer.model_max_length", tokenizer.get("model_max_length"), (int, float))
+    for name in ("padding_side", "truncation_side"):
+        _optional(path, f"tokenizer.{name}", tokenizer.get(name), (str,))
+    _optional(path, "tokenizer.all_special_ids", tokenizer.get("all_special_ids"), (list,),
+              lambda v: all(type(i) is int and 0 <= i < MAX_VOCAB for i in v), "a list of token ids")
+    _optional(path, "tokenizer.all_special_tokens", tokenizer.get("all_special_tokens"), (list,),
+              lambda v: all(isinstance(t, str) for t in v), "a list of strings")
+    tokens = tokenizer.get("special_tokens_map")
+    _optional(path, "tokenizer.special_tokens_map", tokens, (dict,), what="an object")
+    for key, value in (tokens or {}).items():
+        where = f"tokenizer.special_tokens_map.{key:.40}"
+        if key not in SPECIAL_TOKEN_NAMES:
+            raise _fail(path, f"{where} is not a special-token field (known: {list(SPECIAL_TOKEN_NAMES)})")
+        if key == "additional_special_tokens":
+            _optional(path, where, value, (list,), lambda v: all(isinstance(t, str) for t in v), "a list of strings")
+        else:
+            _optional(path, where, value, (str,))
+    ids = tokenizer.get("special_token_ids")
+    _optional(path, "tokenizer.special_token_ids", ids, (dict,), what="an object")
+    for key, value in (ids or {}).items():
+        where = f"tokenizer.special_token_ids.{key:.40}"
+        if key not in SPECIAL_TOKEN_ID_NAMES:
+            raise _fail(path, f"{where} is not a special-token id field (known: {list(SPECIAL_TOKEN_ID_NAMES)})")
+        _optional(path, where, value, (int,), lambda v: 0 <= v < MAX_VOCAB, "a token id")
+
+
 def load_cassette(path: str | os.PathLike) -> Cassette:
     """Load and check a whole cassette directory; raise CassetteNotFound / CassetteFormatError naming the file."""
     path = Path(path)
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as error:  # a name too long, a loop of links...
+        raise CassetteNotFound(f"no cassette directory at {str(path)[:200]} ({error.strerror}); "
+                               f"{RERECORD_HINT}.") from None
+    if not is_dir:
         raise CassetteNotFound(f"no cassette directory at {path}; {RERECORD_HINT}.")
     manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
+    if not os.path.lexists(manifest_path):
         raise CassetteNotFound(f"{path} holds no {MANIFEST_NAME}, so it is not a cassette; {RERECORD_HINT}.")
     manifest = _read_json(manifest_path)
     _check_version(manifest_path, manifest)
     _require(manifest_path, manifest, "the manifest", {"fidelity": (str,), "model": (dict,), "tokenizer": (dict,)})
     if manifest["fidelity"] not in FIDELITIES:
         raise _fail(manifest_path, f"fidelity {manifest['fidelity']!r} is not one of {FIDELITIES}")
+    _check_manifest(manifest_path, manifest)
     numbered = sorted((n, p) for p in path.glob(f"{SEGMENT_PREFIX}*.json") if (n := _segment_number(p)) is not None)
     segments = [_load_segment(p) for _, p in numbered]
     _link_sampled_logits(path, segments)

@@ -29,11 +29,14 @@ from . import api as _api
 from ._endpoints import EndpointsMixin
 from ._http import (
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SEND_TIMEOUT_SEC,
     DEV_TOOL_HEADER,
     FINISH_TOKEN,
+    NOSNIFF,
     ChatStreamingResponse,
     call_maybe_async,
     error_response,
+    json_content_type_error,
     parse_chat_request,
     parse_json_object,
     read_body,
@@ -53,6 +56,7 @@ from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore, app
 from .token_sampler import TokenSampler, TokenSamplerIsok
 
 DEFAULT_FINISH_TOKEN = FINISH_TOKEN
+DEFAULT_MAX_HISTORY_TURNS = 100  # user/assistant pairs kept in a session; older ones are dropped
 _NO_FLUSH = {"bad_request", "rejected", DISCONNECTED_BEFORE_STREAMING}
 
 
@@ -116,6 +120,8 @@ class ChatStream(EndpointsMixin):
         eos_token_ids: list[int] | tuple[int, ...] = (),
         mock_type: str | None = None,
         batching: bool = False,
+        send_timeout_sec: float | None = DEFAULT_SEND_TIMEOUT_SEC,
+        max_history_turns: int | None = DEFAULT_MAX_HISTORY_TURNS,
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
@@ -133,6 +139,13 @@ class ChatStream(EndpointsMixin):
         self.num_gpus = num_gpus
         self.max_request_body_bytes = _check_int("max_request_body_bytes", max_request_body_bytes, 1)
         self.retry_after_sec = _check_int("retry_after_sec", retry_after_sec, 0)
+        if send_timeout_sec is not None and (isinstance(send_timeout_sec, bool) or not isinstance(
+                send_timeout_sec, (int, float)) or not 0 < send_timeout_sec < float("inf")):
+            raise ConfigurationError(f"`send_timeout_sec` (={send_timeout_sec!r}) must be a number of seconds > 0 "
+                                     "(how long one chunk may wait for a client that stopped reading), or None.")
+        self.send_timeout_sec = send_timeout_sec
+        self.max_history_turns = (None if max_history_turns is None
+                                  else _check_int("max_history_turns", max_history_turns, 1))
         self.model, self.tokenizer = model, tokenizer
         if token_sampler is not None and not callable(getattr(token_sampler, "sample", None)):
             raise ConfigurationError(f"`token_sampler` must be a chatstream.TokenSampler (with a sample() method), "
@@ -319,6 +332,8 @@ class ChatStream(EndpointsMixin):
 
     def _respond(self, session: HttpSession | None, response: Response) -> Response:
         self.sessions.attach(response, session)
+        for key, value in NOSNIFF.items():
+            response.headers.setdefault(key, value)
         return response
 
     async def _read_body(self, request: Request, given: bytes | str | None = None) -> bytes | str | Response:
@@ -331,7 +346,9 @@ class ChatStream(EndpointsMixin):
 
     async def _read_json(self, request: Request) -> dict | Response:
         body = await self._read_body(request)
-        return body if isinstance(body, Response) else parse_json_object(body or b"{}", self.eloc)
+        if isinstance(body, Response):
+            return body
+        return json_content_type_error(request, body, self.eloc) or parse_json_object(body or b"{}", self.eloc)
 
     def _too_many_requests(self) -> Response:
         stats = self.admission.stats()
@@ -383,6 +400,9 @@ class ChatStream(EndpointsMixin):
         body = await self._read_body(request, request_body)
         if isinstance(body, Response):
             return respond(body)
+        wrong_type = json_content_type_error(request, body, self.eloc)
+        if wrong_type is not None:
+            return respond(wrong_type)
         parsed = parse_chat_request(body, self.eloc)
         if isinstance(parsed, Response):
             return respond(parsed)
@@ -410,6 +430,9 @@ class ChatStream(EndpointsMixin):
             raise
         if isinstance(response, StreamingResponse):
             response = ChatStreamingResponse.adopt(response)
+            response.send_timeout_sec = self.send_timeout_sec
+            # probe mode: the answer's last bytes go out only once its segment is on disk
+            response.hold_last_chunk = self.probe_recorder is not None
             response.add_close_callback(lambda: finished(request, DISCONNECTED_BEFORE_STREAMING))
             if role is not None and role.enable_dev_tool:
                 response.headers[DEV_TOOL_HEADER] = "true"
@@ -421,6 +444,7 @@ class ChatStream(EndpointsMixin):
 
     async def _promote(self, session: HttpSession, role: ClientRole) -> Response:
         await session.update(**{SESSION_ROLE_KEY: role.name})
+        await self.sessions.rotate(session)  # new privileges, new id: a planted cookie gains nothing
         self.logger.info("a browser client switched to role %s", role.name)
         text = self.eloc.t("role_changed", role=role.name)
 

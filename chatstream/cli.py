@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"secret that signs session cookies (default: ${SECRET_ENV}, else random per process)")
     http.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)")
     http.add_argument("--locale", choices=("en", "ja"), default=None)
+    http.add_argument("--api-docs", action="store_true",
+                      help="serve /docs, /redoc and /openapi.json (off by default: the pages load CDN scripts)")
     http.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     sampling = serve.add_argument_group("generation")
     sampling.add_argument("--max-new-tokens", type=int, default=256)
@@ -146,7 +148,7 @@ def serve(argv: list[str] | None = None) -> int:
         if server is not None:
             server.should_exit = True
 
-    config.app = create_app(loader=loader, on_ready=on_ready, on_error=on_error)
+    config.app = create_app(loader=loader, on_ready=on_ready, on_error=on_error, api_docs=args.api_docs)
     server = uvicorn.Server(config)
     what = "the generator mock" if path is None else str(path)
     print(f"Serving {what} at {url} (GET /health answers 503 until the model is loaded)", flush=True)

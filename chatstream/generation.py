@@ -23,6 +23,8 @@ from .model_cache import cache_argument, check_cache_kept, output_cache
 from .sampling import SamplingParams
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -63,8 +65,10 @@ class GenerationParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"`{name}` (={value!r}) must be an integer >= 1.")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ConfigurationError(f"`seed` (={self.seed!r}) must be an integer or None.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not SEED_MIN <= self.seed <= SEED_MAX):
+            raise ConfigurationError(f"`seed` (={self.seed!r:.40}) must be an integer in [{SEED_MIN}, {SEED_MAX}] "
+                                     "(what torch.Generator.manual_seed takes), or None.")
         if self.add_special_tokens is not None and not isinstance(self.add_special_tokens, bool):
             raise ConfigurationError(
                 f"`add_special_tokens` (={self.add_special_tokens!r}) must be True, False or None."
@@ -113,6 +117,16 @@ def encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
+_MEMO_ATTR = "_chatstream_input_ids"
+_GALLOP_FIRST_ABOVE = 64  # messages: a longer history is searched from its newest turns first
+
+
+def _signature(chat_prompt: AbstractChatPrompt, params: GenerationParams, add_special: bool) -> tuple:
+    """What the ids of a prompt depend on (the strings are compared by identity first, so this is cheap)."""
+    contents = tuple((c.role, c.message) for c in chat_prompt.chat_contents)
+    return (params.max_new_tokens, params.context_len, add_special, chat_prompt.system, contents)
+
+
 def build_input_ids(
     chat_prompt: AbstractChatPrompt, tokenizer: Any, params: GenerationParams
 ) -> tuple[list[int], int]:
@@ -121,25 +135,85 @@ def build_input_ids(
     While prompt + ``max_new_tokens`` exceeds ``context_len``, the oldest turns are dropped (never the
     system message nor the current request); if that is not enough, fewer new tokens are allowed.
     ``chat_prompt`` itself is never changed.
+
+    Cost: one tokenisation of the whole prompt when it fits. When it does not, the number of newest
+    turns to keep is found by galloping (1, 2, 4, ... turns) then bisecting, so only prompts of about
+    the kept size are tokenised, a few times: the cost follows what is kept, not the history's length.
+    The result is remembered on ``chat_prompt`` for the same turns and parameters, so the admission
+    check and the generator tokenise a request once.
     """
     add_special = params.add_special_tokens
     if add_special is None:
         add_special = not isinstance(chat_prompt, ChatPromptFromTemplate)  # templates carry their own BOS
-    prompt = chat_prompt
-    ids = encode(tokenizer, prompt.create_prompt(), add_special)
-    while len(ids) + params.max_new_tokens > params.context_len:
-        if prompt is chat_prompt:
-            prompt = chat_prompt.copy()
-        if not prompt.drop_oldest_turn():
-            break
-        ids = encode(tokenizer, prompt.create_prompt(), add_special)
+    signature = _signature(chat_prompt, params, add_special)
+    memo = chat_prompt.__dict__.get(_MEMO_ATTR)
+    if memo is not None and memo[0] == signature:
+        return list(memo[1]), memo[2]
+    if len(chat_prompt.chat_contents) > _GALLOP_FIRST_ABOVE:  # a long history: likely too long, start small
+        ids = _ids_of_newest_turns_that_fit(chat_prompt, tokenizer, params, add_special, whole_tried=False)
+    else:
+        ids = encode(tokenizer, chat_prompt.create_prompt(), add_special)
+        if len(ids) + params.max_new_tokens > params.context_len:
+            ids = _ids_of_newest_turns_that_fit(chat_prompt, tokenizer, params, add_special, whole_tried=True)
     room = params.context_len - len(ids)
     if room < 1:
         raise PromptTooLongError(
             f"the prompt is {len(ids)} tokens even with every older turn dropped, and context_len is "
             f"{params.context_len}; shorten the input (or the system message) or raise context_len."
         )
-    return ids, min(room, params.max_new_tokens)
+    chat_prompt.__dict__[_MEMO_ATTR] = (signature, ids, min(room, params.max_new_tokens))
+    return list(ids), min(room, params.max_new_tokens)
+
+
+def _ids_of_newest_turns_that_fit(
+    chat_prompt: AbstractChatPrompt, tokenizer: Any, params: GenerationParams, add_special: bool, whole_tried: bool
+) -> list[int]:
+    """The ids of the prompt with the fewest oldest turns dropped that fits (only the last request if none).
+
+    ``whole_tried``: the whole prompt is known not to fit (else it is one of the candidates)."""
+    contents = chat_prompt.chat_contents
+    starts = [i for i, c in enumerate(contents) if c.role == chat_prompt.requester]  # where each turn begins
+    if len(starts) < 2:
+        return encode(tokenizer, chat_prompt.create_prompt(), add_special)
+    clone = chat_prompt.copy()
+    cache: dict[int, list[int]] = {}
+
+    def ids_keeping(turns: int) -> list[int]:  # the newest `turns` turns (dropping the oldest ones)
+        if turns not in cache:
+            clone.chat_contents = contents[starts[len(starts) - turns]:] if turns < len(starts) else contents
+            cache[turns] = encode(tokenizer, clone.create_prompt(), add_special)
+        return cache[turns]
+
+    def fits(turns: int) -> bool:
+        return len(ids_keeping(turns)) + params.max_new_tokens <= params.context_len
+
+    most = len(starts) - 1 if whole_tried else len(starts)
+    if not fits(1):
+        return ids_keeping(1)
+    good, bad = 1, None
+    while bad is None:  # gallop: 1, 2, 4, ... kept turns until one does not fit
+        step = min(good * 2, most)
+        if step == good:
+            return ids_keeping(good)
+        if fits(step):
+            good = step
+        else:
+            bad = step
+    while bad - good > 1:  # bisect between the last that fits and the first that does not
+        middle = (good + bad) // 2
+        if fits(middle):
+            good = middle
+        else:
+            bad = middle
+    return ids_keeping(good)
+
+
+def trim_history(chat_prompt: AbstractChatPrompt, max_turns: int) -> None:
+    """Drop the oldest turns of ``chat_prompt`` (in place) until at most ``max_turns`` are left."""
+    contents = chat_prompt.chat_contents
+    starts = [i for i, c in enumerate(contents) if c.role == chat_prompt.requester]
+    if len(starts) > max_turns:
+        del contents[: starts[len(starts) - max_turns]]
 
 
 def accepts_logits_to_keep(model: Any) -> bool:

@@ -30,6 +30,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The request body is larger than {limit} bytes.",
         "ja": "リクエストボディが {limit} バイトを超えています。",
     },
+    "unsupported_media_type": {
+        "en": "Send the request body as JSON with `Content-Type: application/json` (got {given}).",
+        "ja": "リクエストボディは `Content-Type: application/json` の JSON で送ってください ({given})。",
+    },
     "malformed_json": {
         "en": "The request body is not valid JSON: {reason}.",
         "ja": "リクエストボディが正しい JSON ではありません: {reason}",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -34,6 +35,7 @@ RECORDED_TOKENIZER_METHODS = (
     "__call__", "encode", "decode", "batch_decode", "apply_chat_template", "tokenize",
     "convert_ids_to_tokens", "convert_tokens_to_ids",
 )
+_logger = logging.getLogger("chatstream")
 _RETURNS_SELF_ON_MODEL = ("to", "cuda", "cpu", "eval", "train", "half", "float", "bfloat16", "requires_grad_")
 
 
@@ -172,6 +174,7 @@ class ProbeRecorder:
         self.closed = False
         self._wrapped = False
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._local = threading.local()
         self._seq = 0
         self._next_segment = 1
@@ -179,6 +182,7 @@ class ProbeRecorder:
         self._samples: list[dict] = []
         self._calls: list[dict] = []
         self._seen_calls: set[bytes] = set()
+        self.last_error: str | None = None  # why the last flush failed (None once one succeeds)
 
     def __enter__(self) -> ProbeRecorder:
         return self
@@ -358,14 +362,42 @@ class ProbeRecorder:
     # -- writing -------------------------------------------------------------------------------------------
 
     def flush(self) -> int:
-        """Write everything recorded since the last flush as one segment; returns its size in bytes."""
-        with self._lock:
-            forwards, samples, calls = self._forwards, self._samples, self._calls
-            if not (forwards or samples or calls):
+        """Write everything recorded since the last flush as one segment; returns its size in bytes.
+
+        When the write fails (a full disk...), nothing is lost: the batch goes back to the front of the
+        queue and the next flush writes it with what came since; the failure is logged once (until a
+        flush succeeds again), kept in ``stats["error"]``, and 0 is returned.
+        """
+        with self._flush_lock:  # one flush at a time: a failed batch is back in the queue before the next
+            with self._lock:
+                forwards, samples, calls = self._forwards, self._samples, self._calls
+                if not (forwards or samples or calls):
+                    return 0
+                self._forwards, self._samples, self._calls = [], [], []
+                number = self._next_segment
+            try:
+                written = self._write(number, forwards, samples, calls)
+            except OSError as error:
+                with self._lock:
+                    self._forwards = forwards + self._forwards
+                    self._samples = samples + self._samples
+                    self._calls = calls + self._calls
+                    first = self.last_error is None
+                    self.last_error = f"{type(error).__name__}: {error}"
+                if first:
+                    _logger.warning("probe mode could not write %s (%s); what was recorded is kept and written "
+                                    "at the next flush", self.path, self.last_error)
                 return 0
-            self._forwards, self._samples, self._calls = [], [], []
-            number = self._next_segment
-            self._next_segment += 1
+            with self._lock:
+                self._next_segment += 1
+                self.bytes_written += written
+                self.segments_written += 1
+                if self.last_error is not None:
+                    _logger.warning("probe mode writes %s again", self.path)
+                self.last_error = None
+            return written
+
+    def _write(self, number: int, forwards: list[dict], samples: list[dict], calls: list[dict]) -> int:
         packer = fmt.TensorPacker()
         params_index: dict[str, int] = {}
         params: list[dict] = []
@@ -395,11 +427,7 @@ class ProbeRecorder:
         kwargs_table = [json.loads(k) for k in kwargs_index]
         body = {"params": params, "kwargs": kwargs_table, "forwards": out_forwards, "samples": out_samples,
                 "calls": out_calls}
-        written = fmt.write_segment(self.path, number, body, packer)
-        with self._lock:
-            self.bytes_written += written
-            self.segments_written += 1
-        return written
+        return fmt.write_segment(self.path, number, body, packer)
 
     def close(self) -> None:
         """Flush and stop recording; the proxies keep working and record nothing more."""
@@ -414,4 +442,5 @@ class ProbeRecorder:
         """Counts for reports: segments and bytes written, entries waiting for the next flush."""
         with self._lock:
             return {"path": str(self.path), "segments": self.segments_written, "bytes": self.bytes_written,
-                    "pending": len(self._forwards) + len(self._samples) + len(self._calls)}
+                    "pending": len(self._forwards) + len(self._samples) + len(self._calls),
+                    "error": self.last_error}

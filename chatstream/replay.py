@@ -24,7 +24,7 @@ from . import cassette as fmt
 from ._cassette_miss import MissExplainer
 from ._cassette_values import call_key, decode_value, normalize_arg
 from .batch_rows import split_rows
-from .exceptions import CassetteError, CassetteMiss, ConfigurationError
+from .exceptions import CassetteError, CassetteFormatError, CassetteMiss, ConfigurationError
 from .probe import resolve_cassette_dir
 from .recording import RECORDED_TOKENIZER_METHODS
 from .sampling import apply_processors, build_processors
@@ -169,7 +169,11 @@ class MockModel:
     def __init__(self, transformer: MockTransformer) -> None:
         self._transformer = transformer
         info = transformer.manifest["model"]
-        self.generation_config = _rebuild_generation_config(info.get("generation_config"))
+        try:
+            self.generation_config = _rebuild_generation_config(info.get("generation_config"))
+        except Exception as error:  # the loader checked its type; transformers judges its content
+            raise CassetteFormatError(f"{transformer.path / fmt.MANIFEST_NAME}: model.generation_config cannot be "
+                                      f"rebuilt ({type(error).__name__}: {error}); {fmt.RERECORD_HINT}.") from None
         self.name_or_path = info.get("name_or_path", "")
         self.dtype = getattr(torch, info.get("dtype", "float32"), torch.float32)
         self.device = torch.device("cpu")
@@ -180,7 +184,11 @@ class MockModel:
     def config(self) -> Any:
         """The recorded model config, rebuilt on first use: importing a model's config class
         (transformers.models.<type>) costs seconds, and the runtime itself never reads it."""
-        return _rebuild_config(self._transformer.manifest["model"].get("config"))
+        try:
+            return _rebuild_config(self._transformer.manifest["model"].get("config"))
+        except Exception as error:  # the loader checked its type; transformers judges its content
+            raise CassetteFormatError(f"{self._transformer.path / fmt.MANIFEST_NAME}: model.config cannot be "
+                                      f"rebuilt ({type(error).__name__}: {error}); {fmt.RERECORD_HINT}.") from None
 
     def to(self, *args: Any, **kwargs: Any) -> MockModel:
         """Move replayed tensors to a device; a dtype argument is ignored (logits keep the recorded dtype)."""
@@ -302,10 +310,15 @@ class MockTokenizer:
         for name in ("name_or_path", "vocab_size", "chat_template", "model_max_length", "padding_side",
                      "truncation_side", "special_tokens_map", "all_special_ids", "all_special_tokens"):
             setattr(self, name, decode_value(info.get(name)))
-        for name, value in (info.get("special_token_ids") or {}).items():
-            setattr(self, name, value)
-        for name, value in (self.special_tokens_map or {}).items():
-            setattr(self, name, value)
+        # only the known special-token names (the loader checks them too): a cassette key like `__class__`
+        # or `_transformer` must never overwrite this object's own attributes
+        ids = info.get("special_token_ids") or {}
+        for name in fmt.SPECIAL_TOKEN_ID_NAMES:
+            if name in ids:
+                setattr(self, name, ids[name])
+        for name in fmt.SPECIAL_TOKEN_NAMES:
+            if name in (self.special_tokens_map or {}):
+                setattr(self, name, self.special_tokens_map[name])
         for role in ("bos", "eos", "unk", "sep", "pad", "cls", "mask"):
             self.__dict__.setdefault(f"{role}_token", None)
 

@@ -17,6 +17,12 @@ import torch
 from .exceptions import ConfigurationError
 
 REPETITION_PENALTY_METHODS = ("multiplicative", "subtractive")
+# Bounds that keep every accepted value generating: with logits up to ~1e4 (float16 logits are upcast to
+# float32 first), dividing by the smallest temperature and penalty stays far below float32's 3.4e38, and
+# multiplying by the largest penalty stays finite, so the probabilities are never inf or NaN.
+MIN_TEMPERATURE = 1e-4
+MIN_PENALTY = 1e-4
+MAX_PENALTY = 1e4
 
 
 class LogitsProcessor(Protocol):
@@ -60,10 +66,10 @@ def _is_number(value: object) -> bool:
 
 
 def _check_temperature(value: object) -> None:
-    if not _is_number(value) or value < 0:
+    if not _is_number(value) or value < 0 or 0 < value < MIN_TEMPERATURE:
         raise ConfigurationError(
-            f"`temperature` (={value!r}) must be a number >= 0; use 0 for greedy decoding, "
-            "1.0 to sample from the model's own distribution."
+            f"`temperature` (={value!r}) must be 0 (greedy decoding) or a number >= {MIN_TEMPERATURE}; "
+            "1.0 samples from the model's own distribution."
         )
 
 
@@ -82,16 +88,21 @@ def _check_top_p(value: object) -> None:
 
 
 def _check_penalty(value: object, method: str) -> None:
-    if method == "multiplicative" and (not _is_number(value) or value <= 0):
+    if method == "multiplicative" and (not _is_number(value) or not MIN_PENALTY <= value <= MAX_PENALTY):
         raise ConfigurationError(
-            f"`repetition_penalty` (={value!r}) must be a number > 0 with the multiplicative method "
-            "(1.0 changes nothing, values above 1.0 discourage repeats); use None to disable it."
+            f"`repetition_penalty` (={value!r}) must be a number in [{MIN_PENALTY}, {MAX_PENALTY}] with the "
+            "multiplicative method (1.0 changes nothing, values above 1.0 discourage repeats); use None to disable it."
         )
-    if method == "subtractive" and (not _is_number(value) or value < 0):
+    if method == "subtractive" and (not _is_number(value) or not 0 <= value <= MAX_PENALTY):
         raise ConfigurationError(
-            f"`repetition_penalty` (={value!r}) must be a number >= 0 with the subtractive method "
-            "(0 changes nothing); use None to disable it."
+            f"`repetition_penalty` (={value!r}) must be a number in [0, {MAX_PENALTY}] with the subtractive "
+            "method (0 changes nothing); use None to disable it."
         )
+
+
+def _wide(scores: torch.Tensor) -> torch.Tensor:
+    """float16 scores as float32, so that dividing by a small temperature or penalty cannot overflow."""
+    return scores.float() if scores.dtype == torch.float16 else scores
 
 
 class RepetitionPenaltyProcessor:
@@ -115,6 +126,7 @@ class RepetitionPenaltyProcessor:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[-1] == 0:
             return scores.clone()
+        scores = _wide(scores)
         seen = torch.gather(scores, 1, input_ids)
         if self.method == "multiplicative":
             seen = torch.where(seen > 0, seen / self.penalty, seen * self.penalty)
@@ -136,7 +148,7 @@ class TemperatureProcessor:
         self.temperature = float(temperature)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return scores / self.temperature
+        return _wide(scores) / self.temperature
 
 
 class TopKProcessor:

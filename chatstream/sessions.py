@@ -62,9 +62,21 @@ class SessionStore(ABC):
     async def delete(self, session_id: str) -> None:
         """Forget ``session_id``."""
 
+    async def opened_by_cookie(self, session_id: str) -> None:  # noqa: B027 - optional hook, no-op by default
+        """A client came back with a signed cookie naming ``session_id``: it is an established session.
+
+        Stores that evict may keep established sessions over ones that were never used twice (anonymous
+        calls without a cookie each make one), as ``MemorySessionStore`` does.
+        """
+
 
 class MemorySessionStore(SessionStore):
-    """The default store: in this process's memory, as JSON text, bounded and expiring."""
+    """The default store: in this process's memory, as JSON text, bounded and expiring.
+
+    Sessions whose cookie never came back (every cookieless call makes one) are evicted first, least
+    recently used first; established sessions (``opened_by_cookie``) go only when no other is left, so
+    a flood of anonymous calls cannot wipe the users' histories and roles.
+    """
 
     def __init__(
         self,
@@ -79,30 +91,46 @@ class MemorySessionStore(SessionStore):
         self.max_sessions = max_sessions
         self.idle_timeout_sec = idle_timeout_sec
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()  # established sessions
+        self._new: OrderedDict[str, tuple[float, str]] = OrderedDict()  # never opened by cookie yet
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._new)
+
+    def _table(self, session_id: str) -> OrderedDict[str, tuple[float, str]] | None:
+        if session_id in self._entries:
+            return self._entries
+        return self._new if session_id in self._new else None
 
     async def load(self, session_id: str) -> dict | None:
-        entry = self._entries.get(session_id)
-        if entry is None:
+        table = self._table(session_id)
+        if table is None:
             return None
+        entry = table[session_id]
         if self._clock() - entry[0] > self.idle_timeout_sec:
-            del self._entries[session_id]
+            del table[session_id]
             return None
-        self._entries.move_to_end(session_id)
+        table.move_to_end(session_id)
         return json.loads(entry[1])
 
     async def save(self, session_id: str, data: dict) -> None:
         text = json.dumps(data, ensure_ascii=False)  # also proves the data is JSON-able
-        self._entries[session_id] = (self._clock(), text)
-        self._entries.move_to_end(session_id)
-        while len(self._entries) > self.max_sessions:
-            self._entries.popitem(last=False)
+        table = self._table(session_id)
+        if table is None:
+            table = self._new
+        table[session_id] = (self._clock(), text)
+        table.move_to_end(session_id)
+        while len(self) > self.max_sessions:
+            (self._new or self._entries).popitem(last=False)
 
     async def delete(self, session_id: str) -> None:
         self._entries.pop(session_id, None)
+        self._new.pop(session_id, None)
+
+    async def opened_by_cookie(self, session_id: str) -> None:
+        entry = self._new.pop(session_id, None)
+        if entry is not None:
+            self._entries[session_id] = entry
 
 
 def _jsonable(data: dict) -> dict:
@@ -286,10 +314,26 @@ class SessionManager:
             session = HttpSession(self.store, secrets.token_urlsafe(24), {}, is_new=True)
         else:
             session = HttpSession(self.store, session_id, data or {}, is_new=False)
+            if data is not None:
+                await self.store.opened_by_cookie(session_id)
         setattr(request.state, _STATE_ATTR, session)
         if getattr(request.state, "session", None) is None:
             request.state.session = session  # what 0.3 callbacks read
         return session
+
+    async def rotate(self, session: HttpSession) -> None:
+        """Move ``session`` to a new id (its data kept, the old id forgotten) and send the new cookie.
+
+        Called when the session's privileges change (a pass phrase was entered), so that whoever knew
+        or planted the old cookie does not get the new role (session fixation).
+        """
+        old_id = session.session_id
+        data = await self.store.load(old_id) or {}
+        session.session_id = secrets.token_urlsafe(24)
+        await self.store.save(session.session_id, data)
+        await self.store.opened_by_cookie(session.session_id)
+        await self.store.delete(old_id)
+        session.is_new = True  # attach() sets the new cookie
 
     def _verified_id(self, cookie: str | None) -> str | None:
         if not cookie:

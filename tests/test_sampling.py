@@ -136,8 +136,9 @@ def test_sampling_respects_masked_tokens():
         ({"top_k": 2.5}, "`top_k` (=2.5)"),
         ({"top_p": 0.0}, "`top_p` (=0.0) must be a number in (0, 1]"),
         ({"top_p": 1.5}, "`top_p` (=1.5)"),
-        ({"repetition_penalty": 0.0}, "`repetition_penalty` (=0.0) must be a number > 0"),
-        ({"repetition_penalty": -1.0, "repetition_penalty_method": "subtractive"}, ">= 0 with the subtractive"),
+        ({"repetition_penalty": 0.0}, "`repetition_penalty` (=0.0) must be a number in [0.0001, 10000.0]"),
+        ({"repetition_penalty": -1.0, "repetition_penalty_method": "subtractive"},
+         "in [0, 10000.0] with the subtractive"),
         ({"repetition_penalty_method": "divide"}, "`repetition_penalty_method` (='divide') must be one of"),
     ],
 )

@@ -37,12 +37,13 @@ from .._http import (
     PARAM_ALIASES,
     ChatStreamingResponse,
     error_response,
+    escape_frame,
     parse_chat_request,
     unless_disconnected,
 )
 from ..chat_prompt import AbstractChatPrompt
 from ..exceptions import ConfigurationError, PromptTooLongError
-from ..generation import GenerationParams, build_input_ids
+from ..generation import GenerationParams, build_input_ids, trim_history
 from ..locale import Locale
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ class AbstractRequestHandler(ABC):
                     text += delta
                     shown = chat_prompt.replace_string(text, replacements) if replacements else text
                     chat_prompt.set_responder_last_msg(shown)
-                    yield shown + FINISH_TOKEN
+                    yield escape_frame(shown) + FINISH_TOKEN
                 if error is not None:
                     raise error
                 if ended:
@@ -281,6 +282,8 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             try:
                 if session is not None:
                     if message in (SUCCESS, DISCONNECTED_WHILE_STREAMING):
+                        if cs.max_history_turns is not None:  # the stored history is bounded
+                            trim_history(prompt, cs.max_history_turns)
                         await session.update(chat_prompt=prompt)
                     else:  # the turn failed: the stored history is untouched; undo the live copy too
                         session.data["chat_prompt"] = cs.chat_prompt_from_dict(before)

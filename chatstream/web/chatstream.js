@@ -4,6 +4,7 @@
   "use strict";
 
   const FINISH = "<::EOS::>";
+  const ESCAPE = "<::ESC::>";
   const configElement = document.getElementById("chatstream-config");
   const config = configElement ? JSON.parse(configElement.textContent || "{}") : {};
   const styleOpts = config.style_opts || {};
@@ -91,7 +92,8 @@
     const end = received.lastIndexOf(FINISH);
     if (end < 0) return null;
     const start = received.lastIndexOf(FINISH, end - 1);
-    return received.slice(start < 0 ? 0 : start + FINISH.length, end);
+    // a literal "<::EOS::>" / "<::ESC::>" inside an answer arrives as "<::ESC::>EOS::>" / "<::ESC::>ESC::>"
+    return received.slice(start < 0 ? 0 : start + FINISH.length, end).split(ESCAPE).join("<::");
   }
 
   async function describeRefusal(response) {
