@@ -57,6 +57,15 @@ API_ROUTES: dict[str, tuple[str, str, str]] = {
 API_NAMES: tuple[str, ...] = tuple(API_ROUTES)
 API_METHODS = {name: route[0] for name, route in API_ROUTES.items()}
 
+# APIs beyond 0.3's, outside its names (client roles do not govern them): name -> [(method, path, ChatStream method)].
+# `{"all": True}` adds them too; `include` adds the ones it names, `exclude` keeps out the ones it names.
+# The OpenAI API is guarded by ChatStream's `api_key` (when set), not by the session cookie.
+EXTRA_ROUTES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "openai": (("POST", "/v1/chat/completions", "handle_openai_chat_completions"),
+               ("GET", "/v1/models", "handle_openai_models")),
+    "metrics": (("GET", "/metrics", "handle_metrics_request"),),
+}
+
 
 class DefaultApiPaths(NamedTuple):
     """URL paths of the endpoints (0.3 names)."""
@@ -87,10 +96,11 @@ def enabled_api_names(opts: dict | None) -> list[str]:
     given = [key for key in ("include", "exclude", "all") if key in opts]
     if len(given) > 1:
         raise ValueError(f"only one of 'include', 'exclude' and 'all' may be given, got {given}.")
+    known = [*API_NAMES, *EXTRA_ROUTES]
     for key in ("include", "exclude"):
-        unknown = sorted(set(opts.get(key) or ()) - set(API_NAMES))
+        unknown = sorted(set(opts.get(key) or ()) - set(known))
         if unknown:
-            raise ValueError(f"{key!r} names unknown API(s) {unknown}; known ones are {list(API_NAMES)}.")
+            raise ValueError(f"{key!r} names unknown API(s) {unknown}; known ones are {known}.")
     if "include" in opts:
         return [name for name in API_NAMES if name in opts["include"]]
     if "exclude" in opts:
@@ -98,16 +108,33 @@ def enabled_api_names(opts: dict | None) -> list[str]:
     return list(API_NAMES) if opts.get("all") else []
 
 
+def enabled_extra_apis(opts: dict | None) -> list[str]:
+    """Which of ``EXTRA_ROUTES`` ``opts`` turns on (same rules as ``enabled_api_names``)."""
+    opts = opts or {}
+    if "include" in opts:
+        return [name for name in EXTRA_ROUTES if name in opts["include"]]
+    if "exclude" in opts:
+        return [name for name in EXTRA_ROUTES if name not in opts["exclude"]]
+    return list(EXTRA_ROUTES) if opts.get("all") else []
+
+
 def _not_loaded() -> Response:
     return JSONResponse({"success": False, "error": "not_ready", "detail": "the model is still loading"},
                         status_code=503, headers={"Retry-After": "1"})
 
 
-def _endpoint(get_chat_stream: Callable[[], ChatStream | None], method_name: str, extra: dict) -> Callable:
+def _openai_not_loaded() -> Response:
+    from .openai_protocol import not_ready
+
+    return not_ready().response()
+
+
+def _endpoint(get_chat_stream: Callable[[], ChatStream | None], method_name: str, extra: dict,
+              not_loaded: Callable[[], Response] = _not_loaded) -> Callable:
     async def endpoint(request: Request) -> Any:
         chat_stream = get_chat_stream()
         if chat_stream is None:
-            return _not_loaded()
+            return not_loaded()
         return await getattr(chat_stream, method_name)(request, **extra)
 
     endpoint.__name__ = method_name
@@ -122,7 +149,8 @@ def append_apis(
         instance = chat_stream
         chat_stream = lambda: instance  # noqa: E731
     names = enabled_api_names(opts)
-    if not names:
+    extras = enabled_extra_apis(opts)
+    if not names and not extras:
         logger.warning("append_apis added no endpoint: pass {'all': True}, {'include': [...]} or {'exclude': [...]}.")
     for name in names:
         method, path, handler = API_ROUTES[name]
@@ -133,7 +161,14 @@ def append_apis(
         else:
             app.add_route(path, endpoint, methods=[method])
         logger.debug("API endpoint %s %s added.", method, path)
-    return names
+    for name in extras:
+        for method, path, handler in EXTRA_ROUTES[name]:
+            endpoint = _endpoint(chat_stream, handler, {}, _openai_not_loaded if name == "openai" else _not_loaded)
+            if hasattr(app, "add_api_route"):
+                app.add_api_route(path, endpoint, methods=[method], include_in_schema=name != "metrics")
+            else:
+                app.add_route(path, endpoint, methods=[method])
+    return [*names, *extras]
 
 
 def append_middlewares(chat_stream: ChatStream, app: Any, opts: dict | None = None) -> None:

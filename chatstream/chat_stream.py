@@ -50,7 +50,10 @@ from .device import resolve_device
 from .exceptions import ConfigurationError
 from .generation import ChatGenerator, GenerationParams
 from .locale import Locale
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics, Outcome, source_of
 from .mock_generator import ChatGeneratorMock
+from .openai_serving import OpenAIServing, ServingContext, served_model_name
 from .request_handler import DISCONNECTED_BEFORE_STREAMING, AbstractRequestHandler, SimpleSessionRequestHandler
 from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore, app_session_manager
 from .token_sampler import TokenSampler, TokenSamplerIsok
@@ -58,6 +61,7 @@ from .token_sampler import TokenSampler, TokenSamplerIsok
 DEFAULT_FINISH_TOKEN = FINISH_TOKEN
 DEFAULT_MAX_HISTORY_TURNS = 100  # user/assistant pairs kept in a session; older ones are dropped
 _NO_FLUSH = {"bad_request", "rejected", DISCONNECTED_BEFORE_STREAMING}
+_NO_FLUSH_OUTCOMES = {Outcome.BAD_REQUEST, Outcome.REJECTED, Outcome.DISCONNECTED_BEFORE_STREAMING}
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -122,6 +126,8 @@ class ChatStream(EndpointsMixin):
         batching: bool = False,
         send_timeout_sec: float | None = DEFAULT_SEND_TIMEOUT_SEC,
         max_history_turns: int | None = DEFAULT_MAX_HISTORY_TURNS,
+        api_key: str | None = None,
+        model_name: str | None = None,
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
@@ -202,6 +208,9 @@ class ChatStream(EndpointsMixin):
         self.request_handler = request_handler
         request_handler.bind(self)
         self._ready = False
+        self.metrics = Metrics(source_of(self.chat_generator), running=lambda: self.admission.running,
+                               waiting=lambda: self.admission.waiting)
+        self.openai = OpenAIServing(self._openai_context(api_key, model_name))
         self.queue_worker_task: asyncio.Task | None = None  # 0.3 attribute; no worker task is needed now
         self._limiter: tuple[Any, anyio.CapacityLimiter] | None = None
         self.chat_prompt_for_single_user_on_console: AbstractChatPrompt | None = None
@@ -471,6 +480,38 @@ class ChatStream(EndpointsMixin):
             yield text, delta, pos
             pos = "mid"
         yield text, "", "end"
+
+    # -- the OpenAI-compatible API and metrics ---------------------------------------------------------
+
+    def _openai_context(self, api_key: str | None, model_name: str | None) -> ServingContext:
+        if api_key is not None and (not isinstance(api_key, str) or not api_key):
+            raise ConfigurationError(f"`api_key` (={api_key!r}) must be a non-empty string, or None for no key.")
+        if model_name is not None and (not isinstance(model_name, str) or not model_name):
+            raise ConfigurationError(f"`model_name` (={model_name!r}) must be a non-empty string, or None for the "
+                                     "model directory's name.")
+
+        async def flush(outcome: Outcome) -> None:
+            if self.probe_recorder is not None and outcome not in _NO_FLUSH_OUTCOMES:
+                await anyio.to_thread.run_sync(self.probe_recorder.flush)
+
+        return ServingContext(
+            generator=self.chat_generator, admission=self.admission, limiter=self.thread_limiter,
+            params=lambda: self.generation_params, new_prompt=self.new_chat_prompt, metrics=self.metrics,
+            is_ready=lambda: self._ready, model_name=model_name or served_model_name(self.tokenizer, "chatstream"),
+            api_key=api_key, retry_after_sec=self.retry_after_sec, max_body_bytes=self.max_request_body_bytes,
+            logger=self.logger, on_finished=flush)
+
+    async def handle_openai_chat_completions(self, request: Request) -> Response:
+        """``POST /v1/chat/completions`` (see chatstream.openai_serving)."""
+        return await self.openai.chat_completions(request)
+
+    async def handle_openai_models(self, request: Request) -> Response:
+        """``GET /v1/models``: the one model this ChatStream serves."""
+        return await self.openai.models(request)
+
+    async def handle_metrics_request(self, request: Request | None = None) -> Response:
+        """``GET /metrics``: this ChatStream's Prometheus metrics (text exposition format)."""
+        return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     # -- app wiring --------------------------------------------------------------------------------
 

@@ -20,8 +20,10 @@ from typing import Any
 
 from ._cli_options import add_stopping_arguments, prompt_class
 from .exceptions import ConfigurationError
+from .generation import GenerationParams
 
 SECRET_ENV = "CHATSTREAM_SESSION_SECRET"
+API_KEY_ENV = "CHATSTREAM_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,18 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--session-secret", default=None,
                       help=f"secret that signs session cookies (default: ${SECRET_ENV}, else random per process)")
     http.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)")
+    http.add_argument("--api-key", default=None,
+                      help=f"require this key on the OpenAI API (/v1/...) as `Authorization: Bearer KEY` "
+                           f"(default: ${API_KEY_ENV}, else no key)")
+    http.add_argument("--model-name", default=None,
+                      help="the model id the OpenAI API serves (default: the model directory's name)")
     http.add_argument("--locale", choices=("en", "ja"), default=None)
     http.add_argument("--api-docs", action="store_true",
                       help="serve /docs, /redoc and /openapi.json (off by default: the pages load CDN scripts)")
     http.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     sampling = serve.add_argument_group("generation")
-    sampling.add_argument("--max-new-tokens", type=int, default=256)
-    sampling.add_argument("--context-len", type=int, default=1024)
-    sampling.add_argument("--temperature", type=float, default=1.0)
-    sampling.add_argument("--top-k", type=int, default=50)
-    sampling.add_argument("--top-p", type=float, default=1.0)
-    sampling.add_argument("--repetition-penalty", type=float, default=None)
-    sampling.add_argument("--seed", type=int, default=None)
+    defaults = GenerationParams()  # the one home of the generation defaults
+    sampling.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    sampling.add_argument("--context-len", type=int, default=defaults.context_len)
+    sampling.add_argument("--temperature", type=float, default=defaults.temperature)
+    sampling.add_argument("--top-k", type=int, default=defaults.top_k)
+    sampling.add_argument("--top-p", type=float, default=defaults.top_p)
+    sampling.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    sampling.add_argument("--seed", type=int, default=defaults.seed)
     add_stopping_arguments(sampling)
     commands.add_parser("chat", help="chat with a model in the terminal (see `chatstream chat --help`)",
                         add_help=False)
@@ -80,6 +88,8 @@ def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "locale": args.locale,
         "session_secret": args.session_secret or os.environ.get(SECRET_ENV) or None,
         "session_cookie_secure": args.secure_cookies,
+        "api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
+        "model_name": args.model_name,
     }
 
 

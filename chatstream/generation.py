@@ -18,9 +18,10 @@ import torch
 from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
+from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent, check_top_logprobs
 from .exceptions import ConfigurationError, PromptTooLongError
 from .model_cache import cache_argument, check_cache_kept, output_cache
-from .sampling import SamplingParams
+from .sampling import SamplingParams, apply_processors, build_processors, top_logprobs
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
@@ -42,6 +43,8 @@ class GenerationParams:
     top_p: float | None = 1.0
     repetition_penalty: float | None = None
     repetition_penalty_method: str = "multiplicative"
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     add_special_tokens: bool | None = None
     seed: int | None = None
     stop_strings: tuple[str, ...] = ()
@@ -83,6 +86,8 @@ class GenerationParams:
             top_p=self.top_p,
             repetition_penalty=self.repetition_penalty,
             repetition_penalty_method=self.repetition_penalty_method,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
         )
 
     def replace(self, **changes: Any) -> GenerationParams:
@@ -234,8 +239,13 @@ def decode_tokens(
     eos_ids: set[int],
     device: torch.device,
     generator: torch.Generator | None = None,
+    on_sample: Callable[[torch.Tensor, torch.Tensor, int], None] | None = None,
 ) -> Iterator[int]:
-    """Yield generated token ids one by one: prefill once, then one KV-cached step per token."""
+    """Yield generated token ids one by one: prefill once, then one KV-cached step per token.
+
+    ``on_sample(logits, history, token)``, when given, sees each step's last-position logits ``(1, vocab)``,
+    the history the sampler got and the token it chose (an EOS too), before the token is yielded.
+    """
     # Each step runs under inference mode; the mode is left before each yield so the caller's code
     # between tokens runs as it would without this loop (what @torch.inference_mode() does on a generator).
     inference = torch.inference_mode()
@@ -262,7 +272,10 @@ def decode_tokens(
             cache = output_cache(output)
             if step == 1:  # once: a model that ignored the cache it was given must not generate on
                 check_cache_kept(model, cache_name, cache, length)
-            token = sampler.sample(output.logits.select(1, -1), history[:, :length], sampling, generator)
+            logits = output.logits.select(1, -1)
+            token = sampler.sample(logits, history[:, :length], sampling, generator)
+            if on_sample is not None:
+                on_sample(logits, history[:, :length], token)
         if token in eos_ids:
             return
         yield token
@@ -300,33 +313,75 @@ class ChatGenerator:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         """Yield the answer to ``chat_prompt`` as text deltas (its last responder turn must be open)."""
+        events = self.events(chat_prompt, params, should_stop)
+        try:
+            for event in events:
+                if event.text:
+                    yield event.text
+        finally:
+            events.close()
+
+    def events(
+        self,
+        chat_prompt: AbstractChatPrompt,
+        params: GenerationParams | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """Yield a ``TokenEvent`` per generated token, then one ``FinishEvent`` (see chatstream.events).
+
+        ``logprobs`` None computes no log-probabilities (no cost); an int ``n`` in [0, 20] gives each token's
+        log-probability and its ``n`` most likely alternatives under the distribution the sampler drew
+        from: the step's logits through chatstream.sampling's processors for ``params`` (what
+        TokenSamplerIsok and MockTokenSampler apply), so a replayed run gives what its recorded logits give.
+        """
         params = params or self.params
+        logprobs = check_top_logprobs(logprobs)
         input_ids, max_new_tokens = build_input_ids(chat_prompt, self.tokenizer, params)
         stop_strs = chat_prompt.get_stop_strs() if chat_prompt.is_chat_mode_enabled() else []
         stop_strs = [*stop_strs, *params.stop_strings]
         detokenizer = StreamingDetokenizer(self.tokenizer, stop_strs, context_ids=input_ids)
+        sampling = params.sampling
+        scored: list[tuple[float, tuple[tuple[int, float], ...]]] = []  # the last token's logprobs
+
+        def score(logits: torch.Tensor, history: torch.Tensor, token: int) -> None:
+            processors = build_processors(sampling, vocab_size=logits.shape[-1])
+            chosen, top = top_logprobs(apply_processors(processors, history, logits), token, logprobs)
+            scored[:] = [(chosen, tuple(top))]
+
         tokens = decode_tokens(
             self.model,
             input_ids,
             sampler=self.token_sampler,
-            sampling=params.sampling,
+            sampling=sampling,
             max_new_tokens=max_new_tokens,
             eos_ids=self.eos_ids.union(params.eos_token_ids) if params.eos_token_ids else self.eos_ids,
             device=self.device,
             generator=make_generator(params.seed),
+            on_sample=score if logprobs is not None else None,
         )
+        count, reason = 0, None
         try:
             for token in tokens:
+                count += 1
                 delta = detokenizer.push(token)
-                if delta:
-                    yield delta
-                if detokenizer.stopped or (should_stop is not None and should_stop()):
-                    return
-            tail = detokenizer.finish()
-            if tail:
-                yield tail
+                if scored:
+                    yield TokenEvent(token, delta, *scored[0])
+                else:
+                    yield TokenEvent(token, delta)
+                if detokenizer.stopped:
+                    reason = FinishReason.STOP
+                    break
+                if should_stop is not None and should_stop():
+                    reason = FinishReason.CANCELLED
+                    break
+            if reason is None:  # the loop ended: the token limit, or an EOS it did not yield
+                reason = FinishReason.LENGTH if count >= max_new_tokens else FinishReason.STOP
+                count += reason is FinishReason.STOP
         finally:
             tokens.close()
+        tail = detokenizer.finish() if reason is not FinishReason.CANCELLED else ""  # a stopped answer ends as it is
+        yield FinishEvent(tail, reason, len(input_ids), count)
 
     def generate_text(self, chat_prompt: AbstractChatPrompt, params: GenerationParams | None = None) -> str:
         """The whole answer at once (console use, tests)."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .chat_prompt import AbstractChatPrompt
+from .events import GenerationEvent, check_top_logprobs, events_from_deltas
 from .exceptions import ConfigurationError, PromptTooLongError
 from .generation import GenerationParams
 
@@ -138,6 +139,19 @@ class ChatGeneratorMock:
             yield word if index else word.lstrip()
             if should_stop is not None and should_stop():
                 return
+
+    def events(
+        self,
+        chat_prompt: AbstractChatPrompt,
+        params: GenerationParams | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """``stream``'s words as events (token id -1, no logprobs); the prompt counts one token per character."""
+        params = params or self.params
+        check_top_logprobs(logprobs)
+        deltas = self.stream(chat_prompt, params, should_stop)
+        return events_from_deltas(deltas, params.max_new_tokens, len(chat_prompt.create_prompt()), should_stop)
 
     def generate_text(self, chat_prompt: AbstractChatPrompt, params: GenerationParams | None = None) -> str:
         return "".join(self.stream(chat_prompt, params))

@@ -1,9 +1,9 @@
 """Sampling controls as pure logits processors, and the one function that turns logits into a token.
 
 Each processor is ``__call__(input_ids, scores) -> scores``: it returns a new tensor and never edits
-its input. ``build_processors`` chains them in the fixed order repetition penalty, temperature,
-top-k, top-p, and leaves out any that would change nothing. ``input_ids`` is ``(batch, seq)`` and
-``scores`` is ``(batch, vocab)``, as in transformers' logits processors.
+its input. ``build_processors`` chains them in the fixed order repetition penalty, presence/frequency
+penalties, temperature, top-k, top-p, and leaves out any that would change nothing. ``input_ids`` is
+``(batch, seq)`` and ``scores`` is ``(batch, vocab)``, as in transformers' logits processors.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ class SamplingParams:
     top_p: float | None = 1.0
     repetition_penalty: float | None = None
     repetition_penalty_method: str = "multiplicative"
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         _check_temperature(self.temperature)
+        for name in ("presence_penalty", "frequency_penalty"):
+            _check_additive_penalty(name, getattr(self, name))
         if self.top_k is not None:
             _check_top_k(self.top_k)
         if self.top_p is not None:
@@ -58,7 +62,13 @@ class SamplingParams:
         return self.temperature == 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; the presence/frequency penalties only when set, so the dict (and the
+        cassette sample keys made from it) of params that do not use them is what it was before them."""
+        data = asdict(self)
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not data[name]:
+                del data[name]
+        return data
 
 
 def _is_number(value: object) -> bool:
@@ -105,6 +115,14 @@ def _wide(scores: torch.Tensor) -> torch.Tensor:
     return scores.float() if scores.dtype == torch.float16 else scores
 
 
+def _check_additive_penalty(name: str, value: object) -> None:
+    if not _is_number(value) or not -2.0 <= value <= 2.0:
+        raise ConfigurationError(
+            f"`{name}` (={value!r}) must be a number in [-2.0, 2.0] (as in OpenAI's API); 0 changes nothing, "
+            "positive values discourage tokens already in the text."
+        )
+
+
 class RepetitionPenaltyProcessor:
     """Penalise every token already in ``input_ids``.
 
@@ -133,6 +151,25 @@ class RepetitionPenaltyProcessor:
         else:
             seen = seen - self.penalty
         return scores.scatter(1, input_ids, seen)
+
+
+class PresenceFrequencyPenaltyProcessor:
+    """OpenAI's additive penalties: ``logit[t] -= presence * (count[t] > 0) + frequency * count[t]``.
+
+    ``count[t]`` is how often token ``t`` occurs in ``input_ids``, the token history the sampler is given:
+    the prompt and the answer so far (as TGI counts them; vLLM counts only the answer).
+    """
+
+    def __init__(self, presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> None:
+        _check_additive_penalty("presence_penalty", presence_penalty)
+        _check_additive_penalty("frequency_penalty", frequency_penalty)
+        self.presence_penalty = float(presence_penalty)
+        self.frequency_penalty = float(frequency_penalty)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        counts = torch.zeros(scores.shape, dtype=scores.dtype, device=scores.device)
+        counts.scatter_add_(1, input_ids, torch.ones(input_ids.shape, dtype=scores.dtype, device=scores.device))
+        return scores - (counts > 0).to(scores.dtype) * self.presence_penalty - counts * self.frequency_penalty
 
 
 class TemperatureProcessor:
@@ -190,6 +227,8 @@ def build_processors(params: SamplingParams, vocab_size: int | None = None) -> l
         or (params.repetition_penalty_method == "subtractive" and penalty == 0.0)
     ):
         processors.append(RepetitionPenaltyProcessor(penalty, params.repetition_penalty_method))
+    if params.presence_penalty or params.frequency_penalty:
+        processors.append(PresenceFrequencyPenaltyProcessor(params.presence_penalty, params.frequency_penalty))
     if params.greedy:
         return processors  # argmax ignores temperature, top-k and top-p
     if params.temperature != 1.0:
@@ -223,3 +262,16 @@ def sample_from_scores(
     cpu_probs = probs if probs.device.type == "cpu" else probs.cpu()
     tokens = torch.multinomial(cpu_probs, num_samples=1, generator=generator).squeeze(-1)
     return tokens.to(scores.device), probs
+
+
+def top_logprobs(
+    scores: torch.Tensor, token_id: int, top_n: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """The log-probability of ``token_id`` under softmax(``scores``) (a ``(1, vocab)`` row of processed
+    logits) and the ``top_n`` most likely ids with theirs, most likely first."""
+    logprobs = scores[0].float().log_softmax(dim=-1)
+    chosen = float(logprobs[token_id])
+    if top_n <= 0:
+        return chosen, []
+    top = torch.topk(logprobs, min(top_n, logprobs.shape[-1]))
+    return chosen, list(zip(top.indices.tolist(), top.values.tolist(), strict=True))

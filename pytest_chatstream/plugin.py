@@ -612,6 +612,25 @@ async def _chatstream_client(chatstream_app: Any) -> AsyncIterator[Any]:
 chatstream_client = _async_fixture(_chatstream_client, "chatstream_client")
 
 
+async def _chatstream_openai(chatstream_app: Any) -> AsyncIterator[Any]:
+    """An openai.AsyncOpenAI client on chatstream_app's /v1 API through ASGITransport (needs `openai`) (async)."""
+    import openai
+
+    from ._asgi import asgi_client
+
+    stream = getattr(getattr(chatstream_app, "state", None), "chat_stream", None)
+    api_key = getattr(getattr(stream, "openai", None), "context", None)
+    api_key = getattr(api_key, "api_key", None) or "chatstream-test"
+    async with asgi_client(chatstream_app) as http_client:
+        base_url = str(http_client.base_url).rstrip("/") + "/v1"
+        async with openai.AsyncOpenAI(api_key=api_key, base_url=base_url, http_client=http_client,
+                                      max_retries=0) as client:
+            yield client
+
+
+chatstream_openai = _async_fixture(_chatstream_openai, "chatstream_openai")
+
+
 @pytest.fixture
 def chatstream_sync_client(chatstream_app: Any) -> Iterator[Any]:
     """A starlette TestClient on chatstream_app, its lifespan running, for plain ``def`` tests."""

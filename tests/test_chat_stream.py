@@ -43,8 +43,8 @@ def test_constructor_keeps_the_03_names_order_and_defaults():
     assert chat_stream.chat_generator.mock_type == "round"
     assert chat_stream.generation_params.to_dict() == {
         "max_new_tokens": 256, "context_len": 1024, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
-        "repetition_penalty": None, "repetition_penalty_method": "multiplicative", "add_special_tokens": None,
-        "seed": None, "stop_strings": [], "eos_token_ids": []}
+        "repetition_penalty": None, "repetition_penalty_method": "multiplicative", "presence_penalty": 0.0,
+        "frequency_penalty": 0.0, "add_special_tokens": None, "seed": None, "stop_strings": [], "eos_token_ids": []}
     assert isinstance(chat_stream.request_handler, SimpleSessionRequestHandler)
     assert chat_stream.probe_recorder is None
     assert chat_stream.params["top_k_value"] == 50 and chat_stream.params["temperature"] == 1.0  # 0.3 names

@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import openai
 import pytest
 import torch
 
@@ -73,11 +74,28 @@ def test_stopping_and_preset_options_reach_chat_stream():
     assert prompt_class(build_parser().parse_args(["serve"]).prompt_preset) is None
 
 
+def test_api_key_and_model_name_options_and_defaults_from_generation_params(monkeypatch):
+    from chatstream.cli import _chat_stream_kwargs, build_parser
+    from chatstream.generation import GenerationParams
+
+    monkeypatch.delenv("CHATSTREAM_API_KEY", raising=False)
+    kwargs = _chat_stream_kwargs(build_parser().parse_args(["serve", "--api-key", "k1", "--model-name", "m"]))
+    assert kwargs["api_key"] == "k1" and kwargs["model_name"] == "m"
+    monkeypatch.setenv("CHATSTREAM_API_KEY", "from-env")
+    kwargs = _chat_stream_kwargs(build_parser().parse_args(["serve"]))
+    assert kwargs["api_key"] == "from-env" and kwargs["model_name"] is None
+    defaults = GenerationParams()
+    assert {name: kwargs[name] for name in ("temperature", "top_k", "top_p", "max_new_tokens", "context_len",
+                                            "repetition_penalty", "seed")} == {
+        name: getattr(defaults, name) for name in ("temperature", "top_k", "top_p", "max_new_tokens", "context_len",
+                                                   "repetition_penalty", "seed")}
+
+
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     out = capsys.readouterr().out
-    for option in ("--model", "--device", "--mock", "--host", "--port", "--concurrency", "--queue-size"):
+    for option in ("--model", "--device", "--mock", "--host", "--port", "--concurrency", "--queue-size", "--api-key"):
         assert option in out
 
 
@@ -139,12 +157,18 @@ def chatstream_serve(*args):
 
 
 def test_serve_defaults_to_the_bundled_model_and_serves_the_page():
-    with chatstream_serve("--max-new-tokens", "8") as url, httpx.Client(base_url=url, timeout=60) as client:
+    with chatstream_serve("--max-new-tokens", "8", "--api-key", "k") as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
         assert client.get("/health").json()["status"] == "ok"
         assert "chatstream.js" in client.get("/").text
         answer = client.post("/chat_stream", json={"user_input": "Hello"})
         assert answer.status_code == 200 and answer.text.endswith(EOS)
         assert answer.headers["X-ChatStream-Last-Generated-Message-Id"]
+        with openai.OpenAI(api_key="k", base_url=url.rstrip("/") + "/v1", max_retries=0) as oa:
+            reply = oa.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "Hello"}])
+            assert reply.choices[0].message.content and reply.usage.completion_tokens <= 8
+        assert client.post("/v1/chat/completions", json={}).status_code == 401, "the key is required"
+        assert "chatstream_requests_total" in client.get("/metrics").text
 
 
 def test_serve_mock_with_limits():

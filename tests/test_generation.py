@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -5,8 +7,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from chatstream.bundled import bundled_model_path
 from chatstream.chat_prompt import ChatPromptFromTemplate
 from chatstream.chat_prompt_presets import ChatPromptChatML
+from chatstream.events import FinishEvent, FinishReason, TokenEvent
 from chatstream.exceptions import ConfigurationError, PromptTooLongError
 from chatstream.generation import ChatGenerator, GenerationParams, build_input_ids, decode_tokens, eos_token_ids
+from chatstream.recording import ProbeRecorder
+from chatstream.replay import MockTransformer
 from chatstream.sampling import SamplingParams
 from chatstream.token_sampler import TokenSamplerIsok
 
@@ -194,3 +199,84 @@ def test_stopping_params_round_trip_through_json_as_lists():
     data = params.to_dict()
     assert data["stop_strings"] == ["a", "b"] and data["eos_token_ids"] == [7]
     assert GenerationParams(**data) == params and hash(params) == hash(GenerationParams(**data))
+
+
+# -- per-token events ------------------------------------------------------------------------------
+
+
+def test_events_give_each_token_then_why_and_how_many(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    generator = ChatGenerator(model, tokenizer, "cpu", GenerationParams(temperature=0, max_new_tokens=60))
+    prompt = ask(tokenizer, "Hello")
+    events = list(generator.events(prompt))
+    *tokens, finish = events
+    assert isinstance(finish, FinishEvent) and all(isinstance(e, TokenEvent) for e in tokens)
+    assert finish.finish_reason is FinishReason.STOP
+    assert finish.prompt_tokens == len(build_input_ids(prompt, tokenizer, generator.params)[0])
+    assert finish.completion_tokens == len(tokens) + 1, "the EOS token counts as generated"
+    assert "".join(e.text for e in events) == "".join(generator.stream(prompt)) == tokenizer.decode(
+        [e.token_id for e in tokens])
+    assert all(e.logprob is None and e.top_logprobs == () for e in tokens), "no logprobs unless asked"
+
+
+def test_events_report_length_and_stop_strings(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    short = list(ChatGenerator(model, tokenizer, "cpu", GREEDY.replace(max_new_tokens=3)).events(ask(tokenizer, "Hi")))
+    assert short[-1].finish_reason is FinishReason.LENGTH and short[-1].completion_tokens == 3 == len(short) - 1
+    cut = list(ChatGenerator(model, tokenizer, "cpu", GREEDY.replace(stop_strings=["How"])).events(
+        ask(tokenizer, "Hello")))
+    assert cut[-1].finish_reason is FinishReason.STOP and "".join(e.text for e in cut) == "Hello! "
+    stopped = list(ChatGenerator(model, tokenizer, "cpu", GREEDY).events(ask(tokenizer, "Hello"),
+                                                                        should_stop=lambda: True))
+    assert stopped[-1].finish_reason is FinishReason.CANCELLED and stopped[-1].completion_tokens == 1
+
+
+def test_logprobs_come_from_the_processed_distribution_the_sampler_drew_from(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    params = GenerationParams(temperature=0.5, top_k=3, seed=5, max_new_tokens=6)
+    prompt = ask(tokenizer, "Hello")
+    events = list(ChatGenerator(model, tokenizer, "cpu", params).events(prompt, logprobs=5))[:-1]
+    first = events[0]
+    ids, _ = build_input_ids(prompt, tokenizer, params)
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids])).logits[0, -1].float()
+    expected = (logits / 0.5).masked_fill(logits < logits.topk(3).values[-1], -float("inf")).log_softmax(-1)
+    assert first.logprob == pytest.approx(float(expected[first.token_id]), abs=1e-4)
+    assert [t for t, _ in first.top_logprobs[:3]] == expected.topk(3).indices.tolist()
+    assert all(lp == -float("inf") for _, lp in first.top_logprobs[3:]), "top-k left only 3 tokens possible"
+    assert sum(math.exp(lp) for _, lp in first.top_logprobs) == pytest.approx(1.0, abs=1e-4)
+    assert all(e.logprob <= 0 and len(e.top_logprobs) == 5 for e in events)
+    same = list(ChatGenerator(model, tokenizer, "cpu", params).events(prompt, logprobs=0))[:-1]
+    assert [e.token_id for e in same] == [e.token_id for e in events], "asking for logprobs changes no token"
+    assert [e.logprob for e in same] == [e.logprob for e in events] and same[0].top_logprobs == ()
+
+
+@pytest.mark.parametrize("bad", [-1, 21, 2.0, True])
+def test_logprobs_count_is_validated(model_and_tokenizer, bad):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ConfigurationError, match=r"`logprobs` \(="):
+        next(ChatGenerator(model, tokenizer, "cpu", GREEDY).events(ask(tokenizer, "Hi"), logprobs=bad))
+
+
+def test_presence_and_frequency_penalties_reach_the_sampler(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    prompt = ask(tokenizer, "Hello")
+    hello = tokenizer.encode("Hello", add_special_tokens=False)
+    plain = next(ChatGenerator(model, tokenizer, "cpu", GREEDY).events(prompt, logprobs=1))
+    penalised = ChatGenerator(model, tokenizer, "cpu", GREEDY.replace(frequency_penalty=2.0, presence_penalty=2.0))
+    first = next(penalised.events(prompt, logprobs=1))
+    assert plain.token_id == first.token_id == hello[0], "the tiny model is sure of its first token"
+    assert first.logprob < plain.logprob, "a token the prompt holds is penalised"
+    with pytest.raises(ConfigurationError, match="presence_penalty"):
+        GREEDY.replace(presence_penalty=3)
+
+
+def test_replayed_logprobs_equal_the_live_ones(model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    params = GenerationParams(temperature=0.8, top_k=20, seed=3, max_new_tokens=8, presence_penalty=0.5)
+    with ProbeRecorder(tmp_path / "c", fidelity="exact") as recorder:
+        m, t, s = recorder.wrap(model, tokenizer, TokenSamplerIsok())
+        live = list(ChatGenerator(m, t, "cpu", params, s).events(ask(t, "Hello"), logprobs=3))
+    mock = MockTransformer.from_path(tmp_path / "c")
+    replay = ChatGenerator(mock.get_model(), mock.get_tokenizer(), "cpu", params, mock.get_token_sampler())
+    assert list(replay.events(ask(mock.get_tokenizer(), "Hello"), logprobs=3)) == live

@@ -3,6 +3,7 @@ import inspect
 import pytest
 
 from chatstream.chat_prompt_presets import ChatPromptChatML
+from chatstream.events import FinishReason, generation_events
 from chatstream.exceptions import ConfigurationError, PromptTooLongError
 from chatstream.generation import ChatGenerator, GenerationParams
 from chatstream.mock_generator import LONG_TEXT, ROUND_TEXTS, ChatGeneratorMock
@@ -84,3 +85,28 @@ def test_input_longer_than_the_context_is_refused():
 def test_bad_mock_params(params, match):
     with pytest.raises(ConfigurationError, match=match):
         ChatGeneratorMock(params=params)
+
+
+def test_events_interface_and_finish_reasons_like_the_real_generator():
+    assert inspect.signature(ChatGeneratorMock.events) == inspect.signature(ChatGenerator.events)
+    mock = ChatGeneratorMock(params={"type": "echo"})
+    prompt = prompt_with("say  this back")
+    *tokens, finish = mock.events(prompt)
+    assert [t.text for t in tokens] == ["say", "  this", " back"] and {t.token_id for t in tokens} == {-1}
+    assert finish.finish_reason is FinishReason.STOP and finish.completion_tokens == 3
+    assert finish.prompt_tokens == len(prompt.create_prompt())
+    *_, cut = ChatGeneratorMock(params={"type": "long"}).events(prompt_with("x"), GenerationParams(max_new_tokens=4))
+    assert cut.finish_reason is FinishReason.LENGTH and cut.completion_tokens == 4
+    *_, stopped = mock.events(prompt, should_stop=lambda: True)
+    assert stopped.finish_reason is FinishReason.CANCELLED
+
+
+def test_stream_only_generators_get_events_too():
+    class StreamOnly:
+        params = GenerationParams(max_new_tokens=2)
+
+        def stream(self, chat_prompt, params=None, should_stop=None):
+            yield from ["a", "b"]
+
+    *tokens, finish = generation_events(StreamOnly(), prompt_with("x"))
+    assert [t.text for t in tokens] == ["a", "b"] and finish.finish_reason is FinishReason.LENGTH

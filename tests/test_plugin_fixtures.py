@@ -197,3 +197,34 @@ def test_unused_lists_cassettes_no_test_of_the_run_used(pytester: pytest.Pyteste
     partial.stdout.fnmatch_lines(["unused: 1 cassette(s) on disk that no test of this run used",
                                   "  test_chat/test_removed"])
     assert (cassettes / "orphan" / "manifest.json").is_file()  # listed, never deleted
+
+
+OPENAI_TESTS = """\
+import json
+
+
+async def test_openai_client(chatstream_openai, saved):
+    model = (await chatstream_openai.models.list()).data[0].id
+    messages = [{"role": "user", "content": "Hello"}]
+    reply = await chatstream_openai.chat.completions.create(model=model, messages=messages, logprobs=True,
+                                                            top_logprobs=2, max_tokens=8)
+    stream = await chatstream_openai.chat.completions.create(model=model, messages=messages, stream=True,
+                                                             stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    logprobs = [[t.token, round(t.logprob, 3), [p.token for p in t.top_logprobs]]
+                for t in reply.choices[0].logprobs.content]
+    saved(json.dumps([reply.choices[0].message.content, reply.usage.model_dump(), logprobs, streamed,
+                      chunks[-1].usage.model_dump()]).encode())
+"""
+
+
+def test_chatstream_openai_records_and_replays_through_the_official_client(pytester: pytest.Pytester) -> None:
+    project = make_chat_project(pytester, tests=OPENAI_TESTS)
+    pytester.runpytest("--probe").assert_outcomes(passed=1)
+    live = outputs(project)
+    content, usage, logprobs, streamed, stream_usage = json.loads(live["test_openai_client"])
+    assert content and streamed and usage["completion_tokens"] <= 8 and stream_usage["completion_tokens"] >= 1
+    assert len(logprobs) >= 1 and all(len(top) == 2 for _, _, top in logprobs)
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert outputs(project) == live, "replayed from the cassette: the same answers, usage and logprobs"

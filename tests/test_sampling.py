@@ -5,6 +5,7 @@ import torch
 
 from chatstream.exceptions import ConfigurationError
 from chatstream.sampling import (
+    PresenceFrequencyPenaltyProcessor,
     RepetitionPenaltyProcessor,
     SamplingParams,
     TemperatureProcessor,
@@ -13,6 +14,7 @@ from chatstream.sampling import (
     apply_processors,
     build_processors,
     sample_from_scores,
+    top_logprobs,
 )
 
 NEG_INF = -math.inf
@@ -76,7 +78,7 @@ def test_top_p_always_keeps_the_most_likely_token():
 @pytest.mark.parametrize(
     "processor",
     [RepetitionPenaltyProcessor(1.3), RepetitionPenaltyProcessor(0.2, "subtractive"), TemperatureProcessor(0.7),
-     TopKProcessor(2), TopPProcessor(0.5)],
+     TopKProcessor(2), TopPProcessor(0.5), PresenceFrequencyPenaltyProcessor(0.5, 0.25)],
     ids=lambda p: type(p).__name__,
 )
 def test_processors_never_modify_their_input(processor):
@@ -140,6 +142,9 @@ def test_sampling_respects_masked_tokens():
         ({"repetition_penalty": -1.0, "repetition_penalty_method": "subtractive"},
          "in [0, 10000.0] with the subtractive"),
         ({"repetition_penalty_method": "divide"}, "`repetition_penalty_method` (='divide') must be one of"),
+        ({"presence_penalty": 2.5}, "`presence_penalty` (=2.5) must be a number in [-2.0, 2.0]"),
+        ({"frequency_penalty": "1"}, "`frequency_penalty` (='1') must be a number"),
+        ({"frequency_penalty": float("inf")}, "`frequency_penalty` (=inf)"),
     ],
 )
 def test_invalid_values_raise_teaching_errors(kwargs, fragment):
@@ -152,3 +157,42 @@ def test_invalid_values_raise_teaching_errors(kwargs, fragment):
 def test_temperature_processor_refuses_zero_and_points_to_greedy():
     with pytest.raises(ValueError, match="greedy"):
         TemperatureProcessor(0)
+
+
+def test_presence_penalty_subtracts_once_per_distinct_seen_token():
+    out = PresenceFrequencyPenaltyProcessor(presence_penalty=0.5)(ids_of(0, 0, 2), scores_of(1.0, 1.0, -1.0, 2.0))
+    assert out.tolist() == [[0.5, 1.0, -1.5, 2.0]]
+
+
+def test_frequency_penalty_subtracts_per_occurrence_and_both_add_up():
+    out = PresenceFrequencyPenaltyProcessor(frequency_penalty=0.25)(ids_of(0, 0, 2), scores_of(1.0, 1.0, 0.0))
+    assert out.tolist() == [[0.5, 1.0, -0.25]]
+    both = PresenceFrequencyPenaltyProcessor(1.0, 0.25)(ids_of(1, 1, 1), scores_of(0.0, 2.0))
+    assert both.tolist() == [[0.0, 0.25]]
+    negative = PresenceFrequencyPenaltyProcessor(-1.0)(ids_of(0), scores_of(0.0, 0.0))
+    assert negative.tolist() == [[1.0, 0.0]], "a negative penalty encourages repeats"
+
+
+def test_presence_frequency_penalties_come_after_repetition_penalty_and_only_when_set():
+    params = SamplingParams(temperature=0.5, top_k=None, repetition_penalty=1.2, presence_penalty=0.1)
+    kinds = [type(p) for p in build_processors(params)]
+    assert kinds == [RepetitionPenaltyProcessor, PresenceFrequencyPenaltyProcessor, TemperatureProcessor]
+    assert [type(p) for p in build_processors(SamplingParams(temperature=0, frequency_penalty=0.3))] == [
+        PresenceFrequencyPenaltyProcessor], "penalties shape greedy decoding too"
+    assert build_processors(SamplingParams(top_k=None, presence_penalty=0.0, frequency_penalty=0.0)) == []
+
+
+def test_sampling_params_dict_leaves_unset_additive_penalties_out():
+    assert "presence_penalty" not in SamplingParams().to_dict(), "cassette sample keys stay what they were"
+    data = SamplingParams(frequency_penalty=0.5).to_dict()
+    assert data["frequency_penalty"] == 0.5 and "presence_penalty" not in data
+    assert SamplingParams(**data) == SamplingParams(frequency_penalty=0.5)
+
+
+def test_top_logprobs_are_log_softmax_of_the_scores():
+    scores = scores_of(0.0, math.log(3.0), NEG_INF)
+    chosen, top = top_logprobs(scores, 0, 2)
+    assert chosen == pytest.approx(math.log(0.25))
+    assert [token for token, _ in top] == [1, 0]
+    assert top[0][1] == pytest.approx(math.log(0.75))
+    assert top_logprobs(scores, 2, 0) == (NEG_INF, [])

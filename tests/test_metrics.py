@@ -1,0 +1,77 @@
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chatstream.metrics import Metrics, Outcome, RejectReason, source_of
+from chatstream.mock_generator import ChatGeneratorMock
+
+
+def scrape(metrics: Metrics) -> dict:
+    """{(sample name, frozenset(labels)): value} of one scrape."""
+    families = text_string_to_metric_families(metrics.render().decode())
+    return {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_request_is_timed_and_counted():
+    clock = Clock()
+    metrics = Metrics(source="replay", running=lambda: 2, waiting=lambda: 5, clock=clock)
+    timer = metrics.request("openai")
+    clock.now += 0.5
+    timer.token()
+    clock.now += 0.1
+    timer.token(2)
+    clock.now += 0.4
+    timer.finish(Outcome.SUCCESS, prompt_tokens=7)
+    timer.finish(Outcome.ERROR)  # once only
+    got = scrape(metrics)
+    src = ("source", "replay")
+    assert got[("chatstream_requests_total", frozenset({("endpoint", "openai"), ("outcome", "success"), src}))] == 1
+    assert not any(k[0] == "chatstream_requests_total" and ("outcome", "error") in k[1] for k in got)
+    assert got[("chatstream_prompt_tokens_total", frozenset({src}))] == 7
+    assert got[("chatstream_generation_tokens_total", frozenset({src}))] == 3
+    assert got[("chatstream_time_to_first_token_seconds_sum", frozenset({("endpoint", "openai"), src}))] == 0.5
+    itl = frozenset({("endpoint", "openai"), src})
+    assert got[("chatstream_inter_token_latency_seconds_count", itl)] == 1
+    assert got[("chatstream_inter_token_latency_seconds_sum", itl)] == pytest.approx(0.05)
+    assert got[("chatstream_e2e_request_latency_seconds_sum", itl)] == pytest.approx(1.0)
+    assert got[("chatstream_num_requests_running", frozenset({src}))] == 2
+    assert got[("chatstream_num_requests_waiting", frozenset({src}))] == 5
+
+
+def test_rejections_and_disconnects_by_reason_and_stage():
+    metrics = Metrics()
+    metrics.count_rejection("chat_stream", RejectReason.QUEUE_FULL)
+    metrics.count_outcome("chat_stream", Outcome.REJECTED)
+    metrics.request("chat_stream").finish(Outcome.DISCONNECTED_BEFORE_STREAMING)
+    timer = metrics.request("openai")
+    timer.token()
+    timer.finish(Outcome.DISCONNECTED_WHILE_STREAMING)
+    got = scrape(metrics)
+    live = ("source", "live")
+    assert got[("chatstream_request_rejections_total",
+                frozenset({("endpoint", "chat_stream"), ("reason", "queue_full"), live}))] == 1
+    for endpoint, stage in (("chat_stream", "queued"), ("openai", "streaming")):
+        assert got[("chatstream_client_disconnects_total",
+                    frozenset({("endpoint", endpoint), ("stage", stage), live}))] == 1
+    with pytest.raises(ValueError):
+        metrics.count_outcome("openai", "finished-ish")
+
+
+def test_each_instance_has_its_own_registry():
+    one, two = Metrics(), Metrics()
+    one.count_outcome("openai", Outcome.SUCCESS)
+    assert b"chatstream_requests_total{" in one.render() and b"chatstream_requests_total{" not in two.render()
+
+
+def test_source_tells_replay_mock_and_live_apart(tmp_path):
+    assert source_of(ChatGeneratorMock()) == "mock"
+    assert source_of(object()) == "live"
+    with pytest.raises(ValueError, match="source"):
+        Metrics(source="recorded")
