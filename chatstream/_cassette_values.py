@@ -3,7 +3,8 @@
 A model forward is found by the hash of the whole token history it continues, how much of it came
 from the cache, and its attention mask; a sampler call by its history, sampling parameters and
 seed; a tokenizer call by its method and arguments. Tokenizer results keep their type (str, lists,
-``BatchEncoding``, tensors) so a replayed call returns what the live one did. Argument keys flatten
+tensors; a ``BatchEncoding`` replays as ``RecordedEncoding``, which reads the same without importing
+transformers) so a replayed call returns what the live one did. Argument keys flatten
 tensors and tuples to lists: ``decode(tensor)`` and ``decode(list)`` ask the same question.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections import UserDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +21,11 @@ import numpy as np
 import torch
 
 _TYPE = "__type__"
+RECORDED_TOKENIZER_METHODS = (
+    "__call__", "encode", "decode", "batch_decode", "apply_chat_template", "tokenize",
+    "convert_ids_to_tokens", "convert_tokens_to_ids",
+)
+"""The tokenizer methods a recording proxy records and a MockTokenizer replays."""
 
 
 def history_hash(ids: Iterable[int] | torch.Tensor) -> str:
@@ -153,12 +160,32 @@ def encode_value(value: Any) -> Any:
         return {_TYPE: "tuple", "items": [encode_value(v) for v in value]}
     if isinstance(value, list):
         return [encode_value(v) for v in value]
-    if type(value).__name__ == "BatchEncoding" and isinstance(value, Mapping):
+    if type(value).__name__ in ("BatchEncoding", "RecordedEncoding") and isinstance(value, Mapping):
         return {_TYPE: "BatchEncoding", "data": {str(k): encode_value(v) for k, v in value.items()}}
     if isinstance(value, Mapping):
         encoded = {str(k): encode_value(v) for k, v in value.items()}
         return {_TYPE: "dict", "data": encoded} if _TYPE in encoded else encoded
     return {_TYPE: "repr", "repr": repr(value)}
+
+
+class RecordedEncoding(UserDict):
+    """A replayed ``BatchEncoding`` (what a tokenizer's ``__call__`` returns), without importing transformers
+    (seconds at replay start-up): a mapping whose keys also read as attributes (``enc.input_ids``), with
+    ``.data`` and ``.to(device)`` as on transformers' class. ``isinstance(x, BatchEncoding)`` is False."""
+
+    def __getattr__(self, name: str) -> Any:
+        data = self.__dict__.get("data")
+        if data is not None and name in data:
+            return data[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r} (its keys: {list(data or {})})")
+
+    def to(self, device: Any) -> RecordedEncoding:
+        """Move its tensors to ``device`` in place, as ``BatchEncoding.to`` does; returns itself."""
+        self.data = {k: v.to(device=device) if isinstance(v, torch.Tensor) else v for k, v in self.data.items()}
+        return self
+
+    def __repr__(self) -> str:
+        return f"RecordedEncoding({self.data!r})"
 
 
 def decode_value(value: Any) -> Any:
@@ -176,9 +203,7 @@ def decode_value(value: Any) -> Any:
     if kind == "tuple":
         return tuple(decode_value(v) for v in value["items"])
     if kind == "BatchEncoding":
-        from transformers import BatchEncoding
-
-        return BatchEncoding({k: decode_value(v) for k, v in value["data"].items()})
+        return RecordedEncoding({k: decode_value(v) for k, v in value["data"].items()})
     if kind == "dict":
         return {k: decode_value(v) for k, v in value["data"].items()}
     return value.get("repr")

@@ -24,6 +24,7 @@ import torch
 
 from . import cassette as fmt
 from ._cassette_manifest import build_manifest
+from ._cassette_values import RECORDED_TOKENIZER_METHODS as RECORDED_TOKENIZER_METHODS  # re-exported
 from ._cassette_values import encode_value, normalize_arg
 from .batch_rows import ROWS_ATTR, Row, split_rows
 from .exceptions import CassetteError, ConfigurationError
@@ -31,10 +32,6 @@ from .model_cache import cache_kwargs, cache_length, output_cache
 from .token_sampler import TokenSamplerIsok
 
 CACHE_TAG = "_chatstream_probe_history"
-RECORDED_TOKENIZER_METHODS = (
-    "__call__", "encode", "decode", "batch_decode", "apply_chat_template", "tokenize",
-    "convert_ids_to_tokens", "convert_tokens_to_ids",
-)
 _logger = logging.getLogger("chatstream")
 _RETURNS_SELF_ON_MODEL = ("to", "cuda", "cpu", "eval", "train", "half", "float", "bfloat16", "requires_grad_")
 

@@ -22,11 +22,10 @@ import torch
 
 from . import cassette as fmt
 from ._cassette_miss import MissExplainer
-from ._cassette_values import call_key, decode_value, normalize_arg
+from ._cassette_places import resolve_cassette_dir
+from ._cassette_values import RECORDED_TOKENIZER_METHODS, call_key, decode_value, normalize_arg
 from .batch_rows import split_rows
 from .exceptions import CassetteError, CassetteFormatError, CassetteMiss, ConfigurationError
-from .probe import resolve_cassette_dir
-from .recording import RECORDED_TOKENIZER_METHODS
 from .sampling import apply_processors, build_processors
 from .token_sampler import TokenSampler
 
@@ -157,6 +156,45 @@ def _rebuild_generation_config(data: dict | None) -> Any:
     return GenerationConfig.from_dict(dict(data)) if data else GenerationConfig()
 
 
+class RecordedGenerationConfig:
+    """The recorded model's generation config: its recorded fields (``eos_token_id``, ``do_sample``, ...)
+    are read without importing transformers, which costs seconds at replay start-up; anything else (a
+    method, an unrecorded field) is answered by a real ``GenerationConfig`` rebuilt on first use."""
+
+    def __init__(self, data: dict | None, manifest_path: Any = None) -> None:
+        object.__setattr__(self, "_data", dict(data or {}))
+        object.__setattr__(self, "_real", None)
+        object.__setattr__(self, "_manifest_path", manifest_path)
+
+    def real(self) -> Any:
+        """The transformers ``GenerationConfig`` these fields make (built once)."""
+        if self._real is None:
+            try:
+                real = _rebuild_generation_config(self._data)
+            except Exception as error:  # the loader checked its type; transformers judges its content
+                raise CassetteFormatError(f"{self._manifest_path}: model.generation_config cannot be rebuilt "
+                                          f"({type(error).__name__}: {error}); {fmt.RERECORD_HINT}.") from None
+            object.__setattr__(self, "_real", real)
+        return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        data = object.__getattribute__(self, "_data")
+        if name in data:
+            return data[name]
+        return getattr(self.real(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._data[name] = value
+        if self._real is not None:
+            setattr(self._real, name, value)
+
+    def to_dict(self) -> dict:
+        return dict(self._data) if self._real is None else self._real.to_dict()
+
+    def __repr__(self) -> str:
+        return f"RecordedGenerationConfig({self._data!r})"
+
+
 class MockModel:
     """Replays recorded forwards; to the runtime it looks like an HF causal LM in eval mode.
 
@@ -169,11 +207,8 @@ class MockModel:
     def __init__(self, transformer: MockTransformer) -> None:
         self._transformer = transformer
         info = transformer.manifest["model"]
-        try:
-            self.generation_config = _rebuild_generation_config(info.get("generation_config"))
-        except Exception as error:  # the loader checked its type; transformers judges its content
-            raise CassetteFormatError(f"{transformer.path / fmt.MANIFEST_NAME}: model.generation_config cannot be "
-                                      f"rebuilt ({type(error).__name__}: {error}); {fmt.RERECORD_HINT}.") from None
+        self.generation_config = RecordedGenerationConfig(info.get("generation_config"),
+                                                          transformer.path / fmt.MANIFEST_NAME)
         self.name_or_path = info.get("name_or_path", "")
         self.dtype = getattr(torch, info.get("dtype", "float32"), torch.float32)
         self.device = torch.device("cpu")
