@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from collections import UserDict
 from collections.abc import Iterable, Mapping
@@ -232,3 +233,27 @@ def normalize_arg(value: Any) -> Any:
 def call_key(method: str, args: list, kwargs: dict) -> str:
     """The key of a tokenizer call whose arguments are already normalised."""
     return canonical_json([method, args, kwargs])
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+GENERATE_CALL = "model.generate"
+"""The ``fn`` of a recorded ``model.generate()`` call (tokenizer calls are named by their method)."""
+
+
+def generate_call_args(args: tuple, kwargs: dict) -> tuple[list, dict]:
+    """The recorded arguments of a ``model.generate()`` call: as JSON, without the ``streamer`` (an output
+    channel), objects whose repr holds a memory address named without it. Its key is ``call_key``'s."""
+    kept = {k: v for k, v in kwargs.items() if k != "streamer"}
+    normalized = _strip_addresses(normalize_arg([list(args), kept]))
+    return normalized[0], normalized[1]
+
+
+def _strip_addresses(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_strip_addresses(v) for v in value]
+    if isinstance(value, dict):
+        if value.get(_TYPE) == "repr":
+            return {_TYPE: "repr", "repr": _ADDRESS.sub("", value["repr"])}
+        return {k: _strip_addresses(v) for k, v in value.items()}
+    return value
+

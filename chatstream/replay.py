@@ -23,7 +23,14 @@ import torch
 from . import cassette as fmt
 from ._cassette_miss import MissExplainer
 from ._cassette_places import resolve_cassette_dir
-from ._cassette_values import RECORDED_TOKENIZER_METHODS, call_key, decode_value, normalize_arg
+from ._cassette_values import (
+    GENERATE_CALL,
+    RECORDED_TOKENIZER_METHODS,
+    call_key,
+    decode_value,
+    generate_call_args,
+    normalize_arg,
+)
 from .batch_rows import split_rows
 from .exceptions import CassetteError, CassetteFormatError, CassetteMiss, ConfigurationError
 from .sampling import apply_processors, build_processors
@@ -41,8 +48,13 @@ class _Index:
         for s in cassette.samples():
             self._samples[fmt.sample_key(s["h"], s["params"], s["seed"])].append(s)
         self.calls: dict[str, Any] = {}
+        self._generates: dict[str, list[dict]] = defaultdict(list)  # model.generate() calls, replayed in order
         for c in cassette.calls():
-            self.calls.setdefault(call_key(c["fn"], c["a"], c["kw"]), c["out"])
+            key = call_key(c["fn"], c["a"], c["kw"])
+            if c["fn"] == GENERATE_CALL:
+                self._generates[key].append(c)
+            else:
+                self.calls.setdefault(key, c["out"])
         self._cursors: dict[tuple[str, str], int] = defaultdict(int)
         self._lock = threading.Lock()
 
@@ -60,6 +72,9 @@ class _Index:
 
     def sample(self, key: str) -> dict | None:
         return self._take("sample", self._samples, key)
+
+    def generate(self, key: str) -> dict | None:
+        return self._take("generate", self._generates, key)
 
 
 class MockCache(fmt.TokenHistory):
@@ -330,8 +345,35 @@ class MockModel:
         transformer._local.cache = None
         return MockCausalLMOutput(logits, given)
 
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Replay a recorded ``model.generate()`` call: the same arguments (a ``streamer`` aside) return
+        what the live call returned, greedy or sampled; a repeated call replays its results in recorded
+        order. A ``streamer`` gets the prompt, then each new token, then ``end()``, as from transformers."""
+        call_args, call_kwargs = generate_call_args(args, kwargs)
+        entry = self._transformer._index.generate(call_key(GENERATE_CALL, call_args, call_kwargs))
+        if entry is None:
+            raise CassetteMiss(self._transformer._explain.call(GENERATE_CALL, call_args, call_kwargs))
+        result = decode_value(entry["out"])
+        if isinstance(result, torch.Tensor):
+            result = result.to(self.device)
+        streamer = kwargs.get("streamer")
+        if streamer is not None:
+            _stream_replayed(streamer, args, kwargs, result)
+        return result
+
     def __repr__(self) -> str:
         return f"MockModel({self._transformer.path}, device={self.device})"
+
+
+def _stream_replayed(streamer: Any, args: tuple, kwargs: dict, result: Any) -> None:
+    """Feed ``streamer`` as transformers' generate() does: the prompt ids, each new token, then ``end()``."""
+    prompt = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
+    sequences = result if isinstance(result, torch.Tensor) else result.get("sequences")
+    if isinstance(prompt, torch.Tensor) and isinstance(sequences, torch.Tensor):
+        streamer.put(prompt.cpu())
+        for token in sequences[0, prompt.shape[-1]:].tolist():
+            streamer.put(torch.tensor([token]))
+    streamer.end()
 
 
 class MockTokenizer:
