@@ -3,7 +3,8 @@
 A model forward is found by the hash of the whole token history it continues, how much of it came
 from the cache, and its attention mask; a sampler call by its history, sampling parameters and
 seed; a tokenizer call by its method and arguments. Tokenizer results keep their type (str, lists,
-``BatchEncoding``, tensors) so a replayed call returns what the live one did. Argument keys flatten
+tensors; a ``BatchEncoding`` replays as ``RecordedEncoding``, which reads the same without importing
+transformers) so a replayed call returns what the live one did. Argument keys flatten
 tensors and tuples to lists: ``decode(tensor)`` and ``decode(list)`` ask the same question.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
+from collections import UserDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +22,11 @@ import numpy as np
 import torch
 
 _TYPE = "__type__"
+RECORDED_TOKENIZER_METHODS = (
+    "__call__", "encode", "decode", "batch_decode", "apply_chat_template", "tokenize",
+    "convert_ids_to_tokens", "convert_tokens_to_ids",
+)
+"""The tokenizer methods a recording proxy records and a MockTokenizer replays."""
 
 
 def history_hash(ids: Iterable[int] | torch.Tensor) -> str:
@@ -153,12 +161,32 @@ def encode_value(value: Any) -> Any:
         return {_TYPE: "tuple", "items": [encode_value(v) for v in value]}
     if isinstance(value, list):
         return [encode_value(v) for v in value]
-    if type(value).__name__ == "BatchEncoding" and isinstance(value, Mapping):
+    if type(value).__name__ in ("BatchEncoding", "RecordedEncoding") and isinstance(value, Mapping):
         return {_TYPE: "BatchEncoding", "data": {str(k): encode_value(v) for k, v in value.items()}}
     if isinstance(value, Mapping):
         encoded = {str(k): encode_value(v) for k, v in value.items()}
         return {_TYPE: "dict", "data": encoded} if _TYPE in encoded else encoded
     return {_TYPE: "repr", "repr": repr(value)}
+
+
+class RecordedEncoding(UserDict):
+    """A replayed ``BatchEncoding`` (what a tokenizer's ``__call__`` returns), without importing transformers
+    (seconds at replay start-up): a mapping whose keys also read as attributes (``enc.input_ids``), with
+    ``.data`` and ``.to(device)`` as on transformers' class. ``isinstance(x, BatchEncoding)`` is False."""
+
+    def __getattr__(self, name: str) -> Any:
+        data = self.__dict__.get("data")
+        if data is not None and name in data:
+            return data[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r} (its keys: {list(data or {})})")
+
+    def to(self, device: Any) -> RecordedEncoding:
+        """Move its tensors to ``device`` in place, as ``BatchEncoding.to`` does; returns itself."""
+        self.data = {k: v.to(device=device) if isinstance(v, torch.Tensor) else v for k, v in self.data.items()}
+        return self
+
+    def __repr__(self) -> str:
+        return f"RecordedEncoding({self.data!r})"
 
 
 def decode_value(value: Any) -> Any:
@@ -176,9 +204,7 @@ def decode_value(value: Any) -> Any:
     if kind == "tuple":
         return tuple(decode_value(v) for v in value["items"])
     if kind == "BatchEncoding":
-        from transformers import BatchEncoding
-
-        return BatchEncoding({k: decode_value(v) for k, v in value["data"].items()})
+        return RecordedEncoding({k: decode_value(v) for k, v in value["data"].items()})
     if kind == "dict":
         return {k: decode_value(v) for k, v in value["data"].items()}
     return value.get("repr")
@@ -207,3 +233,27 @@ def normalize_arg(value: Any) -> Any:
 def call_key(method: str, args: list, kwargs: dict) -> str:
     """The key of a tokenizer call whose arguments are already normalised."""
     return canonical_json([method, args, kwargs])
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+GENERATE_CALL = "model.generate"
+"""The ``fn`` of a recorded ``model.generate()`` call (tokenizer calls are named by their method)."""
+
+
+def generate_call_args(args: tuple, kwargs: dict) -> tuple[list, dict]:
+    """The recorded arguments of a ``model.generate()`` call: as JSON, without the ``streamer`` (an output
+    channel), objects whose repr holds a memory address named without it. Its key is ``call_key``'s."""
+    kept = {k: v for k, v in kwargs.items() if k != "streamer"}
+    normalized = _strip_addresses(normalize_arg([list(args), kept]))
+    return normalized[0], normalized[1]
+
+
+def _strip_addresses(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_strip_addresses(v) for v in value]
+    if isinstance(value, dict):
+        if value.get(_TYPE) == "repr":
+            return {_TYPE: "repr", "repr": _ADDRESS.sub("", value["repr"])}
+        return {k: _strip_addresses(v) for k, v in value.items()}
+    return value
+

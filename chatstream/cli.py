@@ -4,6 +4,7 @@
     chatstream serve --model PATH         # any local HF model directory
     chatstream serve --mock               # no model: the generator mock
     chatstream chat                       # chat in the terminal (chatstream.console)
+    chatstream cassette list DIR          # list / show / diff / verify / prune cassettes (chatstream.cassette_tool)
 
 ``serve`` starts listening at once; the model loads in the background with a progress bar (``GET
 /health`` answers 503 until it is ready), then the URL of the chat page is printed.
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_stopping_arguments(sampling)
     commands.add_parser("chat", help="chat with a model in the terminal (see `chatstream chat --help`)",
                         add_help=False)
+    commands.add_parser("cassette", help="list, show, diff, verify and prune cassettes (see `chatstream cassette "
+                        "--help`)", add_help=False)
     return parser
 
 
@@ -180,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         from .console import main as chat_main
 
         return chat_main(argv[1:])
+    if argv and argv[0] == "cassette":
+        from .cassette_tool import main as cassette_main
+
+        return cassette_main(argv[1:])
     if argv and argv[0] == "serve":
         return serve(argv[1:])
     build_parser().parse_args(argv)  # prints usage / help and exits

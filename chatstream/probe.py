@@ -1,50 +1,22 @@
 """Where cassettes live, and ``start_probe``: wrap a model, tokenizer and sampler for recording.
 
 The parent directory is ``$CHATSTREAM_PROBE_DIR`` when set, else ``~/.cache/chatstream/probe_data``;
-each recording gets a directory named by a UTC timestamp (sortable, unique within the parent).
+each recording gets a directory named by a UTC timestamp (sortable, unique within the parent). The
+places themselves live in ``_cassette_places`` (replay reads them without importing the recorder).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigurationError
+from ._cassette_places import PROBE_DIR_ENV as PROBE_DIR_ENV  # re-exported: the public home of these names
+from ._cassette_places import default_probe_parent as default_probe_parent
+from ._cassette_places import new_cassette_name, resolve_cassette_dir
 from .recording import ProbeRecorder
 
-PROBE_DIR_ENV = "CHATSTREAM_PROBE_DIR"
-
-
-def default_probe_parent() -> Path:
-    """``$CHATSTREAM_PROBE_DIR`` or ``~/.cache/chatstream/probe_data``."""
-    override = os.environ.get(PROBE_DIR_ENV)
-    return Path(override).expanduser() if override else Path.home() / ".cache" / "chatstream" / "probe_data"
-
-
-def resolve_cassette_dir(parent_dir: str | os.PathLike | None, name: str) -> Path:
-    """``parent_dir / name``, refusing a name that is empty, absolute or climbs out with ``..``."""
-    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
-        raise ConfigurationError(f"the cassette name (={name!r}) must be a non-empty relative directory name.")
-    pure = PurePath(name)
-    if pure.is_absolute() or pure.drive or ".." in pure.parts:
-        raise ConfigurationError(
-            f"the cassette name (={str(name)!r}) must stay inside its parent directory: no absolute path, "
-            "no '..'. Pass the parent directory separately (parent_dir / parent_dir_path)."
-        )
-    parent = Path(parent_dir).expanduser() if parent_dir is not None else default_probe_parent()
-    return parent / pure
-
-
-def new_cassette_name(parent_dir: Path) -> str:
-    """A timestamp name (``20250102T030405.123456Z``) not yet taken in ``parent_dir``."""
-    base = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    name, n = base, 1
-    while (parent_dir / name).exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name
+__all__ = ["PROBE_DIR_ENV", "default_probe_parent", "new_cassette_name", "resolve_cassette_dir", "start_probe"]
 
 
 def start_probe(

@@ -24,17 +24,14 @@ import torch
 
 from . import cassette as fmt
 from ._cassette_manifest import build_manifest
-from ._cassette_values import encode_value, normalize_arg
+from ._cassette_values import GENERATE_CALL, encode_value, generate_call_args, normalize_arg
+from ._cassette_values import RECORDED_TOKENIZER_METHODS as RECORDED_TOKENIZER_METHODS  # re-exported
 from .batch_rows import ROWS_ATTR, Row, split_rows
 from .exceptions import CassetteError, ConfigurationError
 from .model_cache import cache_kwargs, cache_length, output_cache
 from .token_sampler import TokenSamplerIsok
 
 CACHE_TAG = "_chatstream_probe_history"
-RECORDED_TOKENIZER_METHODS = (
-    "__call__", "encode", "decode", "batch_decode", "apply_chat_template", "tokenize",
-    "convert_ids_to_tokens", "convert_tokens_to_ids",
-)
 _logger = logging.getLogger("chatstream")
 _RETURNS_SELF_ON_MODEL = ("to", "cuda", "cpu", "eval", "train", "half", "float", "bfloat16", "requires_grad_")
 
@@ -85,6 +82,17 @@ class RecordingModel(_Proxy):
             return self._recorder._forward(real, args, kwargs)
 
         return forward
+
+    @property
+    def generate(self) -> Any:
+        """The model's ``generate()``, recorded: its result, and the forwards it runs (batch size 1)."""
+        real = self._target.generate
+
+        @functools.wraps(real)
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            return self._recorder._generate(self._target, real, args, kwargs)
+
+        return generate
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
@@ -295,6 +303,40 @@ class ProbeRecorder:
                       f"filled with {row.past_len} positions; this row's forward is not recorded", RuntimeWarning,
                       stacklevel=4)
         return None
+
+    def _generate(self, model: Any, generate: Any, args: tuple, kwargs: dict) -> Any:
+        """Run ``model.generate()`` with its forwards recorded on this thread (batch size 1), then record
+        the call and its result; ``MockModel.generate`` replays the result."""
+        input_ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
+        record_forwards = isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.shape[0] == 1
+        if record_forwards:
+            self._route_forwards(model)
+        depth = getattr(self._local, "generating", 0)
+        self._local.generating = depth + (1 if record_forwards else 0)
+        try:
+            result = generate(*args, **kwargs)
+        finally:
+            self._local.generating = depth
+        if not self.closed:
+            call_args, call_kwargs = generate_call_args(args, kwargs)
+            self._keep("_calls", {"fn": GENERATE_CALL, "a": call_args, "kw": call_kwargs, "out": encode_value(result)})
+        return result
+
+    def _route_forwards(self, model: Any) -> None:
+        """Make ``model.forward`` (an instance attribute, what ``generate`` reaches through ``model(...)``)
+        record the forwards of this recorder's ``generate`` calls; other calls pass straight through."""
+        if getattr(model.forward, "_chatstream_recorder", None) is self:
+            return
+        real = model.forward
+
+        @functools.wraps(real)  # keeps the signature the decode loop reads
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if getattr(self._local, "generating", 0):
+                return self._forward(real, args, kwargs)
+            return real(*args, **kwargs)
+
+        forward._chatstream_recorder = self
+        model.forward = forward
 
     def _prefix_of(self, past: Any) -> fmt.TokenHistory | None:
         """The history a cache holds, or None (with a warning) when it is a cache probe mode never saw."""

@@ -22,11 +22,17 @@ import torch
 
 from . import cassette as fmt
 from ._cassette_miss import MissExplainer
-from ._cassette_values import call_key, decode_value, normalize_arg
+from ._cassette_places import resolve_cassette_dir
+from ._cassette_values import (
+    GENERATE_CALL,
+    RECORDED_TOKENIZER_METHODS,
+    call_key,
+    decode_value,
+    generate_call_args,
+    normalize_arg,
+)
 from .batch_rows import split_rows
 from .exceptions import CassetteError, CassetteFormatError, CassetteMiss, ConfigurationError
-from .probe import resolve_cassette_dir
-from .recording import RECORDED_TOKENIZER_METHODS
 from .sampling import apply_processors, build_processors
 from .token_sampler import TokenSampler
 
@@ -42,8 +48,13 @@ class _Index:
         for s in cassette.samples():
             self._samples[fmt.sample_key(s["h"], s["params"], s["seed"])].append(s)
         self.calls: dict[str, Any] = {}
+        self._generates: dict[str, list[dict]] = defaultdict(list)  # model.generate() calls, replayed in order
         for c in cassette.calls():
-            self.calls.setdefault(call_key(c["fn"], c["a"], c["kw"]), c["out"])
+            key = call_key(c["fn"], c["a"], c["kw"])
+            if c["fn"] == GENERATE_CALL:
+                self._generates[key].append(c)
+            else:
+                self.calls.setdefault(key, c["out"])
         self._cursors: dict[tuple[str, str], int] = defaultdict(int)
         self._lock = threading.Lock()
 
@@ -61,6 +72,9 @@ class _Index:
 
     def sample(self, key: str) -> dict | None:
         return self._take("sample", self._samples, key)
+
+    def generate(self, key: str) -> dict | None:
+        return self._take("generate", self._generates, key)
 
 
 class MockCache(fmt.TokenHistory):
@@ -157,6 +171,45 @@ def _rebuild_generation_config(data: dict | None) -> Any:
     return GenerationConfig.from_dict(dict(data)) if data else GenerationConfig()
 
 
+class RecordedGenerationConfig:
+    """The recorded model's generation config: its recorded fields (``eos_token_id``, ``do_sample``, ...)
+    are read without importing transformers, which costs seconds at replay start-up; anything else (a
+    method, an unrecorded field) is answered by a real ``GenerationConfig`` rebuilt on first use."""
+
+    def __init__(self, data: dict | None, manifest_path: Any = None) -> None:
+        object.__setattr__(self, "_data", dict(data or {}))
+        object.__setattr__(self, "_real", None)
+        object.__setattr__(self, "_manifest_path", manifest_path)
+
+    def real(self) -> Any:
+        """The transformers ``GenerationConfig`` these fields make (built once)."""
+        if self._real is None:
+            try:
+                real = _rebuild_generation_config(self._data)
+            except Exception as error:  # the loader checked its type; transformers judges its content
+                raise CassetteFormatError(f"{self._manifest_path}: model.generation_config cannot be rebuilt "
+                                          f"({type(error).__name__}: {error}); {fmt.RERECORD_HINT}.") from None
+            object.__setattr__(self, "_real", real)
+        return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        data = object.__getattribute__(self, "_data")
+        if name in data:
+            return data[name]
+        return getattr(self.real(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._data[name] = value
+        if self._real is not None:
+            setattr(self._real, name, value)
+
+    def to_dict(self) -> dict:
+        return dict(self._data) if self._real is None else self._real.to_dict()
+
+    def __repr__(self) -> str:
+        return f"RecordedGenerationConfig({self._data!r})"
+
+
 class MockModel:
     """Replays recorded forwards; to the runtime it looks like an HF causal LM in eval mode.
 
@@ -169,11 +222,8 @@ class MockModel:
     def __init__(self, transformer: MockTransformer) -> None:
         self._transformer = transformer
         info = transformer.manifest["model"]
-        try:
-            self.generation_config = _rebuild_generation_config(info.get("generation_config"))
-        except Exception as error:  # the loader checked its type; transformers judges its content
-            raise CassetteFormatError(f"{transformer.path / fmt.MANIFEST_NAME}: model.generation_config cannot be "
-                                      f"rebuilt ({type(error).__name__}: {error}); {fmt.RERECORD_HINT}.") from None
+        self.generation_config = RecordedGenerationConfig(info.get("generation_config"),
+                                                          transformer.path / fmt.MANIFEST_NAME)
         self.name_or_path = info.get("name_or_path", "")
         self.dtype = getattr(torch, info.get("dtype", "float32"), torch.float32)
         self.device = torch.device("cpu")
@@ -295,8 +345,35 @@ class MockModel:
         transformer._local.cache = None
         return MockCausalLMOutput(logits, given)
 
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Replay a recorded ``model.generate()`` call: the same arguments (a ``streamer`` aside) return
+        what the live call returned, greedy or sampled; a repeated call replays its results in recorded
+        order. A ``streamer`` gets the prompt, then each new token, then ``end()``, as from transformers."""
+        call_args, call_kwargs = generate_call_args(args, kwargs)
+        entry = self._transformer._index.generate(call_key(GENERATE_CALL, call_args, call_kwargs))
+        if entry is None:
+            raise CassetteMiss(self._transformer._explain.call(GENERATE_CALL, call_args, call_kwargs))
+        result = decode_value(entry["out"])
+        if isinstance(result, torch.Tensor):
+            result = result.to(self.device)
+        streamer = kwargs.get("streamer")
+        if streamer is not None:
+            _stream_replayed(streamer, args, kwargs, result)
+        return result
+
     def __repr__(self) -> str:
         return f"MockModel({self._transformer.path}, device={self.device})"
+
+
+def _stream_replayed(streamer: Any, args: tuple, kwargs: dict, result: Any) -> None:
+    """Feed ``streamer`` as transformers' generate() does: the prompt ids, each new token, then ``end()``."""
+    prompt = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
+    sequences = result if isinstance(result, torch.Tensor) else result.get("sequences")
+    if isinstance(prompt, torch.Tensor) and isinstance(sequences, torch.Tensor):
+        streamer.put(prompt.cpu())
+        for token in sequences[0, prompt.shape[-1]:].tolist():
+            streamer.put(torch.tensor([token]))
+    streamer.end()
 
 
 class MockTokenizer:

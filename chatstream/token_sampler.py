@@ -6,6 +6,7 @@ replaying sampler (probe mode, MockTransformer) can stand in for the default one
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 
 import torch
@@ -59,3 +60,17 @@ def make_generator(seed: int | None) -> torch.Generator | None:
     if seed is None:
         return None
     return torch.Generator().manual_seed(seed)
+
+
+def draw_seed(seed: int | None, turn: int, regeneration: int, params: SamplingParams | None = None) -> int | None:
+    """The seed of one answer: ``seed`` for a turn's first answer, and for its ``regeneration``-th
+    regeneration (1, 2, ...) a seed derived from ``seed``, ``turn`` and ``regeneration``.
+
+    So a regenerated answer is a new draw, and the same sequence of requests draws the same answers
+    again (a cassette recorded with a seed replays). None stays None (unseeded), and so does a
+    ``params`` that draws nothing (greedy or ``top_k=1``): its answer cannot change, nor its recording.
+    """
+    if seed is None or regeneration == 0 or (params is not None and (params.greedy or params.top_k == 1)):
+        return seed
+    material = f"chatstream.regenerate/{seed}/{turn}/{regeneration}".encode()
+    return int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "little") >> 1  # < 2**63

@@ -7,6 +7,7 @@ them. Everything that does not need pytest lives in the ``_``-modules beside thi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -341,6 +342,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if settings.mode is Mode.VERIFY and report.verified:
         settings.verify_report.parent.mkdir(parents=True, exist_ok=True)
         settings.verify_report.write_text(report.verify_json() + "\n", encoding="utf-8")
+    _write_unused_report(config, settings, report, exitstatus)
+
+
+def _write_unused_report(config: pytest.Config, settings: Settings, report: Report, exitstatus: int) -> None:
+    """After a plain run over the whole suite that ran to the end: the cassettes no test used, for
+    ``chatstream cassette prune`` (a partial or interrupted run cannot know who uses a cassette)."""
+    whole_run = config.args_source is not pytest.Config.ArgsSource.ARGS
+    if settings.mode is not Mode.REPLAY or not whole_run or not settings.cassette_dir.is_dir() or \
+            exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return
+    from chatstream._unused_report import write_unused_report
+
+    with contextlib.suppress(OSError):  # a read-only checkout: nothing to prune from there anyway
+        write_unused_report(settings.cassette_dir, report.unused(cassettes_on_disk(settings.cassette_dir), True))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -92,8 +92,13 @@ def test_mock_model_looks_like_an_hf_causal_lm(recorded):
     assert mock_model.device == torch.device("cpu") and mock_model.dtype == torch.float32
     assert isinstance(mock_model.config, PreTrainedConfig) and type(mock_model.config) is type(model.config)
     assert mock_model.config.vocab_size == model.config.vocab_size
-    assert isinstance(mock_model.generation_config, GenerationConfig)
-    assert mock_model.generation_config.eos_token_id == model.generation_config.eos_token_id
+    # the recorded fields answer without transformers; the rest comes from a GenerationConfig built on demand
+    recorded_config = mock_model.generation_config
+    assert recorded_config.eos_token_id == model.generation_config.eos_token_id
+    assert recorded_config.do_sample == model.generation_config.do_sample
+    assert isinstance(recorded_config.real(), GenerationConfig)
+    assert recorded_config.real().to_dict() == model.generation_config.to_dict()
+    assert recorded_config.get_generation_mode() == model.generation_config.get_generation_mode()
     assert mock_model.recorded_on["type"] == "cpu"
     for name in ("eos_token_id", "eos_token", "bos_token_id", "pad_token_id", "chat_template", "vocab_size"):
         assert getattr(mock_tokenizer, name) == getattr(real_tokenizer, name), name

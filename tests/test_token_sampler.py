@@ -61,3 +61,17 @@ def test_repetition_penalty_steers_greedy_away_from_repeat():
 
 def test_make_generator_none_without_seed():
     assert make_generator(None) is None
+
+
+def test_draw_seed_keeps_the_first_answer_and_derives_a_new_seed_per_regeneration():
+    from chatstream.token_sampler import draw_seed
+
+    assert draw_seed(0, 1, 0) == 0 and draw_seed(7, 3, 0) == 7
+    seeds = {draw_seed(0, turn, regeneration) for turn in (1, 2) for regeneration in (1, 2, 3)}
+    assert len(seeds) == 6 and 0 not in seeds and all(0 <= s < 2**63 for s in seeds)
+    assert draw_seed(0, 1, 1) == draw_seed(0, 1, 1) != draw_seed(1, 1, 1)
+    assert draw_seed(None, 1, 1) is None
+    assert draw_seed(0, 1, 1, SamplingParams(temperature=0)) == 0  # greedy: nothing is drawn
+    assert draw_seed(0, 1, 1, SamplingParams(top_k=1)) == 0
+    assert draw_seed(0, 1, 1, SamplingParams(temperature=0.7)) == draw_seed(0, 1, 1)
+    torch.Generator().manual_seed(draw_seed(5, 9, 9))  # a seed torch takes

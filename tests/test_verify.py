@@ -84,6 +84,11 @@ def test_large_logit_differences_diverge_at_the_first_step(recorded, tmp_path):
     result = compare_cassettes(recorded, live)
     assert result.status == "diverged" and result.first_divergent_step == 0
     assert "beyond rtol" in result.reason and result.max_logit_diff > 0.1
+    # the token is the same on both sides: the summary says what differs instead of "token 44, live token 44"
+    assert result.differs == "logits" and result.recorded_token == result.live_token
+    assert f"both sides chose token {result.recorded_token}" in str(result)
+    assert abs(result.live_logit - result.recorded_logit) == pytest.approx(result.max_logit_diff, rel=1e-5)
+    assert f"at token {result.worst_token}" in str(result)
 
 
 def test_a_different_token_in_each_others_top_k_is_within_tolerance(recorded, tmp_path):
@@ -91,7 +96,7 @@ def test_a_different_token_in_each_others_top_k_is_within_tolerance(recorded, tm
     _edit_sample(live, 3, lambda s, logits: s.update(tok=int(torch.topk(logits, 2).indices[1])))
     result = compare_cassettes(recorded, live)
     assert result.status == "within_tolerance" and result.first_divergent_step == 3
-    assert result.recorded_token != result.live_token and "top 5" in result.reason
+    assert result.recorded_token != result.live_token and "top 5" in result.reason and result.differs == "token"
     assert result.recorded_text is not None
 
 

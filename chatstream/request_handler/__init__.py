@@ -45,6 +45,7 @@ from ..chat_prompt import AbstractChatPrompt
 from ..exceptions import ConfigurationError, PromptTooLongError
 from ..generation import GenerationParams, build_input_ids, trim_history
 from ..locale import Locale
+from ..token_sampler import draw_seed
 
 if TYPE_CHECKING:
     from ..chat_stream import ChatStream
@@ -223,6 +224,20 @@ class AbstractRequestHandler(ABC):
                 await chat_generation_finished_callback(message)
 
 
+REGENERATION_KEY = "regeneration"  # in session data: [turn, how many times its answer was regenerated]
+
+
+def _regeneration(session: Any, turn: int, regenerate: bool) -> tuple[int, int]:
+    """(turn, regeneration count) of the answer about to be generated: 0 for a turn's first answer, then
+    one more than the session's last for each regeneration of the same turn."""
+    if not regenerate:
+        return turn, 0
+    saved = session.data.get(REGENERATION_KEY) if session is not None else None
+    same_turn = isinstance(saved, list) and len(saved) == 2 and saved[0] == turn and isinstance(saved[1], int)
+    last = saved[1] if same_turn else 0
+    return turn, last + 1
+
+
 class SimpleSessionRequestHandler(AbstractRequestHandler):
     """Keeps each browser's chat prompt in its server-side session (agents chat without history)."""
 
@@ -263,6 +278,9 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             before = prompt.to_dict()
             rejection = self._start_turn(prompt, parsed.user_input, parsed.regenerate)
             params = cs.generation_params_for(session)
+            regeneration = _regeneration(session, prompt.get_turn(), parsed.regenerate)
+            if regeneration[1]:  # a regenerated answer is a new, still reproducible, draw
+                params = params.replace(seed=draw_seed(params.seed, *regeneration, params.sampling))
             if rejection is None:
                 try:  # tokenizes the history (maybe several times): not on the event loop
                     await anyio.to_thread.run_sync(check_prompt_fits, self.chat_generator, prompt, params)
@@ -284,7 +302,7 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
                     if message in (SUCCESS, DISCONNECTED_WHILE_STREAMING):
                         if cs.max_history_turns is not None:  # the stored history is bounded
                             trim_history(prompt, cs.max_history_turns)
-                        await session.update(chat_prompt=prompt)
+                        await session.update(chat_prompt=prompt, **{REGENERATION_KEY: list(regeneration)})
                     else:  # the turn failed: the stored history is untouched; undo the live copy too
                         session.data["chat_prompt"] = cs.chat_prompt_from_dict(before)
             finally:
