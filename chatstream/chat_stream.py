@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -23,29 +22,16 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response
 
 from . import api as _api
 from ._endpoints import EndpointsMixin
-from ._http import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_SEND_TIMEOUT_SEC,
-    DEV_TOOL_HEADER,
-    FINISH_TOKEN,
-    NOSNIFF,
-    ChatStreamingResponse,
-    call_maybe_async,
-    error_response,
-    json_content_type_error,
-    parse_chat_request,
-    parse_json_object,
-    read_body,
-    unless_disconnected,
-)
-from .admission import Admission, Ticket
+from ._http import DEFAULT_MAX_BODY_BYTES, DEFAULT_SEND_TIMEOUT_SEC, FINISH_TOKEN
+from .admission import Admission
+from .authorization import Gate
 from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from .chat_prompt_presets import ChatPromptChatML
-from .client_roles import SESSION_ROLE_KEY, ClientRole, ClientRoles
+from .client_roles import ClientRoles
 from .device import resolve_device
 from .exceptions import ConfigurationError
 from .generation import ChatGenerator, GenerationParams
@@ -54,14 +40,20 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, Outcome, source_of
 from .mock_generator import ChatGeneratorMock
 from .openai_serving import OpenAIServing, ServingContext, served_model_name
-from .request_handler import DISCONNECTED_BEFORE_STREAMING, AbstractRequestHandler, SimpleSessionRequestHandler
-from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore, app_session_manager
+from .sessions import HttpSession, SessionManager, SessionStore
 from .token_sampler import TokenSampler, TokenSamplerIsok
+from .turn import (
+    NO_FLUSH,
+    AbstractRequestHandler,
+    ChatTurns,
+    SimpleSessionRequestHandler,
+    TurnContext,
+    TurnSettings,
+    console_turn,
+)
 
 DEFAULT_FINISH_TOKEN = FINISH_TOKEN
 DEFAULT_MAX_HISTORY_TURNS = 100  # user/assistant pairs kept in a session; older ones are dropped
-_NO_FLUSH = {"bad_request", "rejected", DISCONNECTED_BEFORE_STREAMING}
-_NO_FLUSH_OUTCOMES = {Outcome.BAD_REQUEST, Outcome.REJECTED, Outcome.DISCONNECTED_BEFORE_STREAMING}
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -95,20 +87,20 @@ class ChatStream(EndpointsMixin):
         use_mock_response: bool = False,
         mock_params: dict | None = None,
         chat_prompt_clazz: type[AbstractChatPrompt] | None = None,
-        max_new_tokens: int = 256,
-        context_len: int = 1024,
-        temperature: float = 1.0,
-        top_k: int | None = 50,
-        top_p: float | None = 1.0,
-        repetition_penalty: float | None = None,
-        repetition_penalty_method: str = "multiplicative",
-        add_special_tokens: bool | None = None,
+        max_new_tokens: int = GenerationParams.max_new_tokens,  # every generation default: GenerationParams'
+        context_len: int = GenerationParams.context_len,
+        temperature: float = GenerationParams.temperature,
+        top_k: int | None = GenerationParams.top_k,
+        top_p: float | None = GenerationParams.top_p,
+        repetition_penalty: float | None = GenerationParams.repetition_penalty,
+        repetition_penalty_method: str = GenerationParams.repetition_penalty_method,
+        add_special_tokens: bool | None = GenerationParams.add_special_tokens,
         request_handler: AbstractRequestHandler | None = None,
         logger: logging.Logger | None = None,
         locale: str | None = None,
         client_roles: dict | None = None,
         token_sampler: TokenSampler | None = None,
-        seed: int | None = None,
+        seed: int | None = GenerationParams.seed,
         probe_mode_enabled: bool = False,
         *,
         probe_dir: Any = None,
@@ -120,8 +112,8 @@ class ChatStream(EndpointsMixin):
         session_cookie_secure: bool = False,
         max_request_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         retry_after_sec: int = 1,
-        stop_strings: list[str] | tuple[str, ...] = (),
-        eos_token_ids: list[int] | tuple[int, ...] = (),
+        stop_strings: list[str] | tuple[str, ...] = GenerationParams.stop_strings,
+        eos_token_ids: list[int] | tuple[int, ...] = GenerationParams.eos_token_ids,
         mock_type: str | None = None,
         batching: bool = False,
         send_timeout_sec: float | None = DEFAULT_SEND_TIMEOUT_SEC,
@@ -200,16 +192,20 @@ class ChatStream(EndpointsMixin):
         self.client_roles = ClientRoles(client_roles)
         self.sessions = SessionManager(session_store, session_secret, secure=session_cookie_secure,
                                        logger=self.logger, random_secret_warning=self.eloc.t("random_secret"))
-        if request_handler is None:
-            request_handler = SimpleSessionRequestHandler()
-        if not isinstance(request_handler, AbstractRequestHandler):
-            raise ConfigurationError(f"`request_handler` must be an AbstractRequestHandler, got "
-                                     f"{type(request_handler).__name__}.")
-        self.request_handler = request_handler
-        request_handler.bind(self)
+        self.gate = Gate(self.client_roles, self.sessions, self.eloc, self.logger)
         self._ready = False
         self.metrics = Metrics(source_of(self.chat_generator), running=lambda: self.admission.running,
                                waiting=lambda: self.admission.waiting)
+        self.request_handler = request_handler if request_handler is not None else SimpleSessionRequestHandler()
+        self.turn_context = TurnContext(
+            sessions=self.sessions, generator=self.chat_generator, params_for=self.generation_params_for,
+            limiter=self.thread_limiter, locale=self.eloc, new_prompt=self.new_chat_prompt,
+            prompt_from_dict=self.chat_prompt_from_dict, max_history_turns=self.max_history_turns, logger=self.logger)
+        self.turns = ChatTurns(
+            self.turn_context, self.gate, self.admission, self.request_handler, self.metrics, lambda: self._ready,
+            TurnSettings(self.max_request_body_bytes, self.retry_after_sec, self.too_many_request_as_http_error,
+                         self.send_timeout_sec),
+            flush=self.probe_recorder.flush if self.probe_recorder is not None else None)
         self.openai = OpenAIServing(self._openai_context(api_key, model_name))
         self.queue_worker_task: asyncio.Task | None = None  # 0.3 attribute; no worker task is needed now
         self._limiter: tuple[Any, anyio.CapacityLimiter] | None = None
@@ -246,10 +242,7 @@ class ChatStream(EndpointsMixin):
 
     def prompt_in_session(self, session_data: dict) -> AbstractChatPrompt | None:
         """The chat prompt kept in a session (live, or rebuilt from its saved JSON), or None."""
-        stored = session_data.get("chat_prompt")
-        if isinstance(stored, dict) and PROMPT_KEY in stored:
-            return self.chat_prompt_from_dict(stored[PROMPT_KEY])
-        return stored if isinstance(stored, AbstractChatPrompt) else None
+        return self.turn_context.prompt_in_session(session_data)
 
     def thread_limiter(self) -> anyio.CapacityLimiter:
         """The worker threads generations run in (one per running slot), made per event loop."""
@@ -305,181 +298,29 @@ class ChatStream(EndpointsMixin):
         if self.probe_recorder is not None:
             self.probe_recorder.close()
 
-    # -- shared request steps ----------------------------------------------------------------------
-
-    async def _authorize(
-        self, request: Request, api_name: str
-    ) -> tuple[ClientRole | None, HttpSession | None] | Response:
-        """The request's role and session, or a 403."""
-        if self.client_roles.is_agent(request):
-            role, session = self.client_roles.agent_role(request), None
-        else:
-            session = await self.sessions.open(request)
-            role = self.client_roles.browser_role(session.data)
-        if api_name != "health" and (role is None or not role.allows(api_name)):
-            role_name = role.name if role is not None else "-"
-            self.logger.info("role %s denied %s", role_name, api_name)
-            return self._respond(session, error_response(403, "forbidden", self.eloc.t("forbidden", role=role_name,
-                                                                                      api=api_name)))
-        return role, session
+    # -- requests ------------------------------------------------------------------------------------
 
     def verify_role_for_api(self, request: Request, api_name: str) -> Response | None:
         """0.3's role check for custom endpoints: None when the caller's role may call ``api_name``, else a
-        403 JSON response (0.3's body). A browser is judged by the role in the session opened for this
-        request (by ChatStream or by the app's session middleware), else by the default browser role."""
-        if self.client_roles.is_agent(request):
-            role = self.client_roles.agent_role(request)
-        else:
-            session = self.sessions.current(request)
-            manager = app_session_manager(request) if session is None else None
-            data = session.data if session is not None else manager.get_session() if manager is not None else {}
-            role = self.client_roles.browser_role(data)
-        if role is not None and role.allows(api_name):
-            return None
-        return JSONResponse({"success": False, "message": "Forbidden", "detail": "Denied on role layer."},
-                            status_code=403)
-
-    def _respond(self, session: HttpSession | None, response: Response) -> Response:
-        self.sessions.attach(response, session)
-        for key, value in NOSNIFF.items():
-            response.headers.setdefault(key, value)
-        return response
-
-    async def _read_body(self, request: Request, given: bytes | str | None = None) -> bytes | str | Response:
-        """The body (``given``, or read from the request), or a 413 when it is over the size limit."""
-        body = given if given is not None else await read_body(request, self.max_request_body_bytes)
-        if body is None or len(body) > self.max_request_body_bytes:
-            detail = self.eloc.t("body_too_large", limit=self.max_request_body_bytes)
-            return error_response(413, "body_too_large", detail)
-        return body
-
-    async def _read_json(self, request: Request) -> dict | Response:
-        body = await self._read_body(request)
-        if isinstance(body, Response):
-            return body
-        return json_content_type_error(request, body, self.eloc) or parse_json_object(body or b"{}", self.eloc)
-
-    def _too_many_requests(self) -> Response:
-        stats = self.admission.stats()
-        detail = self.eloc.t("too_many_requests", running=stats["running"], waiting=stats["waiting"])
-        if self.too_many_request_as_http_error:
-            return JSONResponse({"success": False, "error": "too_many_requests", "detail": detail}, status_code=429,
-                                headers={"Retry-After": str(self.retry_after_sec)})
-        return JSONResponse({"error": "too_many_requests", "detail": detail})  # 0.3: in-band, status 200
-
-    async def _wait_for_slot(self, ticket: Ticket, request: Request) -> bool:
-        """Wait for the ticket's turn; False when the client went away first (its place is given up)."""
-        return ticket.granted or await unless_disconnected(request, ticket.wait)
-
-    def _finisher(self, ticket: Ticket, callback: Callable | None) -> Callable:
-        done = False
-
-        async def finished(request: Request, message: str) -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
-            ticket.release()
-            self.logger.debug("request finished: %s (load %s)", message, self.admission.stats())
-            if self.probe_recorder is not None and message not in _NO_FLUSH:
-                try:
-                    await anyio.to_thread.run_sync(self.probe_recorder.flush)
-                except Exception:
-                    self.logger.exception("probe recorder flush failed")
-            if callback is not None:
-                try:
-                    await call_maybe_async(callback, request, message)
-                except Exception:
-                    self.logger.exception("the finish callback raised")
-
-        return finished
-
-    # -- chat --------------------------------------------------------------------------------------
+        403 JSON response (0.3's body); see chatstream.authorization.Gate.check_role."""
+        return self.gate.check_role(request, api_name)
 
     async def handle_chat_stream_request(self, request: Request, request_body: bytes | str | None = None,
                                          callback: Callable | None = None) -> Response:
-        """Answer ``{"user_input": str, "regenerate": bool}`` with a text/plain stream (see the module doc)."""
-        auth = await self._authorize(request, "chat_stream")
-        if isinstance(auth, Response):
-            return auth
-        role, session = auth
-        respond = functools.partial(self._respond, session)
-        if not self._ready:
-            return respond(error_response(503, "not_ready", self.eloc.t("not_ready"), {"Retry-After": "1"}))
-        body = await self._read_body(request, request_body)
-        if isinstance(body, Response):
-            return respond(body)
-        wrong_type = json_content_type_error(request, body, self.eloc)
-        if wrong_type is not None:
-            return respond(wrong_type)
-        parsed = parse_chat_request(body, self.eloc)
-        if isinstance(parsed, Response):
-            return respond(parsed)
-        if session is not None and parsed.user_input and not parsed.regenerate:
-            promoted = self.client_roles.role_for_phrase(parsed.user_input)
-            if promoted is not None:
-                return respond(await self._promote(session, promoted))
-        ticket = self.admission.try_enter()
-        if ticket is None:
-            return respond(self._too_many_requests())
-        finished = self._finisher(ticket, callback)
-        try:
-            if not await self._wait_for_slot(ticket, request):
-                await finished(request, DISCONNECTED_BEFORE_STREAMING)
-                return Response(status_code=499)
-            response = await self.request_handler.process_request(request, body, finished)
-        except Exception:
-            self.logger.exception("the request handler failed")
-            await finished(request, "unknown_error_occurred,while process_request")
-            return respond(error_response(500, "internal_server_error",
-                                          self.eloc.t("internal_error", doing="process_request")))
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await finished(request, DISCONNECTED_BEFORE_STREAMING)
-            raise
-        if isinstance(response, StreamingResponse):
-            response = ChatStreamingResponse.adopt(response)
-            response.send_timeout_sec = self.send_timeout_sec
-            # probe mode: the answer's last bytes go out only once its segment is on disk
-            response.hold_last_chunk = self.probe_recorder is not None
-            response.add_close_callback(lambda: finished(request, DISCONNECTED_BEFORE_STREAMING))
-            if role is not None and role.enable_dev_tool:
-                response.headers[DEV_TOOL_HEADER] = "true"
-        else:
-            await finished(request, "rejected")
-        return respond(response)
+        """Answer ``{"user_input": str, "regenerate": bool}`` with a text/plain stream (see chatstream.turn)."""
+        return await self.turns.handle(request, request_body, callback)
 
     handle_starlette_request = handle_chat_stream_request  # the 0.2 name
-
-    async def _promote(self, session: HttpSession, role: ClientRole) -> Response:
-        await session.update(**{SESSION_ROLE_KEY: role.name})
-        await self.sessions.rotate(session)  # new privileges, new id: a planted cookie gains nothing
-        self.logger.info("a browser client switched to role %s", role.name)
-        text = self.eloc.t("role_changed", role=role.name)
-
-        async def chunks() -> AsyncIterator[str]:
-            yield text + FINISH_TOKEN
-
-        response = ChatStreamingResponse(chunks())
-        if role.enable_dev_tool:
-            response.headers[DEV_TOOL_HEADER] = "true"
-        return response
 
     async def handle_console_input(self, user_input: str) -> AsyncIterator[tuple[str, str, str]]:
         """0.3 console chat: yields ``(response_text, updated_text, pos)``; one conversation per ChatStream."""
         if self.chat_prompt_for_single_user_on_console is None:
             self.chat_prompt_for_single_user_on_console = self.new_chat_prompt()
-        prompt = self.chat_prompt_for_single_user_on_console
-        prompt.add_requester_msg(user_input)
-        prompt.add_responder_msg(None)
-        iterator = iter(self.chat_generator.stream(prompt, self.generation_params))
-        sentinel, text, pos = object(), "", "begin"
-        while (delta := await anyio.to_thread.run_sync(next, iterator, sentinel)) is not sentinel:
-            text += delta
-            prompt.set_responder_last_msg(text)
-            yield text, delta, pos
-            pos = "mid"
-        yield text, "", "end"
+        turn = console_turn(self.chat_generator, self.chat_prompt_for_single_user_on_console, user_input,
+                            self.generation_params)
+        async with contextlib.aclosing(turn):
+            async for item in turn:
+                yield item
 
     # -- the OpenAI-compatible API and metrics ---------------------------------------------------------
 
@@ -491,7 +332,7 @@ class ChatStream(EndpointsMixin):
                                      "model directory's name.")
 
         async def flush(outcome: Outcome) -> None:
-            if self.probe_recorder is not None and outcome not in _NO_FLUSH_OUTCOMES:
+            if self.probe_recorder is not None and outcome not in NO_FLUSH:
                 await anyio.to_thread.run_sync(self.probe_recorder.flush)
 
         return ServingContext(
