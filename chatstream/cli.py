@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._cli_options import add_stopping_arguments, prompt_class
+from ._cli_options import add_sampling_arguments, add_stopping_arguments, generation_kwargs, prompt_class
 from .exceptions import ConfigurationError
 from .generation import GenerationParams
 
@@ -58,14 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="serve /docs, /redoc and /openapi.json (off by default: the pages load CDN scripts)")
     http.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     sampling = serve.add_argument_group("generation")
-    defaults = GenerationParams()  # the one home of the generation defaults
-    sampling.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    sampling.add_argument("--context-len", type=int, default=defaults.context_len)
-    sampling.add_argument("--temperature", type=float, default=defaults.temperature)
-    sampling.add_argument("--top-k", type=int, default=defaults.top_k)
-    sampling.add_argument("--top-p", type=float, default=defaults.top_p)
-    sampling.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
-    sampling.add_argument("--seed", type=int, default=defaults.seed)
+    add_sampling_arguments(sampling)
     add_stopping_arguments(sampling)
     commands.add_parser("chat", help="chat with a model in the terminal (see `chatstream chat --help`)",
                         add_help=False)
@@ -79,15 +72,7 @@ def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "num_of_concurrent_executions": args.concurrency,
         "max_queue_size": args.queue_size,
         "too_many_request_as_http_error": True,
-        "max_new_tokens": args.max_new_tokens,
-        "context_len": args.context_len,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "repetition_penalty": args.repetition_penalty,
-        "seed": args.seed,
-        "stop_strings": args.stop_strings,
-        "eos_token_ids": args.eos_token_ids,
+        **generation_kwargs(args),
         "locale": args.locale,
         "session_secret": args.session_secret or os.environ.get(SECRET_ENV) or None,
         "session_cookie_secure": args.secure_cookies,
@@ -101,15 +86,11 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
     from .admission import Admission
     from .bundled import bundled_model_path
     from .device import resolve_device
-    from .generation import GenerationParams
     from .model_source import resolve_model_dir
 
     try:
         Admission(args.concurrency, args.queue_size)
-        GenerationParams(max_new_tokens=args.max_new_tokens, context_len=args.context_len,
-                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         repetition_penalty=args.repetition_penalty, seed=args.seed,
-                         stop_strings=args.stop_strings, eos_token_ids=args.eos_token_ids)
+        GenerationParams(**generation_kwargs(args))
         if args.device is not None:
             resolve_device(args.device)
         if args.mock:

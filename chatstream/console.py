@@ -53,7 +53,7 @@ def run_console_chat(
 def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ._cli_options import add_stopping_arguments, prompt_class
+    from ._cli_options import add_sampling_arguments, add_stopping_arguments, generation_kwargs, prompt_class
     from .bundled import bundled_model_path
     from .chat_prompt import ChatPromptFromTemplate
     from .device import resolve_device
@@ -63,21 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatstream chat", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    defaults = GenerationParams()  # the one home of the generation defaults
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
-    parser.add_argument("--top-k", type=int, default=defaults.top_k)
-    parser.add_argument("--top-p", type=float, default=defaults.top_p)
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_sampling_arguments(parser, ("temperature", "top_k", "top_p", "max_new_tokens", "seed"))
     add_stopping_arguments(parser)
     args = parser.parse_args(argv)
 
     try:  # every argument is checked before the model loads
         path = resolve_model_dir(args.model, what="--model") if args.model else bundled_model_path()
         device = resolve_device(args.device)
-        params = GenerationParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                  max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                  stop_strings=args.stop_strings, eos_token_ids=args.eos_token_ids)
+        params = GenerationParams(**generation_kwargs(args))
     except ConfigurationError as error:
         parser.error(str(error))
     tokenizer = AutoTokenizer.from_pretrained(path)
