@@ -25,6 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from ._cassette_places import DEFAULT_FIDELITY as DEFAULT_FIDELITY  # the fidelity names, re-exported here
+from ._cassette_places import FIDELITIES as FIDELITIES
 from ._cassette_values import HistoryHasher as HistoryHasher  # the content addresses, re-exported here
 from ._cassette_values import TokenHistory as TokenHistory
 from ._cassette_values import attention_mask_code as attention_mask_code
@@ -35,8 +37,6 @@ from ._cassette_values import sample_key as sample_key
 from .exceptions import CassetteFormatError, CassetteNotFound
 
 FORMAT_VERSION = 1
-FIDELITIES = ("exact", "fp16", "compact")
-DEFAULT_FIDELITY = "compact"
 COMPACT_TOP_K = 64
 MANIFEST_NAME = "manifest.json"
 SEGMENT_PREFIX = "segment-"
