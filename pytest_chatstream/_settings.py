@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatstream._cassette_places import DEFAULT_FIDELITY, FIDELITIES
+from chatstream.cassettes._cassette_places import DEFAULT_FIDELITY, FIDELITIES
 
 from ._errors import configuration_error
 from ._paths import resolve_dir

@@ -5,9 +5,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import AUTH_HEADER, ClientRoles, client_role_free_access, phrase_matches
 from chatstream.exceptions import ConfigurationError
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import AUTH_HEADER, ClientRoles, client_role_free_access, phrase_matches
 
 ADMIN_PHRASE = "open sesame 42"
 SERVER_PHRASE = "i am the batch job"

@@ -9,8 +9,8 @@ import pytest
 from _serving_fakes import GatedGenerator, SlowModel, word_tokenizer
 from fastapi import FastAPI, Request
 
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.chat_stream import ChatStream
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.serving.chat_stream import ChatStream
 
 SECRET = "0123456789abcdef-test"
 EOS = "<::EOS::>"

@@ -1,4 +1,4 @@
-"""The 0.3 chat turn (chatstream.turn): outcomes as metrics.Outcome, recorded for /chat_stream like the OpenAI
+"""The 0.3 chat turn (chatstream.serving.turn): outcomes as metrics.Outcome, recorded for /chat_stream like the OpenAI
 endpoint's; the body parsed once; the console turn on the shared driver."""
 
 import asyncio
@@ -9,9 +9,9 @@ from _serving_fakes import GatedGenerator
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatstream.chat_stream import ChatStream
-from chatstream.metrics import Outcome
-from chatstream.turn import GENERATION_ERROR, PROCESS_REQUEST_ERROR, outcome_of
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.metrics import Outcome
+from chatstream.serving.turn import GENERATION_ERROR, PROCESS_REQUEST_ERROR, outcome_of
 
 
 def scrape(chat_stream) -> dict:
@@ -86,7 +86,7 @@ async def test_a_full_queue_is_counted_as_a_rejection():
 
 
 async def test_the_body_is_parsed_once(monkeypatch):
-    import chatstream.turn as turn
+    import chatstream.serving.turn as turn
 
     calls = []
     real = turn.parse_chat_request

@@ -1,6 +1,6 @@
 """The ChatStream 0.3 module path of ``DefaultClientRoleGrantMiddleware`` and ``CHAT_STREAM_CLIENT_ROLE``.
 
-ChatStream now gives each request its client role itself (``chatstream.client_roles``), so the
+ChatStream now gives each request its client role itself (``chatstream.serving.client_roles``), so the
 middleware that 0.3 apps add passes requests through unchanged; it is kept so that they still start.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
+from ..serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
 
 
 class DefaultClientRoleGrantMiddleware:

@@ -24,14 +24,14 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..engine.chat_prompt import AbstractChatPrompt
+from ..engine.events import FinishEvent, GenerationEvent, TokenEvent, generation_events
+from ..engine.generation import GenerationParams, build_input_ids
+from ..exceptions import ConfigurationError, PromptTooLongError
 from . import openai_protocol as proto
 from ._driver import drive
 from ._http import ChatStreamingResponse, read_body, unless_disconnected
 from .admission import Admission
-from .chat_prompt import AbstractChatPrompt
-from .events import FinishEvent, GenerationEvent, TokenEvent, generation_events
-from .exceptions import ConfigurationError, PromptTooLongError
-from .generation import GenerationParams, build_input_ids
 from .metrics import Metrics, Outcome, RejectReason
 
 ENDPOINT = "openai"  # the metrics' endpoint label

@@ -37,6 +37,10 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from ..engine.chat_prompt import AbstractChatPrompt
+from ..engine.generation import GenerationParams, build_input_ids, trim_history
+from ..engine.token_sampler import draw_seed
+from ..exceptions import ConfigurationError, PromptTooLongError
 from ._driver import drive
 from ._http import (
     DEV_TOOL_HEADER,
@@ -55,14 +59,10 @@ from ._http import (
 )
 from .admission import Admission
 from .authorization import Caller, Gate
-from .chat_prompt import AbstractChatPrompt
 from .client_roles import SESSION_ROLE_KEY, ClientRole
-from .exceptions import ConfigurationError, PromptTooLongError
-from .generation import GenerationParams, build_input_ids, trim_history
 from .locale import Locale
 from .metrics import Metrics, Outcome, RejectReason, RequestTimer
 from .sessions import HttpSession, SessionManager
-from .token_sampler import draw_seed
 
 ENDPOINT = "chat_stream"  # the metrics' endpoint label
 
@@ -74,7 +74,7 @@ GENERATION_ERROR = "unknown_error_occurred,while chat_generator.generate"
 PROCESS_REQUEST_ERROR = "unknown_error_occurred,while process_request"
 NO_FLUSH = {Outcome.BAD_REQUEST, Outcome.REJECTED, Outcome.DISCONNECTED_BEFORE_STREAMING}
 REGENERATION_KEY = "regeneration"  # in session data: [turn, how many times its answer was regenerated]
-_STATE_KEY = "chatstream.turn"  # where a turn keeps its state in the ASGI scope
+_STATE_KEY = "chatstream.serving.turn"  # where a turn keeps its state in the ASGI scope
 
 FinishedCallback = Callable[[str], Awaitable[None]]
 

@@ -11,10 +11,10 @@ import datetime as _dt
 import os
 from pathlib import Path, PurePath
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 PROBE_DIR_ENV = "CHATSTREAM_PROBE_DIR"
-# how a cassette keeps logits (see chatstream.cassette.encode_logits): the one home of the names
+# how a cassette keeps logits (see chatstream.cassettes.cassette.encode_logits): the one home of the names
 FIDELITIES = ("compact", "fp16", "exact")
 DEFAULT_FIDELITY = "compact"
 

@@ -6,7 +6,7 @@
     return caller.respond(JSONResponse(...))               # the session cookie and nosniff added
 
 A request is an *agent* (no session) or a *browser* whose role is kept in its session (see
-chatstream.client_roles). ``health`` is open to every caller.
+chatstream.serving.client_roles). ``health`` is open to every caller.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chat_prompt_presets import PROMPT_PRESETS
-from .generation import GenerationParams
+from ..engine.chat_prompt_presets import PROMPT_PRESETS
+from ..engine.generation import GenerationParams
 
 # the generation options of the command line: (GenerationParams field, type); defaults come from GenerationParams
 SAMPLING_OPTIONS: tuple[tuple[str, type], ...] = (

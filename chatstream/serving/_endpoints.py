@@ -18,6 +18,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..engine.generation import GenerationParams
+from ..exceptions import ConfigurationError
 from ._http import (
     NOSNIFF,
     PARAM_ALIASES,
@@ -29,8 +31,6 @@ from ._http import (
 )
 from ._webui import asset_response, check_ui_params, page_response
 from .authorization import Caller
-from .exceptions import ConfigurationError
-from .generation import GenerationParams
 from .metrics import Outcome
 from .resource_usage import get_resource_usage
 
