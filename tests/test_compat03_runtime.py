@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastsession import FastSessionMiddleware, MemoryStore
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from chatstream import ChatGenerator, ChatStream, GenerationParams
+from chatstream import ChatGenerator, ChatStream, GenerationParams, client_role_free_access
 from chatstream.bundled import bundled_model_path
 from chatstream.chat_prompt_presets import ChatPromptTogetherRedPajamaINCITEChat
 
@@ -116,7 +116,8 @@ async def test_fastsession_app_keeps_the_prompt_object_and_gets_no_chatstream_co
 
 @pytest.mark.parametrize("value", ["False", "True", 1, None])
 async def test_regenerate_that_is_not_a_bool_means_false(value, caplog):
-    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET)
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET,
+                             client_roles=client_role_free_access)  # get_prompt below
     app = FastAPI()
     chat_stream.append_apis(app, {"all": True})
     await chat_stream.start_queue_worker()
