@@ -56,7 +56,12 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, Outcome, source_of
 from .mock_generator import ChatGeneratorMock
 from .openai_serving import OpenAIServing, ServingContext, served_model_name
-from .request_handler import DISCONNECTED_BEFORE_STREAMING, AbstractRequestHandler, SimpleSessionRequestHandler
+from .request_handler import (
+    DISCONNECTED_BEFORE_STREAMING,
+    AbstractRequestHandler,
+    SimpleSessionRequestHandler,
+    close_open_answer,
+)
 from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore
 from .token_sampler import TokenSampler, TokenSamplerIsok
 
@@ -495,6 +500,7 @@ class ChatStream(EndpointsMixin):
             prompt.set_responder_last_msg(text)
             yield text, delta, pos
             pos = "mid"
+        close_open_answer(prompt)
         yield text, "", "end"
 
     # -- the OpenAI-compatible API and metrics ---------------------------------------------------------

@@ -124,6 +124,7 @@ async def test_health_is_503_while_the_loader_runs(serve):
         assert len(ready) == 1
         assert (await client.post("/chat_stream", json={"user_input": "x y"})).text.endswith("x y" + EOS)
         assert "<title>ChatStream</title>" in (await client.get("/")).text
+        assert (await client.get("/get_load")).status_code == 403, "client_role_chat_page: the page's APIs only"
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.requests import Request
 
+from chatstream.app import serve_the_page
 from chatstream.chat_stream import ChatStream
 from chatstream.client_roles import (
     AUTH_HEADER,
@@ -174,3 +175,15 @@ def test_the_session_may_keep_the_roles_name_or_03s_dict_and_only_a_browser_role
     assert roles.browser_role({"chat_stream_client_role": kept_03}).allow == "all", "rights come from the definition"
     for kept in ("server_admin", "nobody", {"client_role_name": 3}, ["admin"]):
         assert roles.browser_role({"chat_stream_client_role": kept}) is roles.browser_default, kept
+
+
+def test_create_app_gives_a_chat_stream_left_at_the_default_the_pages_roles(caplog):
+    default = ChatStream(use_mock_response=True)
+    assert default.client_roles.definitions is client_role_default and not default.client_roles_given
+    serve_the_page(default)
+    assert default.client_roles.definitions is client_role_chat_page
+    assert default.client_role_wrapper.roles is default.client_roles
+    own = ChatStream(use_mock_response=True, client_roles=ROLES_03)
+    with caplog.at_level(logging.WARNING, logger="chatstream"):
+        serve_the_page(own)
+    assert own.client_roles.definitions is ROLES_03 and "the chat page answers 403" in caplog.text
