@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "TokenSamplerIsok": "token_sampler",
     "VerifyResult": "verify",
     "bundled_model_path": "bundled",
+    "client_role_chat_page": "client_roles",
+    "client_role_default": "client_roles",
     "client_role_free_access": "client_roles",
     "compare_cassettes": "verify",
     "create_app": "app",

@@ -42,6 +42,8 @@ from ._http import (
     read_body,
     unless_disconnected,
 )
+from .access_control.client_role_verifier import ClientRoleVerifier
+from .access_control.client_role_wrapper import ClientRoleWrapper
 from .admission import Admission, Ticket
 from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from .chat_prompt_presets import ChatPromptChatML
@@ -54,8 +56,13 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, Outcome, source_of
 from .mock_generator import ChatGeneratorMock
 from .openai_serving import OpenAIServing, ServingContext, served_model_name
-from .request_handler import DISCONNECTED_BEFORE_STREAMING, AbstractRequestHandler, SimpleSessionRequestHandler
-from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore, app_session_manager
+from .request_handler import (
+    DISCONNECTED_BEFORE_STREAMING,
+    AbstractRequestHandler,
+    SimpleSessionRequestHandler,
+    close_open_answer,
+)
+from .sessions import PROMPT_KEY, HttpSession, SessionManager, SessionStore
 from .token_sampler import TokenSampler, TokenSamplerIsok
 
 DEFAULT_FINISH_TOKEN = FINISH_TOKEN
@@ -176,6 +183,7 @@ class ChatStream(EndpointsMixin):
             raise ConfigurationError("batching=True batches the forwards of `model`; it cannot be combined with "
                                      "use_mock_response or chat_generator.")
         self._batched: Any = None
+        self._no_model: str | None = None  # why this ChatStream cannot generate, when built without a model
         if chat_generator is not None:
             self.chat_generator = chat_generator
         elif batching:  # one scheduler batches every running stream's decode step (docs/batching.md)
@@ -186,6 +194,11 @@ class ChatStream(EndpointsMixin):
                                                        capacity=self.admission.max_running)
             self._batched = self.chat_generator
             self.device = self.chat_generator.device
+        elif model is None and tokenizer is None and not use_mock_response:
+            # 0.3 built a ChatStream with no model (its role tests do); it fails when it is started instead
+            self.chat_generator = None
+            self._no_model = ("ChatStream was built without a model: pass model= and tokenizer=, or use the "
+                              "generator mock (use_mock_response=True) to run without a model.")
         elif use_mock_response:
             self.chat_generator = ChatGeneratorMock(
                 params=mock_params if mock_params is not None else {"type": "round"},
@@ -197,9 +210,9 @@ class ChatStream(EndpointsMixin):
         self.chat_prompt_clazz = chat_prompt_clazz
         self._prompt_factory, self._prompt_kwargs = self._prompt_class(chat_prompt_clazz)
         self.new_chat_prompt()  # fail now, not on the first request, when the class cannot be built
-        self.client_roles = ClientRoles(client_roles)
         self.sessions = SessionManager(session_store, session_secret, secure=session_cookie_secure,
                                        logger=self.logger, random_secret_warning=self.eloc.t("random_secret"))
+        self.set_client_roles(client_roles)
         if request_handler is None:
             request_handler = SimpleSessionRequestHandler()
         if not isinstance(request_handler, AbstractRequestHandler):
@@ -227,6 +240,13 @@ class ChatStream(EndpointsMixin):
                                      "(see chatstream.chat_prompt_presets), or None to use the tokenizer's template.")
         kwargs = {"tokenizer": self.tokenizer} if issubclass(clazz, ChatPromptFromTemplate) else {}
         return clazz, kwargs
+
+    def set_client_roles(self, client_roles: dict | None) -> None:
+        """Use these role definitions (checked first); None: 0.3's default, ``chatstream.client_role_default``."""
+        self.client_roles = ClientRoles(client_roles)
+        self.client_roles_given = client_roles is not None
+        self.client_role_wrapper = ClientRoleWrapper(self.logger, self.eloc, self.client_roles, self.sessions)
+        self.client_role_verifier = ClientRoleVerifier(self)
 
     @property
     def params(self) -> dict:
@@ -272,6 +292,7 @@ class ChatStream(EndpointsMixin):
     async def start_queue_worker(self) -> None:
         """Mark this ChatStream ready to serve (the 0.3 startup call). No worker task or signal handler is
         needed: admission happens in the request itself."""
+        self._check_can_generate()
         self._ready = True
         self.logger.debug("ChatStream %s ready", self.name)
 
@@ -279,11 +300,16 @@ class ChatStream(EndpointsMixin):
         """0.3's queue worker coroutine, for apps that run it themselves (``asyncio.create_task(
         chat_stream.queue_worker())``): admission now happens in each request, so it marks ChatStream
         ready and waits until it is cancelled, which stops taking chat requests (503) again."""
+        self._check_can_generate()
         self._ready = True
         try:
             await asyncio.Event().wait()
         finally:
             self._ready = False
+
+    def _check_can_generate(self) -> None:
+        if self._no_model is not None:
+            raise ConfigurationError(self._no_model)
 
     async def stop_queue_worker(self) -> None:
         """Stop taking chat requests (503) and close the probe recorder, if any."""
@@ -326,15 +352,9 @@ class ChatStream(EndpointsMixin):
     def verify_role_for_api(self, request: Request, api_name: str) -> Response | None:
         """0.3's role check for custom endpoints: None when the caller's role may call ``api_name``, else a
         403 JSON response (0.3's body). A browser is judged by the role in the session opened for this
-        request (by ChatStream or by the app's session middleware), else by the default browser role."""
-        if self.client_roles.is_agent(request):
-            role = self.client_roles.agent_role(request)
-        else:
-            session = self.sessions.current(request)
-            manager = app_session_manager(request) if session is None else None
-            data = session.data if session is not None else manager.get_session() if manager is not None else {}
-            role = self.client_roles.browser_role(data)
-        if role is not None and role.allows(api_name):
+        request (by ChatStream or by the app's session middleware), else by the default browser role. An
+        ``api_name`` that is not one of ``chatstream.api.API_NAMES`` is refused, as in 0.3."""
+        if self.client_role_verifier.verify_client_role(request, api_name)["success"]:
             return None
         return JSONResponse({"success": False, "message": "Forbidden", "detail": "Denied on role layer."},
                             status_code=403)
@@ -467,6 +487,7 @@ class ChatStream(EndpointsMixin):
 
     async def handle_console_input(self, user_input: str) -> AsyncIterator[tuple[str, str, str]]:
         """0.3 console chat: yields ``(response_text, updated_text, pos)``; one conversation per ChatStream."""
+        self._check_can_generate()
         if self.chat_prompt_for_single_user_on_console is None:
             self.chat_prompt_for_single_user_on_console = self.new_chat_prompt()
         prompt = self.chat_prompt_for_single_user_on_console
@@ -479,6 +500,7 @@ class ChatStream(EndpointsMixin):
             prompt.set_responder_last_msg(text)
             yield text, delta, pos
             pos = "mid"
+        close_open_answer(prompt)
         yield text, "", "end"
 
     # -- the OpenAI-compatible API and metrics ---------------------------------------------------------

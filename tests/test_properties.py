@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatstream.chat_stream import ChatStream
+from chatstream.client_roles import client_role_free_access
 from chatstream.exceptions import CassetteError
 
 SECRET = "0123456789abcdef-test"
@@ -58,6 +59,7 @@ async def history(client):
 
 async def check_one_exchange(chat_stream, requests):
     """Send ``requests`` ((path, raw body) pairs) in one session and check every answer."""
+    chat_stream.set_client_roles(client_role_free_access)  # the exchanges read /get_prompt
     app = FastAPI(lifespan=chat_stream.lifespan)
     chat_stream.append_apis(app, {"all": True})
     await chat_stream.start_queue_worker()

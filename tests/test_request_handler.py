@@ -12,6 +12,7 @@ from starlette.responses import StreamingResponse
 from chatstream._http import ChatStreamingResponse
 from chatstream.chat_prompt_presets import ChatPromptChatML
 from chatstream.chat_stream import ChatStream
+from chatstream.client_roles import client_role_free_access
 from chatstream.exceptions import ConfigurationError
 from chatstream.request_handler import AbstractRequestHandler, SimpleSessionRequestHandler
 
@@ -124,7 +125,7 @@ def test_each_chat_stream_gets_its_own_default_handler_and_a_handler_serves_one(
 
 
 async def started_app(**kwargs):
-    chat_stream = ChatStream(session_secret="0123456789abcdef-test", **kwargs)
+    chat_stream = ChatStream(session_secret="0123456789abcdef-test", client_roles=client_role_free_access, **kwargs)
     app = FastAPI()
     chat_stream.append_apis(app, {"all": True})
     await chat_stream.start_queue_worker()

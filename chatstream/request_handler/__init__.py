@@ -199,6 +199,8 @@ class AbstractRequestHandler(ABC):
                     raise error
                 if ended:
                     break
+            if not text:  # an answer with no token: its one (empty) chunk, as 0.3 sent it
+                yield FINISH_TOKEN
             message = SUCCESS
         except anyio.get_cancelled_exc_class():
             message = DISCONNECTED_WHILE_STREAMING
@@ -221,6 +223,7 @@ class AbstractRequestHandler(ABC):
                         close()
                 finally:
                     busy.release()
+                close_open_answer(chat_prompt)
                 await chat_generation_finished_callback(message)
 
 
@@ -236,6 +239,14 @@ def _regeneration(session: Any, turn: int, regenerate: bool) -> tuple[int, int]:
     same_turn = isinstance(saved, list) and len(saved) == 2 and saved[0] == turn and isinstance(saved[1], int)
     last = saved[1] if same_turn else 0
     return turn, last + 1
+
+
+def close_open_answer(chat_prompt: AbstractChatPrompt) -> None:
+    """An answer that got no text ends as "" (0.3 did the same): left None, it would stay an open turn
+    and the next prompt would continue it."""
+    contents = chat_prompt.chat_contents
+    if contents and contents[-1].role == chat_prompt.responder and contents[-1].get_message() is None:
+        chat_prompt.set_responder_last_msg("")
 
 
 class SimpleSessionRequestHandler(AbstractRequestHandler):
