@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "TokenSamplerIsok": "engine.token_sampler",
     "VerifyResult": "cassettes.verify",
     "bundled_model_path": "bundled",
+    "client_role_chat_page": "serving.client_roles",
+    "client_role_default": "serving.client_roles",
     "client_role_free_access": "serving.client_roles",
     "compare_cassettes": "cassettes.verify",
     "create_app": "serving.app",

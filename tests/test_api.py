@@ -17,6 +17,7 @@ from chatstream.serving.api import (
     to_web_api_path,
 )
 from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_chat_page, client_role_free_access
 from chatstream.serving.sessions import SESSION_COOKIE_NAME, MemorySessionStore
 
 
@@ -58,7 +59,8 @@ async def asgi_client(app):
 
 
 async def test_web_ui_page_embeds_params_safely_and_serves_assets_from_the_package():
-    chat_stream = ChatStream(use_mock_response=True, session_secret="0123456789abcdef-x")
+    chat_stream = ChatStream(use_mock_response=True, session_secret="0123456789abcdef-x",
+                             client_roles=client_role_chat_page)
     app = FastAPI()
     params = {"welcomeMessage": "</script><script>alert(1)</script>", "style_opts": {"label_input_placeholder": "Ask"}}
     chat_stream.append_apis(app, {"all": True, "web_ui_params": params})
@@ -82,7 +84,7 @@ async def test_plain_starlette_app_and_a_loading_getter():
     async with await asgi_client(app) as client:
         loading = await client.get("/get_load")
         assert loading.status_code == 503 and loading.json()["error"] == "not_ready"
-        chat_stream = ChatStream(use_mock_response=True)
+        chat_stream = ChatStream(use_mock_response=True, client_roles=client_role_free_access)
         await chat_stream.start_queue_worker()
         state["chat_stream"] = chat_stream
         assert (await client.get("/health")).status_code == 200

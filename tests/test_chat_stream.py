@@ -17,6 +17,7 @@ from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import ConfigurationError
 from chatstream.request_handler import SimpleSessionRequestHandler
 from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 SECRET = "0123456789abcdef-test"
 
@@ -73,9 +74,16 @@ def test_bad_values_fail_at_construction_with_a_value_error(kwargs, match):
         ChatStream(use_mock_response=True, **kwargs)
 
 
-def test_a_model_is_needed_unless_mocked():
-    with pytest.raises(ConfigurationError, match="use_mock_response"):
-        ChatStream()
+async def test_a_model_is_needed_unless_mocked():
+    with pytest.raises(ConfigurationError, match="and a tokenizer"):
+        ChatStream(model=object())
+    chat_stream = ChatStream()  # as in 0.3 (its role tests build one): it fails when started or used
+    for start in (chat_stream.start_queue_worker, chat_stream.queue_worker):
+        with pytest.raises(ConfigurationError, match=r"without a model.*use_mock_response"):
+            await start()
+    with pytest.raises(ConfigurationError, match="without a model"):
+        await anext(chat_stream.handle_console_input("hi"))
+    assert not chat_stream.is_ready
 
 
 def test_prompt_class_defaults_to_the_tokenizers_template_bound_to_it():
@@ -147,7 +155,7 @@ async def test_bad_input_gets_a_4xx_json_and_changes_nothing(body, status, error
 async def test_real_bundled_model_streams_an_answer_and_keeps_the_history():
     model, tokenizer = bundled()
     chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", max_new_tokens=12, temperature=0,
-                             session_secret=SECRET)
+                             session_secret=SECRET, client_roles=client_role_free_access)
     async with await make_client(chat_stream) as client:
         first = await client.post("/chat_stream", json={"user_input": "Hello"})
         assert first.status_code == 200
@@ -173,7 +181,7 @@ async def test_probe_mode_records_each_generation(tmp_path):
 
 
 async def test_generation_params_are_per_session_and_validated():
-    chat_stream = ChatStream(use_mock_response=True, session_secret=SECRET)
+    chat_stream = ChatStream(use_mock_response=True, session_secret=SECRET, client_roles=client_role_free_access)
     async with await make_client(chat_stream) as client:
         ok = await client.post("/set_generation_params", json={"temperature": 0.3, "top_k_value": 5})
         assert ok.json()["generation_params"]["temperature"] == 0.3
@@ -189,7 +197,8 @@ async def test_generation_params_are_per_session_and_validated():
 
 async def test_clear_context_load_resource_usage_and_feedback():
     received = []
-    chat_stream = ChatStream(use_mock_response=True, session_secret=SECRET, too_many_request_as_http_error=True)
+    chat_stream = ChatStream(use_mock_response=True, session_secret=SECRET, too_many_request_as_http_error=True,
+                             client_roles=client_role_free_access)
     app = FastAPI()
     chat_stream.append_apis(app, {"exclude": ["set_feedback"]})
 
@@ -282,7 +291,7 @@ async def test_console_input_streams_the_03_tuples():
 async def test_stop_strings_and_eos_ids_reach_generation_from_the_constructor_and_the_session():
     model, tokenizer = bundled()
     chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", max_new_tokens=24, temperature=0,
-                             stop_strings=["How"], session_secret=SECRET)
+                             stop_strings=["How"], session_secret=SECRET, client_roles=client_role_free_access)
     assert chat_stream.generation_params.stop_strings == ("How",)
     async with await make_client(chat_stream) as client:
         first = await client.post("/chat_stream", json={"user_input": "Hello"})

@@ -124,6 +124,7 @@ async def test_health_is_503_while_the_loader_runs(serve):
         assert len(ready) == 1
         assert (await client.post("/chat_stream", json={"user_input": "x y"})).text.endswith("x y" + EOS)
         assert "<title>ChatStream</title>" in (await client.get("/")).text
+        assert (await client.get("/get_load")).status_code == 403, "client_role_chat_page: the page's APIs only"
 
 
 @contextlib.contextmanager
@@ -171,12 +172,27 @@ def test_serve_defaults_to_the_bundled_model_and_serves_the_page():
         assert "chatstream_requests_total" in client.get("/metrics").text
 
 
-def test_serve_mock_with_limits():
+def test_serve_mock_with_limits_and_the_pages_roles():
     args = ("--mock", "--mock-type", "echo", "--concurrency", "3", "--queue-size", "4")
-    with chatstream_serve(*args) as url, httpx.Client(base_url=url, timeout=30) as client:
-        worker = client.get("/get_load").json()["chatstream_workers"][0]
-        assert (worker["max_processing"], worker["max_waiting"]) == (3, 4)
-        assert client.post("/chat_stream", json={"user_input": "a b"}).text.endswith("a b" + EOS)
+    with chatstream_serve(*args) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.post("/chat_stream", json={"user_input": "a b"}).text.endswith("a b" + EOS)
+            for path in ("/", "/chatstream.js", "/chatstream.css", "/health"):
+                assert client.get(path).status_code == 200, path
+            for path in ("/get_load", "/get_prompt", "/get_generation_params", "/get_resource_usage"):
+                assert client.get(path).status_code == 403, path  # client_role_chat_page: the page's APIs only
+            agent = {"X-FastSession-Skip": "skip"}
+            assert client.post("/chat_stream", json={"user_input": "a"}, headers=agent).status_code == 403
+
+        async def burst() -> list[int]:  # 10 new browsers at once: 3 generate, 4 wait, 3 are refused
+            async def one() -> int:
+                async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                    return (await client.post("/chat_stream", json={"user_input": "w " * 20})).status_code
+
+            return await asyncio.gather(*(one() for _ in range(10)))  # each answer takes 1 s (0.05 s a word)
+
+        statuses = asyncio.run(burst())
+        assert (statuses.count(200), statuses.count(429)) == (7, 3), statuses
 
 
 def test_stopping_the_server_while_the_model_loads_does_not_wait_for_the_load():

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastsession import FastSessionMiddleware, MemoryStore
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from chatstream import ChatGenerator, ChatStream, GenerationParams
+from chatstream import ChatGenerator, ChatStream, GenerationParams, client_role_free_access
 from chatstream.bundled import bundled_model_path
 from chatstream.chat_prompt_presets import ChatPromptTogetherRedPajamaINCITEChat
 
@@ -116,7 +116,8 @@ async def test_fastsession_app_keeps_the_prompt_object_and_gets_no_chatstream_co
 
 @pytest.mark.parametrize("value", ["False", "True", 1, None])
 async def test_regenerate_that_is_not_a_bool_means_false(value, caplog):
-    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET)
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET,
+                             client_roles=client_role_free_access)  # get_prompt below
     app = FastAPI()
     chat_stream.append_apis(app, {"all": True})
     await chat_stream.start_queue_worker()
@@ -149,7 +150,7 @@ async def test_queue_worker_and_verify_role_for_api():
 
 
 def test_mock_type_and_web_ui_options(caplog, monkeypatch):
-    monkeypatch.setattr("chatstream._webui._warned", set())  # each note is logged once per process
+    monkeypatch.setattr("chatstream.serving._webui._warned", set())  # each note is logged once per process
     chat_stream = ChatStream(use_mock_response=True, mock_type="echo", session_secret=SECRET)
     assert chat_stream.chat_generator.mock_type == "echo"
     with caplog.at_level(logging.WARNING, logger="chatstream"):
@@ -161,3 +162,36 @@ def test_mock_type_and_web_ui_options(caplog, monkeypatch):
 
 async def _await(awaitable):
     return await awaitable
+
+
+class ScriptedGenerator:
+    """Answers each turn with the next list of deltas; keeps the prompt text each turn was generated from."""
+
+    def __init__(self, *answers):
+        self.answers, self.prompts = list(answers), []
+
+    def stream(self, chat_prompt, params=None, should_stop=None):
+        self.prompts.append(chat_prompt.create_prompt({"omit_last_message": True}))
+        yield from self.answers.pop(0)
+
+
+async def test_an_answer_with_no_token_streams_one_empty_chunk_and_is_a_finished_turn():
+    generator = ScriptedGenerator([], ["fine"])
+    chat_stream = ChatStream(chat_generator=generator, chat_prompt_clazz=ChatPromptTogetherRedPajamaINCITEChat,
+                             session_secret=SECRET, client_roles=client_role_free_access)
+    app = FastAPI()
+    chat_stream.append_apis(app, {"all": True})
+    await chat_stream.start_queue_worker()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        async with client.stream("POST", "/chat_stream", json={"user_input": "hi", "regenerate": False}) as empty:
+            chunks = [chunk async for chunk in empty.aiter_text()]
+        assert empty.status_code == 200 and "".join(chunks) == "<::EOS::>", "0.3's wire format: one empty chunk"
+        history = (await client.get("/get_prompt")).json()["history"]["chat_contents"]
+        assert [c["message"] for c in history] == ["hi", ""]
+        second = await client.post("/chat_stream", json={"user_input": "again", "regenerate": False})
+        assert second.text == "fine<::EOS::>"
+    assert generator.prompts[1] == "<human>: hi\n<bot>: \n<human>: again\n<bot>:", "the empty turn is closed"
+    console = ChatStream(chat_generator=ScriptedGenerator([]))
+    await console.start_queue_worker()
+    assert [out async for out in console.handle_console_input("hi")] == [("", "", "end")]
+    assert console.chat_prompt_for_single_user_on_console.get_responder_last_msg() == ""

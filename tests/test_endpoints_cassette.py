@@ -19,13 +19,16 @@ import urllib.parse
 import httpx
 import pytest
 
+from chatstream.serving.client_roles import client_role_free_access
+
 FINISH = "<::EOS::>"
 GREETING = "Hello! How can I help you today?"
 
 
 @pytest.fixture
 def chatstream_config() -> dict:
-    return {"seed": 0, "top_k": 1, "max_new_tokens": 32}
+    # free access: the tests read /get_prompt and set generation parameters
+    return {"seed": 0, "top_k": 1, "max_new_tokens": 32, "client_roles": client_role_free_access}
 
 
 def ask(text: str, regenerate: bool = False) -> dict:
@@ -117,7 +120,8 @@ async def test_sessions_are_served_concurrently_and_kept_apart(
 
 
 @pytest.mark.parametrize(
-    "chatstream_config", [{"seed": 11, "temperature": 0.9, "top_k": 40, "max_new_tokens": 24}], ids=["t0.9"]
+    "chatstream_config", [{"seed": 11, "temperature": 0.9, "top_k": 40, "max_new_tokens": 24,
+                           "client_roles": client_role_free_access}], ids=["t0.9"]
 )
 async def test_sampled_answers_replay_exactly(chatstream_client: httpx.AsyncClient) -> None:
     first = answers((await chatstream_client.post("/chat_stream", json=ask("Tell me about dogs"))).text)[-1]

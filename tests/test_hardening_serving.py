@@ -12,12 +12,15 @@ import pytest
 from fastapi import FastAPI
 
 from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 SECRET = "0123456789abcdef-test"
 EOS = "<::EOS::>"
 
 
 def app_for(chat_stream: ChatStream) -> FastAPI:
+    if not chat_stream.client_roles_given:  # the tests call every API
+        chat_stream.set_client_roles(client_role_free_access)
     app = FastAPI(lifespan=chat_stream.lifespan)
     chat_stream.append_apis(app, {"all": True})
     return app

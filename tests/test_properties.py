@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from chatstream.exceptions import CassetteError
 from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 SECRET = "0123456789abcdef-test"
 EOS = "<::EOS::>"
@@ -58,6 +59,7 @@ async def history(client):
 
 async def check_one_exchange(chat_stream, requests):
     """Send ``requests`` ((path, raw body) pairs) in one session and check every answer."""
+    chat_stream.set_client_roles(client_role_free_access)  # the exchanges read /get_prompt
     app = FastAPI(lifespan=chat_stream.lifespan)
     chat_stream.append_apis(app, {"all": True})
     await chat_stream.start_queue_worker()

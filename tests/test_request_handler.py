@@ -14,6 +14,7 @@ from chatstream.exceptions import ConfigurationError
 from chatstream.request_handler import AbstractRequestHandler, SimpleSessionRequestHandler
 from chatstream.serving._http import ChatStreamingResponse
 from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 
 class ListGenerator:
@@ -124,7 +125,7 @@ def test_each_chat_stream_gets_its_own_default_handler_and_a_handler_serves_one(
 
 
 async def started_app(**kwargs):
-    chat_stream = ChatStream(session_secret="0123456789abcdef-test", **kwargs)
+    chat_stream = ChatStream(session_secret="0123456789abcdef-test", client_roles=client_role_free_access, **kwargs)
     app = FastAPI()
     chat_stream.append_apis(app, {"all": True})
     await chat_stream.start_queue_worker()

@@ -11,6 +11,14 @@ import pytest
 from fastapi import FastAPI
 
 from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_chat_page
+
+# the page's roles, plus what the test reads (the history, the load) and agents that chat as other clients
+PAGE_USER = client_role_chat_page["user"]["apis"]
+PAGE_ROLES = {
+    "user": {"apis": {**PAGE_USER, "allow": [*PAGE_USER["allow"], "get_prompt", "get_load"]}},
+    "agent": {"apis": {"allow": "all", "auth_method": "nothing", "use_session": False}},
+}
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -58,7 +66,8 @@ async def test_chat_page_streams_stops_regenerates_clears_and_shows_429(chromium
 
     generator = NumberedGenerator()
     chat_stream = ChatStream(chat_generator=generator, num_of_concurrent_executions=1, max_queue_size=1,
-                             too_many_request_as_http_error=True, session_secret="0123456789abcdef-ui")
+                             too_many_request_as_http_error=True, session_secret="0123456789abcdef-ui",
+                             client_roles=PAGE_ROLES)
     app = FastAPI(lifespan=chat_stream.lifespan)
     chat_stream.append_apis(app, {"all": True, "web_ui_params": {"welcomeMessage": "Welcome! Ask me anything."}})
     base_url = serve(app)

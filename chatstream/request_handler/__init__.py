@@ -14,9 +14,11 @@ from ..serving.turn import (
     SimpleSessionRequestHandler,
     TurnContext,
     check_prompt_fits,
+    close_open_answer,
 )
 
 __all__ = [
     "DISCONNECTED_BEFORE_STREAMING", "DISCONNECTED_WHILE_STREAMING", "GENERATION_ERROR", "REGENERATION_KEY", "SUCCESS",
     "AbstractRequestHandler", "SimpleSessionRequestHandler", "TurnContext", "check_prompt_fits",
+    "close_open_answer",
 ]

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .api import append_apis
 from .chat_stream import ChatStream
+from .client_roles import client_role_chat_page
 
 logger = logging.getLogger("chatstream")
 
@@ -46,6 +47,16 @@ def load_model(path: str | Path, device: Any = None, *, progress: bool = True) -
     return model, tokenizer
 
 
+def serve_the_page(chat_stream: ChatStream) -> None:
+    """Let browsers load the chat page: roles left at the default become ``client_role_chat_page``."""
+    if not chat_stream.client_roles_given:
+        chat_stream.set_client_roles(client_role_chat_page)
+    elif not chat_stream.client_roles.browser_default.allows("webui_index"):
+        logger.warning("the chat page answers 403 to browsers: the default browser role %r does not allow "
+                       "'webui_index' (add 'webui_index', 'webui_js' and 'webui_css' to its 'allow' list).",
+                       chat_stream.client_roles.browser_default.name)
+
+
 def create_app(
     chat_stream: ChatStream | None = None,
     *,
@@ -58,7 +69,9 @@ def create_app(
     """A FastAPI app with every ChatStream endpoint and the chat page.
 
     Give either ``chat_stream`` or ``loader`` (called once in a worker thread at startup). ``on_ready``
-    runs when the ChatStream serves, ``on_error`` when the loader raised.
+    runs when the ChatStream serves, ``on_error`` when the loader raised. A ChatStream built without
+    ``client_roles`` gets ``client_role_chat_page`` (0.3's default roles plus the page's own files); one
+    built with its own roles keeps them (with a warning when they refuse the page to browsers).
     """
     if (chat_stream is None) == (loader is None):
         raise ValueError("give exactly one of `chat_stream` and `loader`.")
@@ -74,6 +87,7 @@ def create_app(
             try:
                 # abandon_on_cancel: stopping the server while a model loads must not wait for the load
                 loaded = await anyio.to_thread.run_sync(loader, abandon_on_cancel=True)
+                serve_the_page(loaded)
                 await loaded.start_queue_worker()
             except Exception as error:
                 logger.exception("could not load the model")

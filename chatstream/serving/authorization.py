@@ -15,12 +15,12 @@ import logging
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ._http import NOSNIFF, error_response
 from .client_roles import ClientRole, ClientRoles
 from .locale import Locale
-from .sessions import HttpSession, SessionManager, app_session_manager
+from .sessions import HttpSession, SessionManager
 
 OPEN_APIS = frozenset({"health"})
 
@@ -48,12 +48,14 @@ class Caller:
 class Gate:
     """Gives each request its role and session and refuses the APIs its role does not allow."""
 
-    def __init__(self, client_roles: ClientRoles, sessions: SessionManager, locale: Locale,
+    def __init__(self, client_roles: ClientRoles | None, sessions: SessionManager, locale: Locale,
                  logger: logging.Logger) -> None:
         self.client_roles, self.sessions, self.locale, self.logger = client_roles, sessions, locale, logger
 
     async def authorize(self, request: Request, api_name: str) -> Caller | Response:
         """The caller (its session opened for a browser), or the 403 to send."""
+        if self.client_roles is None:
+            raise RuntimeError("Gate.client_roles is not set (ChatStream.set_client_roles sets it)")
         if self.client_roles.is_agent(request):
             role, session = self.client_roles.agent_role(request), None
         else:
@@ -66,19 +68,3 @@ class Gate:
             return caller.respond(error_response(403, "forbidden", self.locale.t("forbidden", role=role_name,
                                                                                   api=api_name)))
         return caller
-
-    def check_role(self, request: Request, api_name: str) -> Response | None:
-        """0.3's ``verify_role_for_api``: None when the caller may call ``api_name``, else 0.3's 403 body.
-        A browser is judged by the session opened for this request (by ChatStream or by the app's session
-        middleware), else by the default browser role."""
-        if self.client_roles.is_agent(request):
-            role = self.client_roles.agent_role(request)
-        else:
-            session = self.sessions.current(request)
-            manager = app_session_manager(request) if session is None else None
-            data = session.data if session is not None else manager.get_session() if manager is not None else {}
-            role = self.client_roles.browser_role(data)
-        if role is not None and role.allows(api_name):
-            return None
-        return JSONResponse({"success": False, "message": "Forbidden", "detail": "Denied on role layer."},
-                            status_code=403)

@@ -22,8 +22,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
+from ..access_control.client_role_verifier import ClientRoleVerifier
+from ..access_control.client_role_wrapper import ClientRoleWrapper
 from ..engine.chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from ..engine.chat_prompt_presets import ChatPromptChatML
 from ..engine.device import resolve_device
@@ -168,6 +170,7 @@ class ChatStream(EndpointsMixin):
             raise ConfigurationError("batching=True batches the forwards of `model`; it cannot be combined with "
                                      "use_mock_response or chat_generator.")
         self._batched: Any = None
+        self._no_model: str | None = None  # why this ChatStream cannot generate, when built without a model
         if chat_generator is not None:
             self.chat_generator = chat_generator
         elif batching:  # one scheduler batches every running stream's decode step (docs/batching.md)
@@ -178,6 +181,11 @@ class ChatStream(EndpointsMixin):
                                                        capacity=self.admission.max_running)
             self._batched = self.chat_generator
             self.device = self.chat_generator.device
+        elif model is None and tokenizer is None and not use_mock_response:
+            # 0.3 built a ChatStream with no model (its role tests do); it fails when it is started instead
+            self.chat_generator = None
+            self._no_model = ("ChatStream was built without a model: pass model= and tokenizer=, or use the "
+                              "generator mock (use_mock_response=True) to run without a model.")
         elif use_mock_response:
             self.chat_generator = ChatGeneratorMock(
                 params=mock_params if mock_params is not None else {"type": "round"},
@@ -189,10 +197,10 @@ class ChatStream(EndpointsMixin):
         self.chat_prompt_clazz = chat_prompt_clazz
         self._prompt_factory, self._prompt_kwargs = self._prompt_class(chat_prompt_clazz)
         self.new_chat_prompt()  # fail now, not on the first request, when the class cannot be built
-        self.client_roles = ClientRoles(client_roles)
         self.sessions = SessionManager(session_store, session_secret, secure=session_cookie_secure,
                                        logger=self.logger, random_secret_warning=self.eloc.t("random_secret"))
-        self.gate = Gate(self.client_roles, self.sessions, self.eloc, self.logger)
+        self.gate = Gate(None, self.sessions, self.eloc, self.logger)
+        self.set_client_roles(client_roles)
         self._ready = False
         self.metrics = Metrics(source_of(self.chat_generator), running=lambda: self.admission.running,
                                waiting=lambda: self.admission.waiting)
@@ -223,6 +231,14 @@ class ChatStream(EndpointsMixin):
                                      "(see chatstream.chat_prompt_presets), or None to use the tokenizer's template.")
         kwargs = {"tokenizer": self.tokenizer} if issubclass(clazz, ChatPromptFromTemplate) else {}
         return clazz, kwargs
+
+    def set_client_roles(self, client_roles: dict | None) -> None:
+        """Use these role definitions (checked first); None: 0.3's default, ``chatstream.client_role_default``."""
+        self.client_roles = ClientRoles(client_roles)
+        self.client_roles_given = client_roles is not None
+        self.client_role_wrapper = ClientRoleWrapper(self.logger, self.eloc, self.client_roles, self.sessions)
+        self.client_role_verifier = ClientRoleVerifier(self)
+        self.gate.client_roles = self.client_roles  # the chat turn and the endpoints follow the new roles
 
     @property
     def params(self) -> dict:
@@ -265,6 +281,7 @@ class ChatStream(EndpointsMixin):
     async def start_queue_worker(self) -> None:
         """Mark this ChatStream ready to serve (the 0.3 startup call). No worker task or signal handler is
         needed: admission happens in the request itself."""
+        self._check_can_generate()
         self._ready = True
         self.logger.debug("ChatStream %s ready", self.name)
 
@@ -272,11 +289,16 @@ class ChatStream(EndpointsMixin):
         """0.3's queue worker coroutine, for apps that run it themselves (``asyncio.create_task(
         chat_stream.queue_worker())``): admission now happens in each request, so it marks ChatStream
         ready and waits until it is cancelled, which stops taking chat requests (503) again."""
+        self._check_can_generate()
         self._ready = True
         try:
             await asyncio.Event().wait()
         finally:
             self._ready = False
+
+    def _check_can_generate(self) -> None:
+        if self._no_model is not None:
+            raise ConfigurationError(self._no_model)
 
     async def stop_queue_worker(self) -> None:
         """Stop taking chat requests (503) and close the probe recorder, if any."""
@@ -302,18 +324,24 @@ class ChatStream(EndpointsMixin):
 
     def verify_role_for_api(self, request: Request, api_name: str) -> Response | None:
         """0.3's role check for custom endpoints: None when the caller's role may call ``api_name``, else a
-        403 JSON response (0.3's body); see chatstream.serving.authorization.Gate.check_role."""
-        return self.gate.check_role(request, api_name)
+        403 JSON response (0.3's body). A browser is judged by the role in the session opened for this
+        request (by ChatStream or by the app's session middleware), else by the default browser role. An
+        ``api_name`` that is not one of ``chatstream.serving.api.API_NAMES`` is refused, as in 0.3."""
+        if self.client_role_verifier.verify_client_role(request, api_name)["success"]:
+            return None
+        return JSONResponse({"success": False, "message": "Forbidden", "detail": "Denied on role layer."},
+                            status_code=403)
 
     async def handle_chat_stream_request(self, request: Request, request_body: bytes | str | None = None,
                                          callback: Callable | None = None) -> Response:
-        """Answer ``{"user_input": str, "regenerate": bool}`` with a text/plain stream (see chatstream.serving.turn)."""
+        """Answer ``{"user_input": str, "regenerate": bool}`` with a text/plain stream (see serving.turn)."""
         return await self.turns.handle(request, request_body, callback)
 
     handle_starlette_request = handle_chat_stream_request  # the 0.2 name
 
     async def handle_console_input(self, user_input: str) -> AsyncIterator[tuple[str, str, str]]:
         """0.3 console chat: yields ``(response_text, updated_text, pos)``; one conversation per ChatStream."""
+        self._check_can_generate()
         if self.chat_prompt_for_single_user_on_console is None:
             self.chat_prompt_for_single_user_on_console = self.new_chat_prompt()
         turn = console_turn(self.chat_generator, self.chat_prompt_for_single_user_on_console, user_input,

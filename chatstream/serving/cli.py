@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from .client_roles import client_role_chat_page
+
     return {
         "num_of_concurrent_executions": args.concurrency,
         "max_queue_size": args.queue_size,
@@ -78,6 +80,7 @@ def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "session_cookie_secure": args.secure_cookies,
         "api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
         "model_name": args.model_name,
+        "client_roles": client_role_chat_page,  # browsers: the page and its chat; no other API
     }
 
 

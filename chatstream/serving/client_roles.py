@@ -13,13 +13,22 @@
 A request is an *agent* (a program, no session) when it sends ``X-ChatStream-Auth-Header`` or
 ``X-FastSession-Skip: skip``; any other request is a *browser* and keeps its role in its session.
 Phrases are compared in constant time (both sides hashed first) and are never logged.
-``client_role_free_access`` (every API for everyone) is the default.
+
+``client_role_default`` (0.3's default: browsers may chat, clear their context and send feedback;
+agents may call nothing but ``/health``) applies when no ``client_roles`` are given.
+``client_role_chat_page`` adds the chat page's own files (what ``chatstream serve`` uses);
+``client_role_free_access`` allows every API to everyone.
+
+A role whose ``auth_method`` is missing, unknown or not one of its kind's (a browser role with a
+header phrase, say) is kept but can never be obtained, and a warning names it: 0.3 accepted such
+roles and then failed requests with an exception.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -27,11 +36,23 @@ from starlette.requests import Request
 from ..exceptions import ConfigurationError
 from .api import API_NAMES
 
+logger = logging.getLogger("chatstream")
+
 AUTH_HEADER = "X-ChatStream-Auth-Header"
 SKIP_SESSION_HEADER = "X-FastSession-Skip"
 SESSION_ROLE_KEY = "chat_stream_client_role"
 BROWSER_METHODS = ("nothing", "ui_pass_phrase", "ui_pass_phrase_sha256")
 AGENT_METHODS = ("nothing", "header_phrase", "header_phrase_sha256")
+
+client_role_default: dict = {  # ChatStream 0.3's default
+    "user": {"apis": {"allow": ["chat_stream", "clear_context", "set_feedback"], "auth_method": "nothing",
+                      "use_session": True}},
+}
+
+client_role_chat_page: dict = {  # the default, plus the chat page's files (what `chatstream serve` uses)
+    "user": {"apis": {"allow": ["chat_stream", "clear_context", "set_feedback", "webui_index", "webui_js",
+                                "webui_css"], "auth_method": "nothing", "use_session": True}},
+}
 
 client_role_free_access: dict = {
     "user": {"apis": {"allow": "all", "auth_method": "nothing", "use_session": True}},
@@ -42,7 +63,7 @@ client_role_free_access: dict = {
 @dataclass(frozen=True)
 class ClientRole:
     name: str
-    allow: str | frozenset[str]  # "all" or API names
+    allow: str | tuple[str, ...]  # "all" or API names, in the order given
     auth_method: str
     use_session: bool
     enable_dev_tool: bool = False
@@ -53,7 +74,7 @@ class ClientRole:
 
     def to_dict(self) -> dict:
         """The 0.3 client_role shape (without the phrase)."""
-        allowed = self.allow if self.allow == "all" else sorted(self.allow)
+        allowed = self.allow if self.allow == "all" else list(self.allow)
         return {"client_role_name": self.name, "allowed_apis": allowed, "enable_dev_tool": self.enable_dev_tool}
 
     def __repr__(self) -> str:  # never show the phrase
@@ -97,13 +118,16 @@ def _parse_role(name: object, definition: object) -> ClientRole:
         unknown = sorted(set(allow) - set(API_NAMES))
         if unknown:
             raise ConfigurationError(f"{where} allows unknown API(s) {unknown}; known APIs are {list(API_NAMES)}.")
-        allow = frozenset(allow)
+        allow = tuple(dict.fromkeys(allow))
     use_session = bool(apis.get("use_session", False))
-    method = apis.get("auth_method", "nothing")
+    method = apis.get("auth_method")
+    enable_dev_tool = bool(apis.get("enable_dev_tool", False))
     allowed_methods = BROWSER_METHODS if use_session else AGENT_METHODS
-    if method not in allowed_methods:
+    if method not in allowed_methods:  # never granted (0.3 accepted it, then raised on requests)
         kind = "browser (use_session=True)" if use_session else "agent (use_session=False)"
-        raise ConfigurationError(f"{where} has auth_method {method!r}; a {kind} role uses one of {allowed_methods}.")
+        logger.warning("%s has auth_method %r; a %s role uses one of %s. Nobody can get this role.",
+                       where, method, kind, allowed_methods)
+        return ClientRole(name, allow, str(method), use_session, enable_dev_tool)
     phrase = None
     if method != "nothing":
         keys = _PHRASE_KEYS[method]
@@ -112,7 +136,7 @@ def _parse_role(name: object, definition: object) -> ClientRole:
             raise ConfigurationError(f"{where} uses auth_method {method!r} but sets no non-empty {keys[0]!r}.")
         if method.endswith("_sha256") and not _is_sha256_hex(phrase):
             raise ConfigurationError(f"{where}[{keys[0]!r}] must be a sha256 hex digest (64 hex characters).")
-    return ClientRole(name, allow, method, use_session, bool(apis.get("enable_dev_tool", False)), phrase)
+    return ClientRole(name, allow, method, use_session, enable_dev_tool, phrase)
 
 
 class ClientRoles:
@@ -120,16 +144,17 @@ class ClientRoles:
 
     def __init__(self, client_roles: dict | None = None) -> None:
         if client_roles is None:
-            client_roles = client_role_free_access
+            client_roles = client_role_default
         if not isinstance(client_roles, dict) or not client_roles:
             raise ConfigurationError(
                 f"`client_roles` (={client_roles!r}) must be a non-empty dict of role definitions.")
+        self.definitions = client_roles  # as given (0.3's ClientRoleWrapper hands these out)
         self.roles = {name: _parse_role(name, definition) for name, definition in client_roles.items()}
         defaults = [r for r in self.roles.values() if r.use_session and r.auth_method == "nothing"]
         if len(defaults) != 1:
             raise ConfigurationError(
                 f"`client_roles` needs exactly one browser default role (auth_method 'nothing', "
-                f"use_session True); found {[r.name for r in defaults]}. See chatstream.client_role_free_access."
+                f"use_session True); found {[r.name for r in defaults]}. See chatstream.client_role_default."
             )
         self.browser_default = defaults[0]
         agent_defaults = [r for r in self.roles.values() if not r.use_session and r.auth_method == "nothing"]
@@ -142,16 +167,29 @@ class ClientRoles:
         headers = request.headers
         return AUTH_HEADER in headers or headers.get(SKIP_SESSION_HEADER, "").lower() == "skip"
 
-    def agent_role(self, request: Request) -> ClientRole | None:
+    def special_roles(self, use_session: bool) -> list[ClientRole]:
+        """The browser (``use_session``) or agent roles that are not a default, in definition order."""
+        return [r for r in self.roles.values() if r.use_session == use_session and r.auth_method != "nothing"]
+
+    def header_role(self, request: Request) -> ClientRole | None:
+        """The agent role whose header phrase the request sends, if any."""
         given = request.headers.get(AUTH_HEADER)
         for role in self._header_roles:
             if phrase_matches(given, role):
                 return role
-        return self.agent_default
+        return None
+
+    def agent_role(self, request: Request) -> ClientRole | None:
+        """The header role, else the agent default (None: the agent may call nothing but /health)."""
+        return self.header_role(request) or self.agent_default
 
     def browser_role(self, session_data: dict) -> ClientRole:
-        """The role kept in the session (by name), else the browser default."""
-        return self.roles.get(session_data.get(SESSION_ROLE_KEY), self.browser_default)
+        """The role kept in the session, else the browser default. The session keeps the role's name, or
+        0.3's ``{"client_role_name": ...}`` dict; either way the role's rights are the current definition's."""
+        kept = session_data.get(SESSION_ROLE_KEY)
+        name = kept.get("client_role_name") if isinstance(kept, dict) else kept
+        role = self.roles.get(name) if isinstance(name, str) else None
+        return role if role is not None and role.use_session else self.browser_default
 
     def role_for_phrase(self, user_input: str) -> ClientRole | None:
         """The browser role whose pass phrase is exactly ``user_input``, if any."""

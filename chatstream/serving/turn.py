@@ -234,6 +234,8 @@ class AbstractRequestHandler(ABC):
                         shown = chat_prompt.replace_string(text, replacements) if replacements else text
                         chat_prompt.set_responder_last_msg(shown)
                         yield escape_frame(shown) + FINISH_TOKEN
+            if not text:  # an answer with no token: its one (empty) chunk, as 0.3 sent it
+                yield FINISH_TOKEN
             message = SUCCESS
         except (anyio.get_cancelled_exc_class(), GeneratorExit):  # the client left (or the response was closed)
             message = DISCONNECTED_WHILE_STREAMING
@@ -242,6 +244,7 @@ class AbstractRequestHandler(ABC):
             self.logger.exception(self.eloc.t("generation_failed", request_id=request_id))
             raise
         finally:
+            close_open_answer(chat_prompt)
             with anyio.CancelScope(shield=True):
                 await chat_generation_finished_callback(message)
 
@@ -255,6 +258,14 @@ def _regeneration(session: Any, turn: int, regenerate: bool) -> tuple[int, int]:
     same_turn = isinstance(saved, list) and len(saved) == 2 and saved[0] == turn and isinstance(saved[1], int)
     last = saved[1] if same_turn else 0
     return turn, last + 1
+
+
+def close_open_answer(chat_prompt: AbstractChatPrompt) -> None:
+    """An answer that got no text ends as "" (0.3 did the same): left None, it would stay an open turn
+    and the next prompt would continue it."""
+    contents = chat_prompt.chat_contents
+    if contents and contents[-1].role == chat_prompt.responder and contents[-1].get_message() is None:
+        chat_prompt.set_responder_last_msg("")
 
 
 class SimpleSessionRequestHandler(AbstractRequestHandler):
@@ -506,11 +517,12 @@ async def console_turn(generator: Any, prompt: AbstractChatPrompt, user_input: s
                 prompt.set_responder_last_msg(text)
                 yield text, delta, pos
                 pos = "mid"
+    close_open_answer(prompt)
     yield text, "", "end"
 
 
 __all__ = [
     "DISCONNECTED_BEFORE_STREAMING", "DISCONNECTED_WHILE_STREAMING", "GENERATION_ERROR", "SUCCESS",
     "AbstractRequestHandler", "Caller", "ChatTurns", "SimpleSessionRequestHandler", "TurnContext", "TurnSettings",
-    "check_prompt_fits", "console_turn", "outcome_of",
+    "check_prompt_fits", "close_open_answer", "console_turn", "outcome_of",
 ]
