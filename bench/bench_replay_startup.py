@@ -27,7 +27,9 @@ EXAMPLE = HERE.parent / "examples" / "chat_app"
 
 def run_once(example: Path, out: Path) -> dict:
     """One plain pytest run of ``example``; its probe's JSON plus ``seconds`` to the first replayed token."""
-    env = {**os.environ, "STARTUP_PROBE_OUT": str(out),
+    # A fresh run as a user starts it: nothing inherited from a pytest (or an xdist worker) that runs this.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "XDIST_"))}
+    env = {**inherited, "STARTUP_PROBE_OUT": str(out),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     start = time.time()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "_startup_probe", str(example)],

@@ -6,6 +6,13 @@ import time
 
 import pytest
 import uvicorn
+from hypothesis import settings
+
+# The property tests search the same examples on every run, so CI never fails by chance; run them with
+# HYPOTHESIS_PROFILE=explore (and more examples) to search anew.
+settings.register_profile("chatstream", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "chatstream"))
 
 # One torch thread per process: the tiny model is faster that way on a shared 2-core machine,
 # and test subprocesses (chatstream serve) inherit it.

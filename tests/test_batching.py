@@ -16,6 +16,7 @@ from chatstream import ChatGenerator, ChatPromptFromTemplate, MockTransformer
 from chatstream.cassettes.recording import ProbeRecorder
 from chatstream.engine.batched_generator import BatchedChatGenerator
 from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.events import FinishReason
 from chatstream.engine.generation import GenerationParams, build_input_ids
 from chatstream.engine.model_cache import cache_argument
 from chatstream.engine.token_sampler import TokenSamplerIsok
@@ -394,3 +395,25 @@ async def test_a_burst_of_200_against_batching_admits_exactly_7_and_frees_every_
         assert (worker["running"], worker["waiting"]) == (0, 0)
     assert chat_stream.admission.stats()["running"] == 0 and chat_stream.chat_generator.engine.running == 0
     chat_stream.close()
+
+
+def test_batched_events_match_the_per_stream_events_logprobs_usage_and_finish_reason():
+    model, tokenizer = bundled()
+    serial = ChatGenerator(model, tokenizer, "cpu", GenerationParams(temperature=0, max_new_tokens=24))
+    batched = BatchedChatGenerator(model, tokenizer, "cpu", GenerationParams(temperature=0, max_new_tokens=24),
+                                   capacity=4)
+    try:
+        reasons = []
+        for text, params in (("Hello", None), ("こんにちは", GenerationParams(temperature=0, max_new_tokens=5))):
+            expected = list(serial.events(ask(tokenizer, text), params, logprobs=3))
+            got = list(batched.events(ask(tokenizer, text), params, logprobs=3))
+            assert [type(e) for e in got] == [type(e) for e in expected]
+            assert got[-1] == expected[-1]  # the finish reason and the usage counts
+            reasons.append(got[-1].finish_reason)
+            for mine, theirs in zip(got[:-1], expected[:-1], strict=True):
+                assert (mine.token_id, mine.text) == (theirs.token_id, theirs.text)
+                assert mine.logprob == pytest.approx(theirs.logprob, abs=1e-5)
+                assert [t for t, _ in mine.top_logprobs] == [t for t, _ in theirs.top_logprobs]
+        assert reasons == [FinishReason.STOP, FinishReason.LENGTH]
+    finally:
+        batched.close()

@@ -38,8 +38,9 @@ def async_client(app, api_key="none", **kwargs):
                               **kwargs)
 
 
-async def test_async_client_non_streaming_answer_usage_and_logprobs():
-    chat_stream, app = live_app()
+@pytest.mark.parametrize("batching", [False, True])
+async def test_async_client_non_streaming_answer_usage_and_logprobs(batching):
+    chat_stream, app = live_app(batching=batching)
     async with lifespan(app), async_client(app) as client:
         models = await client.models.list()
         assert [m.id for m in models.data] == ["tiny-chat"]

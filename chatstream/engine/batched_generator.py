@@ -19,6 +19,7 @@ from .batching import BatchEngine
 from .chat_prompt import AbstractChatPrompt
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
+from .events import FinishEvent, FinishReason, GenerationEvent, check_top_logprobs
 from .generation import GenerationParams, build_input_ids, eos_token_ids
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
@@ -64,11 +65,27 @@ class BatchedChatGenerator:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         """Yield the answer to ``chat_prompt`` as text deltas (its last responder turn must be open)."""
+        events = self.events(chat_prompt, params, should_stop)
+        try:
+            for event in events:
+                if event.text:
+                    yield event.text
+        finally:
+            events.close()
+
+    def events(
+        self,
+        chat_prompt: AbstractChatPrompt,
+        params: GenerationParams | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """``ChatGenerator.events`` for a batched stream: a ``TokenEvent`` per token, then a ``FinishEvent``."""
         params = params or self.params
         input_ids, max_new_tokens = build_input_ids(chat_prompt, self.tokenizer, params)
         stop_strs = chat_prompt.get_stop_strs() if chat_prompt.is_chat_mode_enabled() else []
-        yield from self.stream_ids(input_ids, params, max_new_tokens, [*stop_strs, *params.stop_strings],
-                                   should_stop)
+        yield from self.events_from_ids(input_ids, params, max_new_tokens, [*stop_strs, *params.stop_strings],
+                                        should_stop, check_top_logprobs(logprobs))
 
     def stream_ids(
         self,
@@ -78,7 +95,21 @@ class BatchedChatGenerator:
         stop_strings: list[str] | tuple[str, ...] = (),
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
-        """Yield the continuation of ``input_ids`` as text deltas (benchmarks and tests start from ids).
+        """Yield the continuation of ``input_ids`` as text deltas (benchmarks and tests start from ids)."""
+        for event in self.events_from_ids(input_ids, params, max_new_tokens, stop_strings, should_stop):
+            if event.text:
+                yield event.text
+
+    def events_from_ids(
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        max_new_tokens: int | None = None,
+        stop_strings: list[str] | tuple[str, ...] = (),
+        should_stop: Callable[[], bool] | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """The events of the continuation of ``input_ids``.
 
         The sequence is submitted on the first ``next()``; closing the iterator makes it leave the batch.
         """
@@ -90,11 +121,15 @@ class BatchedChatGenerator:
             eos_ids=self.eos_ids.union(params.eos_token_ids) if params.eos_token_ids else self.eos_ids,
             detokenizer=StreamingDetokenizer(self.tokenizer, list(stop_strings), context_ids=list(input_ids)),
             should_stop=should_stop,
+            logprobs=logprobs,
         )
+        produced = 0
         try:
-            for delta in submission:
-                yield delta
-                if should_stop is not None and should_stop():
+            for event in submission:
+                yield event
+                produced += 1
+                if should_stop is not None and should_stop() and not isinstance(event, FinishEvent):
+                    yield FinishEvent("", FinishReason.CANCELLED, len(input_ids), produced)
                     return
         finally:
             submission.cancel()

@@ -26,9 +26,10 @@ from ..exceptions import ConfigurationError
 from ._batch_cache import stack_rows, unstack_rows
 from .batch_rows import ROWS_ATTR
 from .detokenizer import StreamingDetokenizer
+from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent
 from .generation import accepts_logits_to_keep
 from .model_cache import cache_argument, check_cache_kept, output_cache
-from .sampling import SamplingParams
+from .sampling import SamplingParams, apply_processors, build_processors, top_logprobs
 from .token_sampler import TokenSampler
 
 _END = object()
@@ -39,8 +40,11 @@ class _Sequence:
 
     def __init__(self, input_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
                  generator: torch.Generator | None, eos_ids: set[int], detokenizer: StreamingDetokenizer,
-                 should_stop: Callable[[], bool] | None, device: torch.device) -> None:
+                 should_stop: Callable[[], bool] | None, device: torch.device,
+                 logprobs: int | None = None) -> None:
         prompt_len = len(input_ids)
+        self.prompt_len = prompt_len
+        self.logprobs = logprobs  # None: no log-probabilities (no cost); n: n alternatives per token
         self.history = torch.empty((1, prompt_len + max_new_tokens), dtype=torch.long, device=device)
         self.history[0, :prompt_len] = torch.tensor(input_ids, dtype=torch.long)
         self.length = prompt_len  # ids in the history: the prompt and every token fed so far
@@ -60,7 +64,8 @@ class _Sequence:
 
 
 class Submission:
-    """A submitted sequence: iterate it for text deltas; ``cancel()`` makes it leave the batch at once."""
+    """A submitted sequence: iterate it for its events (a ``TokenEvent`` per token, then a ``FinishEvent``);
+    ``cancel()`` makes it leave the batch at once."""
 
     def __init__(self, engine: BatchEngine, sequence: _Sequence) -> None:
         self._engine = engine
@@ -69,7 +74,7 @@ class Submission:
     def __iter__(self) -> Submission:
         return self
 
-    def __next__(self) -> str:
+    def __next__(self) -> GenerationEvent:
         item = self._sequence.out.get()
         if item is _END:
             self._sequence.out.put(_END)  # later calls end too
@@ -115,9 +120,9 @@ class BatchEngine:
 
     def submit(self, input_ids: list[int], *, max_new_tokens: int, sampling: SamplingParams,
                generator: torch.Generator | None, eos_ids: set[int], detokenizer: StreamingDetokenizer,
-               should_stop: Callable[[], bool] | None = None) -> Submission:
+               should_stop: Callable[[], bool] | None = None, logprobs: int | None = None) -> Submission:
         sequence = _Sequence(input_ids, max_new_tokens, sampling, generator, eos_ids, detokenizer, should_stop,
-                             self.device)
+                             self.device, logprobs)
         with self._cond:
             if self._closed:
                 raise ConfigurationError("this BatchEngine is closed; make a new BatchedChatGenerator.")
@@ -156,7 +161,7 @@ class BatchEngine:
                     self._cond.wait()
                 if self._closed:
                     for sequence in [*self._running, *self._pending]:
-                        self._finish(sequence, tail=False)
+                        self._finish(sequence, FinishReason.CANCELLED)
                     self._running, self._batch, self._batch_cache = [], [], None
                     self._pending.clear()
                     return
@@ -176,23 +181,25 @@ class BatchEngine:
 
     def _leaving(self, sequence: _Sequence) -> bool:
         if not sequence.done and (sequence.cancelled or (sequence.should_stop is not None and sequence.should_stop())):
-            self._finish(sequence, tail=False)
+            self._finish(sequence, FinishReason.CANCELLED)
         return sequence.done
 
     def _drop_leavers(self) -> None:
         self._running = [s for s in self._running if not self._leaving(s)]
 
-    def _finish(self, sequence: _Sequence, tail: bool, error: BaseException | None = None) -> None:
+    def _finish(self, sequence: _Sequence, reason: FinishReason | None, error: BaseException | None = None,
+                eos: bool = False) -> None:
+        """End ``sequence``: its ``FinishEvent`` (the detokeniser's tail unless cancelled or stopped by a stop
+        string), or ``error``. ``eos``: it ended on an EOS token, counted as generated (as ChatGenerator does)."""
         if sequence.done:
             return
         sequence.done = True
         if error is not None:
             sequence.out.put(error)
         else:
-            if tail:
-                text = sequence.detokenizer.finish()
-                if text:
-                    sequence.out.put(text)
+            tail = sequence.detokenizer.finish() if reason is not FinishReason.CANCELLED and \
+                not sequence.detokenizer.stopped else ""
+            sequence.out.put(FinishEvent(tail, reason, sequence.prompt_len, sequence.produced + eos))
             sequence.out.put(_END)
         sequence.handle = None
 
@@ -211,24 +218,30 @@ class BatchEngine:
             sequence.cache_len = sequence.length
             self._take(sequence, output.logits[:, -1, :])
         except Exception as error:
-            self._finish(sequence, tail=False, error=error)
+            self._finish(sequence, None, error=error)
 
     def _take(self, sequence: _Sequence, logits: torch.Tensor) -> None:
         """Sample the row's next token from its (1, vocab) logits and emit it (or end the sequence)."""
         with torch.inference_mode():
-            token = self.sampler.sample(logits, sequence.history[:, : sequence.length], sequence.sampling,
-                                        sequence.generator)
+            history = sequence.history[:, : sequence.length]
+            token = self.sampler.sample(logits, history, sequence.sampling, sequence.generator)
+            if sequence.logprobs is not None and token not in sequence.eos_ids:
+                scores = apply_processors(build_processors(sequence.sampling, vocab_size=logits.shape[-1]),
+                                          history, logits)
+                chosen, top = top_logprobs(scores, token, sequence.logprobs)
         if token in sequence.eos_ids:
-            self._finish(sequence, tail=True)
+            self._finish(sequence, FinishReason.STOP, eos=True)
             return
         delta = sequence.detokenizer.push(token)
-        if delta:
-            sequence.out.put(delta)
+        if sequence.logprobs is not None:
+            sequence.out.put(TokenEvent(token, delta, chosen, tuple(top)))
+        else:
+            sequence.out.put(TokenEvent(token, delta))
         sequence.produced += 1
         if sequence.detokenizer.stopped:
-            self._finish(sequence, tail=False)
+            self._finish(sequence, FinishReason.STOP)
         elif sequence.produced >= sequence.max_new_tokens:
-            self._finish(sequence, tail=True)
+            self._finish(sequence, FinishReason.LENGTH)
         else:
             sequence.history[0, sequence.length] = token
             sequence.length += 1
@@ -266,7 +279,7 @@ class BatchEngine:
                 logits = output.logits.select(1, -1)
         except Exception as error:
             for sequence in rows:
-                self._finish(sequence, tail=False, error=error)
+                self._finish(sequence, None, error=error)
             self._batch, self._batch_cache, self._batch_mask = [], None, None
             return
         for i, sequence in enumerate(rows):
@@ -274,7 +287,7 @@ class BatchEngine:
             try:
                 self._take(sequence, logits[i : i + 1])
             except Exception as error:
-                self._finish(sequence, tail=False, error=error)
+                self._finish(sequence, None, error=error)
 
     def _restack(self, rows: list[_Sequence]) -> None:
         """Rebuild the batch for ``rows``: the old stacked cache goes back to its row handles first."""
