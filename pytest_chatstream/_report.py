@@ -25,6 +25,8 @@ class Report:
     replayed: dict[str, list[str]] = field(default_factory=dict)  # cassette -> test ids
     recorded: dict[str, int] = field(default_factory=dict)  # cassette -> bytes written
     not_written: dict[str, str] = field(default_factory=dict)  # cassette -> the failed test's id
+    teardown_failed: dict[str, str] = field(default_factory=dict)  # cassette -> id of a test that passed, but
+    # whose fixture teardown failed: not written either
     missing: dict[str, str] = field(default_factory=dict)  # cassette -> test id
     verified: dict[str, dict] = field(default_factory=dict)  # test id -> VerifyResult.to_dict() + "cassette"
     expected: list[str] = field(default_factory=list)  # cassettes of every collected test
@@ -43,7 +45,7 @@ class Report:
     @property
     def used(self) -> set[str]:
         verified = {v["cassette"] for v in self.verified.values() if "cassette" in v}
-        return set(self.replayed) | set(self.recorded) | set(self.not_written) | verified
+        return set(self.replayed) | set(self.recorded) | set(self.not_written) | set(self.teardown_failed) | verified
 
     # -- xdist ------------------------------------------------------------------------------------
 
@@ -60,6 +62,7 @@ class Report:
             self.replayed.setdefault(cassette, []).extend(tests)
         self.recorded.update(other.recorded)
         self.not_written.update(other.not_written)
+        self.teardown_failed.update(other.teardown_failed)
         self.missing.update(other.missing)
         self.verified.update(other.verified)
         self.expected = sorted(set(self.expected) | set(other.expected))
@@ -102,6 +105,10 @@ class Report:
         if self.not_written:
             out.append(f"not written (test failed, existing cassette kept): {len(self.not_written)}")
             out += [f"  {c}  ({t})" for c, t in sorted(self.not_written.items())]
+        if self.teardown_failed:
+            out.append(f"not written (test passed, a fixture teardown failed, existing cassette kept): "
+                       f"{len(self.teardown_failed)}")
+            out += [f"  {c}  ({t})" for c, t in sorted(self.teardown_failed.items())]
         if self.missing:
             out.append(f"missing: {len(self.missing)} cassette(s)")
             out += [f"  {c}  ({t})" for c, t in sorted(self.missing.items())]

@@ -62,6 +62,7 @@ ITEM_RUN = pytest.StashKey[CassetteRun]()
 ITEM_PASSED = pytest.StashKey[bool]()
 ITEM_PROBLEM = pytest.StashKey[str]()
 ITEM_MISSES = pytest.StashKey[MissLog]()
+ITEM_PENDING = pytest.StashKey["PendingRecording"]()
 MODEL_DIR = pytest.StashKey["Path | None"]()
 
 
@@ -269,6 +270,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         with misses:
             return (yield)
     finally:
+        _settle_recording(item, None)  # a run stopped before the teardown report: keep the old cassette
         if ITEM_CASSETTE in item.stash:
             report = item.config.stash[REPORT]
             report.tests += 1
@@ -278,6 +280,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
+    if report.when == "teardown":
+        _settle_recording(item, report)
     if report.when == "call":
         item.stash[ITEM_PASSED] = report.passed
         misses = item.stash.get(ITEM_MISSES, None)
@@ -480,18 +484,54 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
             board.release(cassette, recorded=False)  # let the next test that shares it record it
         raise
     item.stash[ITEM_RUN] = run
-    passed = False
     try:
         yield run.wrap(model, tokenizer, chatstream_config.get("token_sampler"))
-        passed = item.stash.get(ITEM_PASSED, False)
     finally:
-        size = run.finish(passed)
         if action is Action.RECORD:
-            board.release(cassette, recorded=size is not None)
-            if size is not None:
-                report.add_recorded(rel, size)
-            else:
-                report.not_written[rel] = item.nodeid
+            # Written or dropped once the whole teardown is known (_settle_recording): a fixture torn down
+            # after this one may still fail.
+            item.stash[ITEM_PENDING] = PendingRecording(run, rel, board)
+            run.close_recorder()
+        else:
+            run.finish(False)
+
+
+@dataclasses.dataclass
+class PendingRecording:
+    """A recorded cassette waiting for its test's teardown to end: written if the call and teardown passed."""
+
+    run: CassetteRun
+    rel: str
+    board: ClaimBoard
+
+
+def _settle_recording(item: pytest.Item, teardown: pytest.TestReport | None) -> None:
+    """Write the test's recorded cassette if its call and its whole teardown passed, else keep the old one."""
+    pending = item.stash.get(ITEM_PENDING, None)
+    if pending is None:
+        return
+    del item.stash[ITEM_PENDING]
+    report = item.config.stash[REPORT]
+    call_passed = item.stash.get(ITEM_PASSED, False)
+    teardown_passed = teardown is not None and teardown.passed
+    size = None
+    try:
+        size = pending.run.finish(call_passed and teardown_passed)
+    except OSError as error:
+        if teardown is None:
+            raise
+        teardown.outcome = "failed"
+        teardown.longrepr = f"chatstream could not write the cassette {pending.rel}: {error!r}"
+    finally:
+        pending.board.release(pending.run.cassette, recorded=size is not None)
+    if size is not None:
+        report.add_recorded(pending.rel, size)
+    elif call_passed and teardown_passed:
+        report.not_written[pending.rel] = item.nodeid  # the write itself failed (the teardown says why)
+    elif call_passed:
+        report.teardown_failed[pending.rel] = item.nodeid
+    else:
+        report.not_written[pending.rel] = item.nodeid
 
 
 def _rename_hint(config: pytest.Config, settings: Settings, rel: str) -> str:

@@ -172,3 +172,43 @@ def test_probe_model_and_fidelity_on_the_command_line(pytester: pytest.Pytester)
     manifest = json.loads((project / "fixtures/cassettes/test_chat/test_greeting/manifest.json").read_text())
     assert manifest["fidelity"] == "fp16"
     assert manifest["extra"]["test"] == "test_chat.py::test_greeting"
+
+
+TEARDOWN_FAILS = """\
+import pytest
+
+
+@pytest.fixture
+def breaks_on_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+
+async def test_greeting(breaks_on_teardown, chatstream_client):
+    response = await chatstream_client.post("/chat_stream", json={"user_input": "Bye", "regenerate": False})
+    assert response.status_code == 200
+"""
+
+
+@DIST_PARAMS
+def test_a_test_whose_fixture_teardown_fails_writes_no_cassette(pytester: pytest.Pytester, dist: list[str]) -> None:
+    project = make_chat_project(pytester)
+    pytester.runpytest("--probe", "-k", "greeting").assert_outcomes(passed=1, deselected=3)
+    cassette = project / "fixtures" / "cassettes" / "test_chat" / "test_greeting"
+    before = cassette_bytes(cassette)
+    # breaks_on_teardown is set up before mock_transformer, so it is torn down after it
+    pytester.makepyfile(test_chat=TEARDOWN_FAILS)
+    result = pytester.runpytest("--probe", *dist)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([
+        "*RuntimeError: teardown broke*",
+        "not written (test passed, a fixture teardown failed, existing cassette kept): 1",
+        "  test_chat/test_greeting  (test_chat.py::test_greeting)",
+    ])
+    assert cassette_bytes(cassette) == before  # the old recording ("Hello"), not this run's ("Bye")
+    assert sorted(p.name for p in cassette.parent.iterdir()) == ["test_greeting"]  # no staging left over
+
+    shutil.rmtree(cassette)  # without an old one, nothing is written either
+    result = pytester.runpytest("--probe", *dist)
+    result.assert_outcomes(passed=1, errors=1)
+    assert not cassette.parent.exists() or not list(cassette.parent.iterdir())
