@@ -135,6 +135,15 @@ class Report:
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        moved = {test: r for test, r in sorted(self.verified.items()) if r.get("recorded_by")}
+        if moved:
+            out.append(f"recorded by another test: {len(moved)} cassette(s) (moved or copied? verified all the same; "
+                       "re-record each with pytest --probe=all TEST)")
+            out += [f"  {test}: {r.get('cassette')} names {r['recorded_by']}" for test, r in moved.items()]
+        errors = {test: r for test, r in sorted(self.verified.items()) if r.get("status") == "error"}
+        if errors:
+            out.append(f"comparison failed: {len(errors)} test(s)")
+            out += [f"  {test}: {r.get('reason')}" for test, r in errors.items()]
         return out
 
     def verify_json(self) -> str:

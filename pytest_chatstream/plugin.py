@@ -13,6 +13,7 @@ import os
 import secrets
 import shlex
 import time
+import traceback
 import types
 import uuid
 import warnings
@@ -63,6 +64,8 @@ ITEM_PASSED = pytest.StashKey[bool]()
 ITEM_PROBLEM = pytest.StashKey[str]()
 ITEM_MISSES = pytest.StashKey[MissLog]()
 ITEM_PENDING = pytest.StashKey["PendingRecording"]()
+ITEM_RECORDED_BY = pytest.StashKey[str]()
+SELECTED_USERS = pytest.StashKey[dict]()
 MODEL_DIR = pytest.StashKey["Path | None"]()
 
 
@@ -257,6 +260,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     report.collected_modules = sorted(set(report.collected_modules) | modules)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The selected tests that use each named cassette, in run order ("": every selected test's id)."""
+    users: dict[str, list[str]] = {"": []}
+    for item in session.items:
+        if not _uses_cassette(item) or ITEM_PROBLEM in item.stash:
+            continue
+        users[""].append(item.nodeid)
+        if item.get_closest_marker(MARKER) is not None:
+            with contextlib.suppress(ValueError):
+                users.setdefault(cassette_relpath(item), []).append(item.nodeid)
+    users[""] = set(users[""])
+    session.config.stash[SELECTED_USERS] = users
+
+
 # -- outcome bookkeeping ---------------------------------------------------------------------------------
 
 
@@ -299,10 +316,38 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     try:
         result = yield
     except BaseException:
-        _verify(item, run, fail=False)  # the test failed already; still report how the model diverged
+        # The test failed already: still report how the model diverged, but never in place of its failure.
+        try:
+            _verify(item, run, fail=False)
+        except Exception as error:
+            _verify_error(item, error)
+            item.add_report_section("call", "chatstream verify", "comparing the live run with the cassette "
+                                    "failed too (the test's own failure is above):\n" + _format_error(error))
         raise
-    _verify(item, run, fail=True)
+    try:
+        _verify(item, run, fail=True)
+    except Exception as error:  # not pytest.fail's exception (a BaseException): a diverged verdict is noted
+        _verify_error(item, error)
+        raise
     return result
+
+
+def _recorded_by_note(verdict: dict) -> str:
+    recorder = verdict.get("recorded_by")
+    return f" Its manifest says {recorder} recorded it (moved or copied from that test?)." if recorder else ""
+
+
+def _format_error(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _verify_error(item: pytest.Item, error: BaseException) -> None:
+    """Note in the report that comparing ``item``'s live run with its cassette raised ``error``."""
+    verdict = {"status": "error", "reason": f"{type(error).__name__}: {error}", "test": item.nodeid,
+               "cassette": item.stash[ITEM_CASSETTE]}
+    if ITEM_RECORDED_BY in item.stash:
+        verdict["recorded_by"] = item.stash[ITEM_RECORDED_BY]
+    item.config.stash[REPORT].verified[item.nodeid] = verdict
 
 
 def miss_longrepr(error: BaseException, original: Any, count: int) -> Any:
@@ -321,13 +366,16 @@ def _verify(item: pytest.Item, run: CassetteRun, fail: bool) -> None:
     verdict = run.verify()
     verdict["test"] = item.nodeid
     verdict["cassette"] = item.stash[ITEM_CASSETTE]
+    if ITEM_RECORDED_BY in item.stash:
+        verdict["recorded_by"] = item.stash[ITEM_RECORDED_BY]
     item.config.stash[REPORT].verified[item.nodeid] = verdict
     if fail and verdict.get("status") == "diverged":
         pytest.fail(
             f"the live model diverged from the cassette {verdict['cassette']} at step "
             f"{verdict.get('first_divergent_step')}: recorded token {verdict.get('recorded_token')!r}, "
             f"live token {verdict.get('live_token')!r}, largest logit difference "
-            f"{verdict.get('max_logit_diff')}. Re-record it with: pytest --probe=all {item.nodeid!r}",
+            f"{verdict.get('max_logit_diff')}.{_recorded_by_note(verdict)} "
+            f"Re-record it with: pytest --probe=all {item.nodeid!r}",
             pytrace=False,
         )
 
@@ -453,8 +501,9 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
     # The mode comes from the command line only (settings.mode); nothing else can make a test record.
     action = decide_action(settings.mode, (cassette / "manifest.json").is_file())
     named = marker is not None and bool(marker.args or marker.kwargs.get("name"))
-    if action is Action.VERIFY and named and recorded_by(cassette) not in (None, item.nodeid):
-        action = Action.REPLAY  # a shared cassette: the test that recorded it verifies it
+    recorder = recorded_by(cassette) if action is Action.VERIFY else None
+    if action is Action.VERIFY and named and not _verifies_shared(item, rel, recorder):
+        action = Action.REPLAY  # a shared cassette: one test of the run verifies it, the others replay it
     board = ClaimBoard.for_run(config.stash[RUN_ID]) if action is Action.RECORD else None
     if board is not None and not board.acquire_or_wait(cassette):
         action = Action.REPLAY  # a shared cassette another test of this run has just recorded
@@ -484,6 +533,8 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
             board.release(cassette, recorded=False)  # let the next test that shares it record it
         raise
     item.stash[ITEM_RUN] = run
+    if action is Action.VERIFY and recorder not in (None, item.nodeid):
+        item.stash[ITEM_RECORDED_BY] = recorder  # moved or copied from another test's: verified, and said so
     try:
         yield run.wrap(model, tokenizer, chatstream_config.get("token_sampler"))
     finally:
@@ -532,6 +583,16 @@ def _settle_recording(item: pytest.Item, teardown: pytest.TestReport | None) -> 
         report.teardown_failed[pending.rel] = item.nodeid
     else:
         report.not_written[pending.rel] = item.nodeid
+
+
+def _verifies_shared(item: pytest.Item, rel: str, recorder: str | None) -> bool:
+    """Whether ``item`` verifies the shared cassette ``rel``: the test that recorded it, when this run runs
+    it; else the run's first test that uses it (its manifest names a test this run does not run)."""
+    selected = item.config.stash.get(SELECTED_USERS, {})
+    if recorder is not None and recorder in selected.get("", ()):
+        return recorder == item.nodeid
+    users = selected.get(rel, ())
+    return not users or users[0] == item.nodeid
 
 
 def _rename_hint(config: pytest.Config, settings: Settings, rel: str) -> str:
