@@ -29,6 +29,9 @@ class Report:
     # whose fixture teardown failed: not written either
     missing: dict[str, str] = field(default_factory=dict)  # cassette -> test id
     verified: dict[str, dict] = field(default_factory=dict)  # test id -> VerifyResult.to_dict() + "cassette"
+    repeated: dict[str, dict] = field(default_factory=dict)  # test id -> _repeat.measure() of its N runs
+    repeats: int = 0  # N of --probe=repeat:N
+    repeat_max_distinct: int | None = None
     expected: list[str] = field(default_factory=list)  # cassettes of every collected test
     collected_modules: list[str] = field(default_factory=list)  # cassette dirs of collected modules
     seconds: float = 0.0  # wall time of the tests that used a cassette
@@ -65,6 +68,7 @@ class Report:
         self.teardown_failed.update(other.teardown_failed)
         self.missing.update(other.missing)
         self.verified.update(other.verified)
+        self.repeated.update(other.repeated)
         self.expected = sorted(set(self.expected) | set(other.expected))
         self.collected_modules = sorted(set(self.collected_modules) | set(other.collected_modules))
         self.seconds += other.seconds
@@ -96,7 +100,7 @@ class Report:
 
     def lines(self, unused: list[str] | None = None) -> list[str]:
         """The session summary: one line per kind of activity, then the verify table."""
-        label = Mode(self.mode).label
+        label = f"probe=repeat:{self.repeats}" if self.mode == Mode.REPEAT.value else Mode(self.mode).label
         out = [f"mode: {label}; {self.tests} test(s) used cassettes in {self.seconds:.2f} s"]
         if self.replayed:
             out.append(f"replayed: {len(self.replayed)} cassette(s)")
@@ -114,6 +118,8 @@ class Report:
             out += [f"  {c}  ({t})" for c, t in sorted(self.missing.items())]
         if self.verified:
             out += self.verify_lines()
+        if self.mode == Mode.REPEAT.value:
+            out += self.repeat_lines()
         if unused is not None:
             out.append(f"unused: {len(unused)} cassette(s) on disk that no test of this run used")
             out += [f"  {c}" for c in unused]
@@ -149,6 +155,32 @@ class Report:
     def verify_json(self) -> str:
         return json.dumps({"mode": self.mode, "cassettes": self.verified}, indent=2, sort_keys=True)
 
+    def repeat_lines(self) -> list[str]:
+        """Per test: its runs, how many distinct token sequences they made, where they first part."""
+        limit = "" if self.repeat_max_distinct is None else f" (at most {self.repeat_max_distinct} allowed)"
+        varied = sum(1 for r in self.repeated.values() if r["distinct"] > 1)
+        out = [f"repeated: {len(self.repeated)} test(s) x {self.repeats} live runs: {varied} with more than one "
+               f"token sequence{limit}"]
+        if not self.repeated:
+            return out
+        header = ("test", "runs", "distinct", "step", "answer:step", "tokens there (runs)")
+        rows = [header] + [
+            (test, str(r["runs"]), str(r["distinct"]), _cell(r["first_parting_step"]),
+             "-" if r["answer"] is None else f"{r['answer']}:{r['answer_step']}", _parting(r["parting"]))
+            for test, r in sorted(self.repeated.items())
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        return out
+
+    def repeat_json(self) -> str:
+        return json.dumps({"mode": self.mode, "runs": self.repeats, "max_distinct": self.repeat_max_distinct,
+                           "tests": self.repeated}, indent=2, sort_keys=True)
+
+    def report_json(self) -> str:
+        """The JSON report of this run's mode (verify's or repeat's)."""
+        return self.repeat_json() if self.mode == Mode.REPEAT.value else self.verify_json()
+
 
 def _cell(value: object) -> str:
     if value is None:
@@ -156,6 +188,13 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def _parting(parting: list[dict]) -> str:
+    if not parting:
+        return "-"
+    return ", ".join(f"{'end' if p['token'] is None else _token(p['token'], p.get('text'))} ({p['runs']})"
+                     for p in parting)
 
 
 def _token(token: int | None, text: str | None) -> str:

@@ -28,6 +28,7 @@ from ._errors import cassette_not_found, configuration_error, is_configuration_e
 from ._misses import MissLog
 from ._model import local_model, locate_model
 from ._paths import default_cassette_relpath, named_cassette_relpath, relpath_or_abs
+from ._repeat import measure, too_many_message
 from ._report import Report, cassettes_on_disk, rename_hint
 from ._session import (
     CassetteRun,
@@ -41,11 +42,11 @@ from ._session import (
 from ._settings import (
     FIDELITIES,
     MODEL_ENV,
-    PROBE_CHOICES,
     Action,
     Mode,
     Settings,
     decide_action,
+    is_probe_mode,
     probe_on_command_line,
     resolve_settings,
 )
@@ -65,6 +66,7 @@ ITEM_PROBLEM = pytest.StashKey[str]()
 ITEM_MISSES = pytest.StashKey[MissLog]()
 ITEM_PENDING = pytest.StashKey["PendingRecording"]()
 ITEM_RECORDED_BY = pytest.StashKey[str]()
+ITEM_REPEATS = pytest.StashKey[list]()
 SELECTED_USERS = pytest.StashKey[dict]()
 MODEL_DIR = pytest.StashKey["Path | None"]()
 
@@ -83,7 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--probe", action="store", nargs="?", const="all", default=None, metavar="MODE",
         help="run the live model: 'all' (the default of a bare --probe) re-records every cassette, "
-             "'missing' records absent ones, 'verify' compares with the cassettes and writes nothing. "
+             "'missing' records absent ones, 'verify' compares with the cassettes and writes nothing, "
+             "'repeat:N' runs each test N times live (writes nothing) and counts its distinct token sequences. "
              "A test path right after a bare --probe is recorded (--probe tests/test_x.py = --probe=all "
              "tests/test_x.py).",
     )
@@ -96,7 +99,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--probe-fidelity", default=None, choices=FIDELITIES,
                     help="logits kept by recording (ini: chatstream_fidelity; default compact).")
     group.addoption("--probe-report", default=None, metavar="PATH",
-                    help="JSON report of --probe=verify (ini: chatstream_verify_report).")
+                    help="JSON report of --probe=verify or --probe=repeat:N (ini: chatstream_verify_report, "
+                         "chatstream_repeat_report).")
+    group.addoption("--probe-repeat-max-distinct", default=None, type=int, metavar="K",
+                    help="under --probe=repeat:N, fail a test whose runs produced more than K distinct token "
+                         "sequences (ini: chatstream_repeat_max_distinct; default: no limit).")
     group.addoption("--chatstream-unused", action="store_true", default=False,
                     help="list the cassettes on disk that no test of this run used.")
     parser.addini("chatstream_cassette_dir", "cassette directory (default fixtures/cassettes under the rootdir)")
@@ -106,6 +113,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("chatstream_missing_cassette", "a test without its cassette: fail (default) or skip")
     parser.addini("chatstream_verify_report", "JSON report path of --probe=verify "
                                               "(default chatstream-verify-report.json under the rootdir)")
+    parser.addini("chatstream_repeat_report", "JSON report path of --probe=repeat:N "
+                                              "(default chatstream-repeat-report.json under the rootdir)")
+    parser.addini("chatstream_repeat_max_distinct", "under --probe=repeat:N, the most distinct token sequences a "
+                                                    "test's runs may produce (default: no limit)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -116,7 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     probe = config.getoption("--probe")
     workerinput = getattr(config, "workerinput", None)
-    if probe is not None and probe not in PROBE_CHOICES:
+    if probe is not None and not is_probe_mode(probe):
         probe = _probe_value_as_test_path(config, probe)
     # The mode comes from the command line only: pytest would take an ini file's `addopts = --probe`
     # as if it had been typed, which would let a committed file make CI load a model and record.
@@ -143,6 +154,9 @@ def pytest_configure(config: pytest.Config) -> None:
             ini_fidelity=config.getini("chatstream_fidelity") or None,
             ini_missing=config.getini("chatstream_missing_cassette") or None,
             ini_report=config.getini("chatstream_verify_report") or None,
+            cli_max_distinct=config.getoption("--probe-repeat-max-distinct"),
+            ini_max_distinct=config.getini("chatstream_repeat_max_distinct") or None,
+            ini_repeat_report=config.getini("chatstream_repeat_report") or None,
             invocation_dir=config.invocation_params.dir,
             rootpath=config.rootpath,
         )
@@ -160,7 +174,10 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(error)) from None
         settings = dataclasses.replace(settings, model_path=model_dir)
     config.stash[SETTINGS] = settings
-    config.stash[REPORT] = Report(mode=settings.mode.value)
+    config.stash[REPORT] = Report(mode=settings.mode.value, repeats=settings.repeat,
+                                  repeat_max_distinct=settings.repeat_max_distinct)
+    if settings.mode is Mode.REPEAT:
+        config.pluginmanager.register(RepeatRunner(settings.repeat), "chatstream-repeat")
     config.stash[FINGERPRINTS] = {}
     config.stash[RUN_ID] = workerinput["chatstream_run_id"] if workerinput else uuid.uuid4().hex
 
@@ -311,6 +328,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     run = item.stash.get(ITEM_RUN, None)
+    if run is not None and run.action is Action.REPEAT:
+        result = yield
+        _measure_run(item, run)
+        return result
     if run is None or run.action is not Action.VERIFY:
         return (yield)
     try:
@@ -330,6 +351,52 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         _verify_error(item, error)
         raise
     return result
+
+
+def _measure_run(item: pytest.Item, run: CassetteRun) -> None:
+    """Keep what this run of the test generated; after its last run, measure them all (and fail above the limit)."""
+    settings = item.config.stash[SETTINGS]
+    runs = item.stash.setdefault(ITEM_REPEATS, [])
+    tokens, describe = run.recorded_run()
+    runs.append(tokens)
+    if len(runs) < settings.repeat:
+        return
+    result = measure(runs, describe)
+    result["test"] = item.nodeid
+    item.config.stash[REPORT].repeated[item.nodeid] = result
+    limit = settings.repeat_max_distinct
+    if limit is not None and result["distinct"] > limit:
+        pytest.fail(too_many_message(item.nodeid, result, limit), pytrace=False)
+
+
+class RepeatRunner:
+    """``--probe=repeat:N``: runs each cassette-backed test's whole protocol (setup, call, teardown) N times,
+    with fresh function-scoped fixtures each time, and reports it once: its first failing run, else its last."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        if not _uses_cassette(item):
+            return None  # pytest's own protocol: run once
+        from _pytest.runner import runtestprotocol  # what pytest's protocol (and pytest-rerunfailures) runs
+
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        item.stash[ITEM_REPEATS] = []
+        for number in range(1, self.repeats + 1):
+            last = number == self.repeats
+            # Between runs only the test's own fixtures are torn down: its parent stays set up (module,
+            # class and session fixtures, the live model among them).
+            reports = runtestprotocol(item, log=False, nextitem=nextitem if last else item.parent)
+            if last or any(report.failed for report in reports):
+                break
+        for report in reports:
+            if self.repeats > 1 and number < self.repeats:
+                report.sections.append(("chatstream repeat", f"run {number} of {self.repeats} failed"))
+            item.ihook.pytest_runtest_logreport(report=report)
+        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
 
 
 def _recorded_by_note(verdict: dict) -> str:
@@ -391,9 +458,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     ClaimBoard.for_run(config.stash[RUN_ID]).remove()
     settings = config.stash[SETTINGS]
-    if settings.mode is Mode.VERIFY and report.verified:
-        settings.verify_report.parent.mkdir(parents=True, exist_ok=True)
-        settings.verify_report.write_text(report.verify_json() + "\n", encoding="utf-8")
+    if (settings.mode is Mode.VERIFY and report.verified) or settings.mode is Mode.REPEAT:
+        settings.report_path.parent.mkdir(parents=True, exist_ok=True)
+        settings.report_path.write_text(report.report_json() + "\n", encoding="utf-8")
     _write_unused_report(config, settings, report, exitstatus)
 
 
@@ -423,8 +490,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("chatstream cassettes")
     for line in report.lines(unused):
         terminalreporter.write_line(line)
-    if settings.mode is Mode.VERIFY and report.verified:
-        terminalreporter.write_line(f"verify report: {settings.verify_report}")
+    if (settings.mode is Mode.VERIFY and report.verified) or settings.mode is Mode.REPEAT:
+        terminalreporter.write_line(f"{settings.mode.value} report: {settings.report_path}")
 
 
 # -- fixtures --------------------------------------------------------------------------------------------
