@@ -25,8 +25,13 @@ class Report:
     replayed: dict[str, list[str]] = field(default_factory=dict)  # cassette -> test ids
     recorded: dict[str, int] = field(default_factory=dict)  # cassette -> bytes written
     not_written: dict[str, str] = field(default_factory=dict)  # cassette -> the failed test's id
+    teardown_failed: dict[str, str] = field(default_factory=dict)  # cassette -> id of a test that passed, but
+    # whose fixture teardown failed: not written either
     missing: dict[str, str] = field(default_factory=dict)  # cassette -> test id
     verified: dict[str, dict] = field(default_factory=dict)  # test id -> VerifyResult.to_dict() + "cassette"
+    repeated: dict[str, dict] = field(default_factory=dict)  # test id -> _repeat.measure() of its N runs
+    repeats: int = 0  # N of --probe=repeat:N
+    repeat_max_distinct: int | None = None
     expected: list[str] = field(default_factory=list)  # cassettes of every collected test
     collected_modules: list[str] = field(default_factory=list)  # cassette dirs of collected modules
     seconds: float = 0.0  # wall time of the tests that used a cassette
@@ -43,7 +48,7 @@ class Report:
     @property
     def used(self) -> set[str]:
         verified = {v["cassette"] for v in self.verified.values() if "cassette" in v}
-        return set(self.replayed) | set(self.recorded) | set(self.not_written) | verified
+        return set(self.replayed) | set(self.recorded) | set(self.not_written) | set(self.teardown_failed) | verified
 
     # -- xdist ------------------------------------------------------------------------------------
 
@@ -60,8 +65,10 @@ class Report:
             self.replayed.setdefault(cassette, []).extend(tests)
         self.recorded.update(other.recorded)
         self.not_written.update(other.not_written)
+        self.teardown_failed.update(other.teardown_failed)
         self.missing.update(other.missing)
         self.verified.update(other.verified)
+        self.repeated.update(other.repeated)
         self.expected = sorted(set(self.expected) | set(other.expected))
         self.collected_modules = sorted(set(self.collected_modules) | set(other.collected_modules))
         self.seconds += other.seconds
@@ -93,7 +100,7 @@ class Report:
 
     def lines(self, unused: list[str] | None = None) -> list[str]:
         """The session summary: one line per kind of activity, then the verify table."""
-        label = Mode(self.mode).label
+        label = f"probe=repeat:{self.repeats}" if self.mode == Mode.REPEAT.value else Mode(self.mode).label
         out = [f"mode: {label}; {self.tests} test(s) used cassettes in {self.seconds:.2f} s"]
         if self.replayed:
             out.append(f"replayed: {len(self.replayed)} cassette(s)")
@@ -102,11 +109,17 @@ class Report:
         if self.not_written:
             out.append(f"not written (test failed, existing cassette kept): {len(self.not_written)}")
             out += [f"  {c}  ({t})" for c, t in sorted(self.not_written.items())]
+        if self.teardown_failed:
+            out.append(f"not written (test passed, a fixture teardown failed, existing cassette kept): "
+                       f"{len(self.teardown_failed)}")
+            out += [f"  {c}  ({t})" for c, t in sorted(self.teardown_failed.items())]
         if self.missing:
             out.append(f"missing: {len(self.missing)} cassette(s)")
             out += [f"  {c}  ({t})" for c, t in sorted(self.missing.items())]
         if self.verified:
             out += self.verify_lines()
+        if self.mode == Mode.REPEAT.value:
+            out += self.repeat_lines()
         if unused is not None:
             out.append(f"unused: {len(unused)} cassette(s) on disk that no test of this run used")
             out += [f"  {c}" for c in unused]
@@ -128,10 +141,45 @@ class Report:
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        moved = {test: r for test, r in sorted(self.verified.items()) if r.get("recorded_by")}
+        if moved:
+            out.append(f"recorded by another test: {len(moved)} cassette(s) (moved or copied? verified all the same; "
+                       "re-record each with pytest --probe=all TEST)")
+            out += [f"  {test}: {r.get('cassette')} names {r['recorded_by']}" for test, r in moved.items()]
+        errors = {test: r for test, r in sorted(self.verified.items()) if r.get("status") == "error"}
+        if errors:
+            out.append(f"comparison failed: {len(errors)} test(s)")
+            out += [f"  {test}: {r.get('reason')}" for test, r in errors.items()]
         return out
 
     def verify_json(self) -> str:
         return json.dumps({"mode": self.mode, "cassettes": self.verified}, indent=2, sort_keys=True)
+
+    def repeat_lines(self) -> list[str]:
+        """Per test: its runs, how many distinct token sequences they made, where they first part."""
+        limit = "" if self.repeat_max_distinct is None else f" (at most {self.repeat_max_distinct} allowed)"
+        varied = sum(1 for r in self.repeated.values() if r["distinct"] > 1)
+        out = [f"repeated: {len(self.repeated)} test(s) x {self.repeats} live runs: {varied} with more than one "
+               f"token sequence{limit}"]
+        if not self.repeated:
+            return out
+        header = ("test", "runs", "distinct", "step", "answer:step", "tokens there (runs)")
+        rows = [header] + [
+            (test, str(r["runs"]), str(r["distinct"]), _cell(r["first_parting_step"]),
+             "-" if r["answer"] is None else f"{r['answer']}:{r['answer_step']}", _parting(r["parting"]))
+            for test, r in sorted(self.repeated.items())
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        return out
+
+    def repeat_json(self) -> str:
+        return json.dumps({"mode": self.mode, "runs": self.repeats, "max_distinct": self.repeat_max_distinct,
+                           "tests": self.repeated}, indent=2, sort_keys=True)
+
+    def report_json(self) -> str:
+        """The JSON report of this run's mode (verify's or repeat's)."""
+        return self.repeat_json() if self.mode == Mode.REPEAT.value else self.verify_json()
 
 
 def _cell(value: object) -> str:
@@ -140,6 +188,13 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def _parting(parting: list[dict]) -> str:
+    if not parting:
+        return "-"
+    return ", ".join(f"{'end' if p['token'] is None else _token(p['token'], p.get('text'))} ({p['runs']})"
+                     for p in parting)
 
 
 def _token(token: int | None, text: str | None) -> str:

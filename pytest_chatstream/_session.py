@@ -94,21 +94,22 @@ class CassetteRun:
 
     ``RECORD`` writes into a staging directory beside the cassette and :meth:`finish` swaps it in
     only if the test passed. ``VERIFY`` writes into a temporary directory that :meth:`verify`
-    compares with the cassette, and never touches the cassette.
+    compares with the cassette, and never touches the cassette. ``REPEAT`` writes into a temporary
+    directory too, read back by :meth:`recorded_run`.
     """
 
     def __init__(self, cassette: Path, action: Action, fidelity: str, sampling: dict | None,
                  extra_metadata: dict | None) -> None:
         from chatstream.cassettes.recording import ProbeRecorder
 
-        if action not in (Action.RECORD, Action.VERIFY):
-            raise ValueError(f"`action` (={action!r}) must be RECORD or VERIFY for a CassetteRun.")
+        if action not in (Action.RECORD, Action.VERIFY, Action.REPEAT):
+            raise ValueError(f"`action` (={action!r}) must be RECORD, VERIFY or REPEAT for a CassetteRun.")
         self.cassette = cassette
         self.action = action
         if action is Action.RECORD:
             self.target = new_staging_dir(cassette)
         else:
-            self.target = Path(tempfile.mkdtemp(prefix="chatstream-verify-"))
+            self.target = Path(tempfile.mkdtemp(prefix=f"chatstream-{action.value}-"))
         self.recorder = ProbeRecorder(
             self.target, fidelity=fidelity, sampling=sampling, extra_metadata=extra_metadata
         )
@@ -129,12 +130,19 @@ class CassetteRun:
         self.recorder.flush()
         return compare_cassettes(self.cassette, self.target, **tolerances).to_dict()
 
+    def recorded_run(self) -> tuple[list[list[int]], Any]:
+        """What the live model generated so far in this test: each answer's tokens, and a token decoder."""
+        from ._repeat import recorded_run
+
+        self.recorder.flush()
+        return recorded_run(self.target)
+
     def finish(self, passed: bool) -> int | None:
         """Close the recorder; for RECORD commit the cassette if ``passed`` (returns its size) else keep the old."""
         try:
             self.close_recorder()
         finally:
-            if self.action is Action.VERIFY:
+            if self.action is not Action.RECORD:
                 shutil.rmtree(self.target, ignore_errors=True)
             elif not passed:
                 discard(self.target)

@@ -20,6 +20,7 @@ from ._paths import resolve_dir
 
 DEFAULT_CASSETTE_DIR = "fixtures/cassettes"
 DEFAULT_VERIFY_REPORT = "chatstream-verify-report.json"
+DEFAULT_REPEAT_REPORT = "chatstream-repeat-report.json"
 MISSING_ACTIONS = ("fail", "skip")
 MODEL_ENV = "CHATSTREAM_MODEL_PATH"
 
@@ -31,6 +32,7 @@ class Mode(str, enum.Enum):
     ALL = "all"
     MISSING = "missing"
     VERIFY = "verify"
+    REPEAT = "repeat"  # --probe=repeat:N, each test run N times live: how many distinct token sequences
 
     @property
     def label(self) -> str:
@@ -44,21 +46,36 @@ class Action(str, enum.Enum):
     RECORD = "record"
     VERIFY = "verify"
     MISSING = "missing"
+    REPEAT = "repeat"
 
 
 PROBE_CHOICES = (Mode.ALL.value, Mode.MISSING.value, Mode.VERIFY.value)
 
 
-def parse_probe(value: str | None) -> Mode:
-    """The mode from ``--probe`` (None when not given: replay; ``--probe`` alone is ``all``)."""
+def is_probe_mode(value: str) -> bool:
+    """Whether ``value`` (given to ``--probe``) is meant as a mode, valid or not, rather than a test path."""
+    return value in PROBE_CHOICES or value == Mode.REPEAT.value or value.startswith(f"{Mode.REPEAT.value}:")
+
+
+def parse_probe(value: str | None) -> tuple[Mode, int]:
+    """The mode from ``--probe`` (None when not given: replay; ``--probe`` alone is ``all``) and, for
+    ``repeat:N``, N (else 0)."""
     if value is None:
-        return Mode.REPLAY
-    if value not in PROBE_CHOICES:
-        raise configuration_error(
-            f"--probe={value!r} is not a probe mode; use --probe (same as --probe=all), "
-            "--probe=missing or --probe=verify."
-        )
-    return Mode(value)
+        return Mode.REPLAY, 0
+    if value in PROBE_CHOICES:
+        return Mode(value), 0
+    head, _, count = value.partition(":")
+    if head == Mode.REPEAT.value:
+        if not count.isdigit() or int(count) < 2:
+            raise configuration_error(
+                f"--probe={value!r}: repeat needs how many times to run each test, at least 2, "
+                "e.g. --probe=repeat:10."
+            )
+        return Mode.REPEAT, int(count)
+    raise configuration_error(
+        f"--probe={value!r} is not a probe mode; use --probe (same as --probe=all), "
+        "--probe=missing, --probe=verify or --probe=repeat:N."
+    )
 
 
 def probe_on_command_line(args: Sequence[str]) -> bool:
@@ -74,6 +91,8 @@ def decide_action(mode: Mode, cassette_exists: bool) -> Action:
         return Action.REPLAY if cassette_exists else Action.RECORD
     if mode is Mode.VERIFY:
         return Action.VERIFY if cassette_exists else Action.MISSING
+    if mode is Mode.REPEAT:
+        return Action.REPEAT  # runs live and writes nothing, cassette or not
     return Action.REPLAY if cassette_exists else Action.MISSING
 
 
@@ -92,6 +111,14 @@ class Settings:
     model_spec: str | None = None  # the model setting as written: a directory or a Hub id (org/name)
     model_origin: str = ""  # where it was written: --probe-model, CHATSTREAM_MODEL_PATH or chatstream_model_path
     model_base: Path | None = None  # the directory a relative model_spec is taken from
+    repeat: int = 0  # N of --probe=repeat:N
+    repeat_max_distinct: int | None = None  # more distinct token sequences than this fails the test
+    repeat_report: Path | None = None  # JSON report of --probe=repeat:N
+
+    @property
+    def report_path(self) -> Path | None:
+        """Where this run's JSON report goes: verify's or repeat's (None in other modes)."""
+        return {Mode.VERIFY: self.verify_report, Mode.REPEAT: self.repeat_report}.get(self.mode)
 
     @property
     def live(self) -> bool:
@@ -127,6 +154,9 @@ def resolve_settings(
     ini_report: str | None,
     invocation_dir: Path,
     rootpath: Path,
+    cli_max_distinct: int | None = None,
+    ini_max_distinct: str | None = None,
+    ini_repeat_report: str | None = None,
 ) -> Settings:
     """Merge command line, environment and ini values; command-line and environment paths are relative
     to the invocation directory, ini paths to the rootdir."""
@@ -151,8 +181,13 @@ def resolve_settings(
         resolve_dir(cli_report, invocation_dir) if cli_report
         else resolve_dir(ini_report or DEFAULT_VERIFY_REPORT, rootpath)
     )
+    mode, repeat = parse_probe(probe)  # only the command line chooses the mode
+    repeat_report = (
+        resolve_dir(cli_report, invocation_dir) if cli_report
+        else resolve_dir(ini_repeat_report or DEFAULT_REPEAT_REPORT, rootpath)
+    )
     return Settings(
-        mode=parse_probe(probe),  # only the command line chooses the mode
+        mode=mode,
         cassette_dir=resolve_dir(ini_cassette_dir or DEFAULT_CASSETTE_DIR, rootpath),
         model_path=model_path,
         device=cli_device or ini_device or None,
@@ -163,4 +198,23 @@ def resolve_settings(
         model_spec=model_spec,
         model_origin=model_origin,
         model_base=model_base,
+        repeat=repeat,
+        repeat_max_distinct=_max_distinct(cli_max_distinct, ini_max_distinct),
+        repeat_report=repeat_report,
     )
+
+
+def _max_distinct(cli_value: int | None, ini_value: str | None) -> int | None:
+    # Precedence: command line > ini > none (no limit).
+    if cli_value is not None:
+        value, name = cli_value, "--probe-repeat-max-distinct"
+    elif ini_value:
+        name = "chatstream_repeat_max_distinct"
+        if not ini_value.strip().isdigit():
+            raise configuration_error(f"`{name}` (={ini_value!r}) must be a whole number of token sequences, >= 1.")
+        value = int(ini_value)
+    else:
+        return None
+    if value < 1:
+        raise configuration_error(f"`{name}` (={value!r}) must be >= 1: one token sequence means every run agreed.")
+    return value

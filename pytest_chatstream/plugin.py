@@ -13,6 +13,7 @@ import os
 import secrets
 import shlex
 import time
+import traceback
 import types
 import uuid
 import warnings
@@ -27,6 +28,7 @@ from ._errors import cassette_not_found, configuration_error, is_configuration_e
 from ._misses import MissLog
 from ._model import local_model, locate_model
 from ._paths import default_cassette_relpath, named_cassette_relpath, relpath_or_abs
+from ._repeat import measure, too_many_message
 from ._report import Report, cassettes_on_disk, rename_hint
 from ._session import (
     CassetteRun,
@@ -40,11 +42,11 @@ from ._session import (
 from ._settings import (
     FIDELITIES,
     MODEL_ENV,
-    PROBE_CHOICES,
     Action,
     Mode,
     Settings,
     decide_action,
+    is_probe_mode,
     probe_on_command_line,
     resolve_settings,
 )
@@ -62,6 +64,10 @@ ITEM_RUN = pytest.StashKey[CassetteRun]()
 ITEM_PASSED = pytest.StashKey[bool]()
 ITEM_PROBLEM = pytest.StashKey[str]()
 ITEM_MISSES = pytest.StashKey[MissLog]()
+ITEM_PENDING = pytest.StashKey["PendingRecording"]()
+ITEM_RECORDED_BY = pytest.StashKey[str]()
+ITEM_REPEATS = pytest.StashKey[list]()
+SELECTED_USERS = pytest.StashKey[dict]()
 MODEL_DIR = pytest.StashKey["Path | None"]()
 
 
@@ -79,7 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--probe", action="store", nargs="?", const="all", default=None, metavar="MODE",
         help="run the live model: 'all' (the default of a bare --probe) re-records every cassette, "
-             "'missing' records absent ones, 'verify' compares with the cassettes and writes nothing. "
+             "'missing' records absent ones, 'verify' compares with the cassettes and writes nothing, "
+             "'repeat:N' runs each test N times live (writes nothing) and counts its distinct token sequences. "
              "A test path right after a bare --probe is recorded (--probe tests/test_x.py = --probe=all "
              "tests/test_x.py).",
     )
@@ -92,7 +99,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--probe-fidelity", default=None, choices=FIDELITIES,
                     help="logits kept by recording (ini: chatstream_fidelity; default compact).")
     group.addoption("--probe-report", default=None, metavar="PATH",
-                    help="JSON report of --probe=verify (ini: chatstream_verify_report).")
+                    help="JSON report of --probe=verify or --probe=repeat:N (ini: chatstream_verify_report, "
+                         "chatstream_repeat_report).")
+    group.addoption("--probe-repeat-max-distinct", default=None, type=int, metavar="K",
+                    help="under --probe=repeat:N, fail a test whose runs produced more than K distinct token "
+                         "sequences (ini: chatstream_repeat_max_distinct; default: no limit).")
     group.addoption("--chatstream-unused", action="store_true", default=False,
                     help="list the cassettes on disk that no test of this run used.")
     parser.addini("chatstream_cassette_dir", "cassette directory (default fixtures/cassettes under the rootdir)")
@@ -102,6 +113,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("chatstream_missing_cassette", "a test without its cassette: fail (default) or skip")
     parser.addini("chatstream_verify_report", "JSON report path of --probe=verify "
                                               "(default chatstream-verify-report.json under the rootdir)")
+    parser.addini("chatstream_repeat_report", "JSON report path of --probe=repeat:N "
+                                              "(default chatstream-repeat-report.json under the rootdir)")
+    parser.addini("chatstream_repeat_max_distinct", "under --probe=repeat:N, the most distinct token sequences a "
+                                                    "test's runs may produce (default: no limit)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -112,7 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     probe = config.getoption("--probe")
     workerinput = getattr(config, "workerinput", None)
-    if probe is not None and probe not in PROBE_CHOICES:
+    if probe is not None and not is_probe_mode(probe):
         probe = _probe_value_as_test_path(config, probe)
     # The mode comes from the command line only: pytest would take an ini file's `addopts = --probe`
     # as if it had been typed, which would let a committed file make CI load a model and record.
@@ -139,6 +154,9 @@ def pytest_configure(config: pytest.Config) -> None:
             ini_fidelity=config.getini("chatstream_fidelity") or None,
             ini_missing=config.getini("chatstream_missing_cassette") or None,
             ini_report=config.getini("chatstream_verify_report") or None,
+            cli_max_distinct=config.getoption("--probe-repeat-max-distinct"),
+            ini_max_distinct=config.getini("chatstream_repeat_max_distinct") or None,
+            ini_repeat_report=config.getini("chatstream_repeat_report") or None,
             invocation_dir=config.invocation_params.dir,
             rootpath=config.rootpath,
         )
@@ -156,7 +174,10 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(error)) from None
         settings = dataclasses.replace(settings, model_path=model_dir)
     config.stash[SETTINGS] = settings
-    config.stash[REPORT] = Report(mode=settings.mode.value)
+    config.stash[REPORT] = Report(mode=settings.mode.value, repeats=settings.repeat,
+                                  repeat_max_distinct=settings.repeat_max_distinct)
+    if settings.mode is Mode.REPEAT:
+        config.pluginmanager.register(RepeatRunner(settings.repeat), "chatstream-repeat")
     config.stash[FINGERPRINTS] = {}
     config.stash[RUN_ID] = workerinput["chatstream_run_id"] if workerinput else uuid.uuid4().hex
 
@@ -256,6 +277,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     report.collected_modules = sorted(set(report.collected_modules) | modules)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The selected tests that use each named cassette, in run order ("": every selected test's id)."""
+    users: dict[str, list[str]] = {"": []}
+    for item in session.items:
+        if not _uses_cassette(item) or ITEM_PROBLEM in item.stash:
+            continue
+        users[""].append(item.nodeid)
+        if item.get_closest_marker(MARKER) is not None:
+            with contextlib.suppress(ValueError):
+                users.setdefault(cassette_relpath(item), []).append(item.nodeid)
+    users[""] = set(users[""])
+    session.config.stash[SELECTED_USERS] = users
+
+
 # -- outcome bookkeeping ---------------------------------------------------------------------------------
 
 
@@ -269,6 +304,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         with misses:
             return (yield)
     finally:
+        _settle_recording(item, None)  # a run stopped before the teardown report: keep the old cassette
         if ITEM_CASSETTE in item.stash:
             report = item.config.stash[REPORT]
             report.tests += 1
@@ -278,6 +314,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
+    if report.when == "teardown":
+        _settle_recording(item, report)
     if report.when == "call":
         item.stash[ITEM_PASSED] = report.passed
         misses = item.stash.get(ITEM_MISSES, None)
@@ -290,15 +328,93 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     run = item.stash.get(ITEM_RUN, None)
+    if run is not None and run.action is Action.REPEAT:
+        result = yield
+        _measure_run(item, run)
+        return result
     if run is None or run.action is not Action.VERIFY:
         return (yield)
     try:
         result = yield
     except BaseException:
-        _verify(item, run, fail=False)  # the test failed already; still report how the model diverged
+        # The test failed already: still report how the model diverged, but never in place of its failure.
+        try:
+            _verify(item, run, fail=False)
+        except Exception as error:
+            _verify_error(item, error)
+            item.add_report_section("call", "chatstream verify", "comparing the live run with the cassette "
+                                    "failed too (the test's own failure is above):\n" + _format_error(error))
         raise
-    _verify(item, run, fail=True)
+    try:
+        _verify(item, run, fail=True)
+    except Exception as error:  # not pytest.fail's exception (a BaseException): a diverged verdict is noted
+        _verify_error(item, error)
+        raise
     return result
+
+
+def _measure_run(item: pytest.Item, run: CassetteRun) -> None:
+    """Keep what this run of the test generated; after its last run, measure them all (and fail above the limit)."""
+    settings = item.config.stash[SETTINGS]
+    runs = item.stash.setdefault(ITEM_REPEATS, [])
+    tokens, describe = run.recorded_run()
+    runs.append(tokens)
+    if len(runs) < settings.repeat:
+        return
+    result = measure(runs, describe)
+    result["test"] = item.nodeid
+    item.config.stash[REPORT].repeated[item.nodeid] = result
+    limit = settings.repeat_max_distinct
+    if limit is not None and result["distinct"] > limit:
+        pytest.fail(too_many_message(item.nodeid, result, limit), pytrace=False)
+
+
+class RepeatRunner:
+    """``--probe=repeat:N``: runs each cassette-backed test's whole protocol (setup, call, teardown) N times,
+    with fresh function-scoped fixtures each time, and reports it once: its first failing run, else its last."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        if not _uses_cassette(item):
+            return None  # pytest's own protocol: run once
+        from _pytest.runner import runtestprotocol  # what pytest's protocol (and pytest-rerunfailures) runs
+
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        item.stash[ITEM_REPEATS] = []
+        for number in range(1, self.repeats + 1):
+            last = number == self.repeats
+            # Between runs only the test's own fixtures are torn down: its parent stays set up (module,
+            # class and session fixtures, the live model among them).
+            reports = runtestprotocol(item, log=False, nextitem=nextitem if last else item.parent)
+            if last or any(report.failed for report in reports):
+                break
+        for report in reports:
+            if self.repeats > 1 and number < self.repeats:
+                report.sections.append(("chatstream repeat", f"run {number} of {self.repeats} failed"))
+            item.ihook.pytest_runtest_logreport(report=report)
+        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
+
+def _recorded_by_note(verdict: dict) -> str:
+    recorder = verdict.get("recorded_by")
+    return f" Its manifest says {recorder} recorded it (moved or copied from that test?)." if recorder else ""
+
+
+def _format_error(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _verify_error(item: pytest.Item, error: BaseException) -> None:
+    """Note in the report that comparing ``item``'s live run with its cassette raised ``error``."""
+    verdict = {"status": "error", "reason": f"{type(error).__name__}: {error}", "test": item.nodeid,
+               "cassette": item.stash[ITEM_CASSETTE]}
+    if ITEM_RECORDED_BY in item.stash:
+        verdict["recorded_by"] = item.stash[ITEM_RECORDED_BY]
+    item.config.stash[REPORT].verified[item.nodeid] = verdict
 
 
 def miss_longrepr(error: BaseException, original: Any, count: int) -> Any:
@@ -317,13 +433,16 @@ def _verify(item: pytest.Item, run: CassetteRun, fail: bool) -> None:
     verdict = run.verify()
     verdict["test"] = item.nodeid
     verdict["cassette"] = item.stash[ITEM_CASSETTE]
+    if ITEM_RECORDED_BY in item.stash:
+        verdict["recorded_by"] = item.stash[ITEM_RECORDED_BY]
     item.config.stash[REPORT].verified[item.nodeid] = verdict
     if fail and verdict.get("status") == "diverged":
         pytest.fail(
             f"the live model diverged from the cassette {verdict['cassette']} at step "
             f"{verdict.get('first_divergent_step')}: recorded token {verdict.get('recorded_token')!r}, "
             f"live token {verdict.get('live_token')!r}, largest logit difference "
-            f"{verdict.get('max_logit_diff')}. Re-record it with: pytest --probe=all {item.nodeid!r}",
+            f"{verdict.get('max_logit_diff')}.{_recorded_by_note(verdict)} "
+            f"Re-record it with: pytest --probe=all {item.nodeid!r}",
             pytrace=False,
         )
 
@@ -339,9 +458,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     ClaimBoard.for_run(config.stash[RUN_ID]).remove()
     settings = config.stash[SETTINGS]
-    if settings.mode is Mode.VERIFY and report.verified:
-        settings.verify_report.parent.mkdir(parents=True, exist_ok=True)
-        settings.verify_report.write_text(report.verify_json() + "\n", encoding="utf-8")
+    if (settings.mode is Mode.VERIFY and report.verified) or settings.mode is Mode.REPEAT:
+        settings.report_path.parent.mkdir(parents=True, exist_ok=True)
+        settings.report_path.write_text(report.report_json() + "\n", encoding="utf-8")
     _write_unused_report(config, settings, report, exitstatus)
 
 
@@ -371,8 +490,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("chatstream cassettes")
     for line in report.lines(unused):
         terminalreporter.write_line(line)
-    if settings.mode is Mode.VERIFY and report.verified:
-        terminalreporter.write_line(f"verify report: {settings.verify_report}")
+    if (settings.mode is Mode.VERIFY and report.verified) or settings.mode is Mode.REPEAT:
+        terminalreporter.write_line(f"{settings.mode.value} report: {settings.report_path}")
 
 
 # -- fixtures --------------------------------------------------------------------------------------------
@@ -449,8 +568,9 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
     # The mode comes from the command line only (settings.mode); nothing else can make a test record.
     action = decide_action(settings.mode, (cassette / "manifest.json").is_file())
     named = marker is not None and bool(marker.args or marker.kwargs.get("name"))
-    if action is Action.VERIFY and named and recorded_by(cassette) not in (None, item.nodeid):
-        action = Action.REPLAY  # a shared cassette: the test that recorded it verifies it
+    recorder = recorded_by(cassette) if action is Action.VERIFY else None
+    if action is Action.VERIFY and named and not _verifies_shared(item, rel, recorder):
+        action = Action.REPLAY  # a shared cassette: one test of the run verifies it, the others replay it
     board = ClaimBoard.for_run(config.stash[RUN_ID]) if action is Action.RECORD else None
     if board is not None and not board.acquire_or_wait(cassette):
         action = Action.REPLAY  # a shared cassette another test of this run has just recorded
@@ -480,18 +600,66 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
             board.release(cassette, recorded=False)  # let the next test that shares it record it
         raise
     item.stash[ITEM_RUN] = run
-    passed = False
+    if action is Action.VERIFY and recorder not in (None, item.nodeid):
+        item.stash[ITEM_RECORDED_BY] = recorder  # moved or copied from another test's: verified, and said so
     try:
         yield run.wrap(model, tokenizer, chatstream_config.get("token_sampler"))
-        passed = item.stash.get(ITEM_PASSED, False)
     finally:
-        size = run.finish(passed)
         if action is Action.RECORD:
-            board.release(cassette, recorded=size is not None)
-            if size is not None:
-                report.add_recorded(rel, size)
-            else:
-                report.not_written[rel] = item.nodeid
+            # Written or dropped once the whole teardown is known (_settle_recording): a fixture torn down
+            # after this one may still fail.
+            item.stash[ITEM_PENDING] = PendingRecording(run, rel, board)
+            run.close_recorder()
+        else:
+            run.finish(False)
+
+
+@dataclasses.dataclass
+class PendingRecording:
+    """A recorded cassette waiting for its test's teardown to end: written if the call and teardown passed."""
+
+    run: CassetteRun
+    rel: str
+    board: ClaimBoard
+
+
+def _settle_recording(item: pytest.Item, teardown: pytest.TestReport | None) -> None:
+    """Write the test's recorded cassette if its call and its whole teardown passed, else keep the old one."""
+    pending = item.stash.get(ITEM_PENDING, None)
+    if pending is None:
+        return
+    del item.stash[ITEM_PENDING]
+    report = item.config.stash[REPORT]
+    call_passed = item.stash.get(ITEM_PASSED, False)
+    teardown_passed = teardown is not None and teardown.passed
+    size = None
+    try:
+        size = pending.run.finish(call_passed and teardown_passed)
+    except OSError as error:
+        if teardown is None:
+            raise
+        teardown.outcome = "failed"
+        teardown.longrepr = f"chatstream could not write the cassette {pending.rel}: {error!r}"
+    finally:
+        pending.board.release(pending.run.cassette, recorded=size is not None)
+    if size is not None:
+        report.add_recorded(pending.rel, size)
+    elif call_passed and teardown_passed:
+        report.not_written[pending.rel] = item.nodeid  # the write itself failed (the teardown says why)
+    elif call_passed:
+        report.teardown_failed[pending.rel] = item.nodeid
+    else:
+        report.not_written[pending.rel] = item.nodeid
+
+
+def _verifies_shared(item: pytest.Item, rel: str, recorder: str | None) -> bool:
+    """Whether ``item`` verifies the shared cassette ``rel``: the test that recorded it, when this run runs
+    it; else the run's first test that uses it (its manifest names a test this run does not run)."""
+    selected = item.config.stash.get(SELECTED_USERS, {})
+    if recorder is not None and recorder in selected.get("", ()):
+        return recorder == item.nodeid
+    users = selected.get(rel, ())
+    return not users or users[0] == item.nodeid
 
 
 def _rename_hint(config: pytest.Config, settings: Settings, rel: str) -> str:

@@ -282,13 +282,29 @@ def test_a_sliding_window_model_is_refused_at_construction():
         BatchedChatGenerator(MistralForCausalLM(config).eval(), tokenizer, "cpu")
 
 
+def test_by_default_a_model_batching_cannot_serve_gets_the_per_stream_loop_and_the_reason_is_logged(caplog):
+    config = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, vocab_size=64, sliding_window=8)
+    with caplog.at_level("INFO", logger="chatstream"):
+        chat_stream = ChatStream(model=MistralForCausalLM(config).eval(), tokenizer=word_tokenizer(), device="cpu",
+                                 chat_prompt_clazz=ChatPromptChatML)
+    assert isinstance(chat_stream.chat_generator, ChatGenerator)
+    assert "without continuous batching" in caplog.text and "SlidingWindow" in caplog.text
+    with pytest.raises(ConfigurationError, match="SlidingWindow"):  # asked for explicitly: refused
+        ChatStream(model=MistralForCausalLM(config).eval(), tokenizer=word_tokenizer(), device="cpu", batching=True,
+                   chat_prompt_clazz=ChatPromptChatML)
+
+
 def test_chat_stream_batching_switch_builds_the_batched_generator():
     model, tokenizer = bundled()
     chat_stream = ChatStream(model=model, tokenizer=tokenizer, batching=True, num_of_concurrent_executions=3)
     assert isinstance(chat_stream.chat_generator, BatchedChatGenerator)
     assert chat_stream.chat_generator.engine.capacity == 3
     chat_stream.close()
-    assert isinstance(ChatStream(model=model, tokenizer=tokenizer).chat_generator, ChatGenerator)
+    by_default = ChatStream(model=model, tokenizer=tokenizer)
+    assert isinstance(by_default.chat_generator, BatchedChatGenerator), "a model that allows it is batched"
+    by_default.close()
+    assert isinstance(ChatStream(model=model, tokenizer=tokenizer, batching=False).chat_generator, ChatGenerator)
     with pytest.raises(ConfigurationError, match="use_mock_response"):
         ChatStream(use_mock_response=True, batching=True)
     with pytest.raises(ConfigurationError, match="batching"):
@@ -299,7 +315,7 @@ def test_serve_has_a_batching_switch():
     parser = build_parser()
     assert parser.parse_args(["serve", "--batching"]).batching is True
     assert parser.parse_args(["serve", "--no-batching"]).batching is False
-    assert parser.parse_args(["serve"]).batching is False
+    assert parser.parse_args(["serve"]).batching is None, "by default: batched when the model allows it"
 
 
 def test_a_forward_that_fails_ends_every_stream_of_that_step_with_the_error(batched):

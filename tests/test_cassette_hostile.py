@@ -181,3 +181,56 @@ def test_a_tensor_of_an_unknown_dtype_is_a_format_error(cassette):
     edit_json(cassette / SEGMENT_JSON, lambda d: d["tensors"].update(bytes=len(data),
                                                                       sha256=hashlib.sha256(data).hexdigest()))
     load_fails(cassette, SEGMENT_TENSORS)
+
+
+# -- the recorded results of tokenizer calls, by method -----------------------------------------------------
+
+
+def call_index(document, method):
+    return next(i for i, call in enumerate(document["calls"]) if call["fn"] == method)
+
+
+def set_call_out(cassette, method, value, inner=None):
+    """Replace what the recorded ``method`` call returned (``inner``: only that key of its BatchEncoding)."""
+
+    def edit(document):
+        call = document["calls"][call_index(document, method)]
+        if inner is None:
+            call["out"] = value
+        else:
+            call["out"]["data"][inner] = value
+
+    edit_json(cassette / SEGMENT_JSON, edit)
+    return call_index(json.loads((cassette / SEGMENT_JSON).read_text()), method)
+
+
+def test_a_tokenizer_call_whose_input_ids_became_none_is_a_format_error_naming_the_field(cassette):
+    # found by test_properties: replay raised TypeError in the decode loop instead of a CassetteError
+    index = set_call_out(cassette, "__call__", None, inner="input_ids")
+    load_fails(cassette, SEGMENT_JSON, f"calls[{index}].out", "input_ids", "__call__")
+
+
+@pytest.mark.parametrize(("method", "value", "inner"), [
+    ("__call__", None, None),
+    ("__call__", ["a", "b"], "input_ids"),
+    ("__call__", [1, None], "attention_mask"),
+    ("__call__", {"__type__": "tensor", "dtype": "float32", "data": [[1.0, 2.0]]}, "input_ids"),
+    ("decode", None, None),
+    ("decode", [202], None),
+    ("apply_chat_template", None, None),
+    ("apply_chat_template", {"input_ids": "text"}, None),
+])
+def test_a_tokenizer_result_of_the_wrong_kind_is_a_format_error(cassette, method, value, inner):
+    index = set_call_out(cassette, method, value, inner)
+    load_fails(cassette, SEGMENT_JSON, f"calls[{index}].out", f"recorded {method} call")
+
+
+@pytest.mark.parametrize(("method", "value"), [
+    ("apply_chat_template", [1, 279, 202]),
+    ("apply_chat_template", {"__type__": "BatchEncoding", "data": {"input_ids": [[1, 279]]}}),
+    ("apply_chat_template", {"__type__": "tensor", "dtype": "int64", "data": [[1, 279]]}),
+    ("decode", ""),
+])
+def test_tokenizer_results_of_every_allowed_kind_load(cassette, method, value):
+    set_call_out(cassette, method, value)
+    within(10, MockTransformer.from_path, cassette)

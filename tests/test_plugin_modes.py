@@ -172,3 +172,119 @@ def test_probe_model_and_fidelity_on_the_command_line(pytester: pytest.Pytester)
     manifest = json.loads((project / "fixtures/cassettes/test_chat/test_greeting/manifest.json").read_text())
     assert manifest["fidelity"] == "fp16"
     assert manifest["extra"]["test"] == "test_chat.py::test_greeting"
+
+
+TEARDOWN_FAILS = """\
+import pytest
+
+
+@pytest.fixture
+def breaks_on_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+
+async def test_greeting(breaks_on_teardown, chatstream_client):
+    response = await chatstream_client.post("/chat_stream", json={"user_input": "Bye", "regenerate": False})
+    assert response.status_code == 200
+"""
+
+
+@DIST_PARAMS
+def test_a_test_whose_fixture_teardown_fails_writes_no_cassette(pytester: pytest.Pytester, dist: list[str]) -> None:
+    project = make_chat_project(pytester)
+    pytester.runpytest("--probe", "-k", "greeting").assert_outcomes(passed=1, deselected=3)
+    cassette = project / "fixtures" / "cassettes" / "test_chat" / "test_greeting"
+    before = cassette_bytes(cassette)
+    # breaks_on_teardown is set up before mock_transformer, so it is torn down after it
+    pytester.makepyfile(test_chat=TEARDOWN_FAILS)
+    result = pytester.runpytest("--probe", *dist)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([
+        "*RuntimeError: teardown broke*",
+        "not written (test passed, a fixture teardown failed, existing cassette kept): 1",
+        "  test_chat/test_greeting  (test_chat.py::test_greeting)",
+    ])
+    assert cassette_bytes(cassette) == before  # the old recording ("Hello"), not this run's ("Bye")
+    assert sorted(p.name for p in cassette.parent.iterdir()) == ["test_greeting"]  # no staging left over
+
+    shutil.rmtree(cassette)  # without an old one, nothing is written either
+    result = pytester.runpytest("--probe", *dist)
+    result.assert_outcomes(passed=1, errors=1)
+    assert not cassette.parent.exists() or not list(cassette.parent.iterdir())
+
+
+MOVED_TESTS = """\
+import pytest
+
+ASK = {"user_input": "Hello", "regenerate": False}
+
+
+async def test_hello(chatstream_client):
+    assert (await chatstream_client.post("/chat_stream", json=ASK)).status_code == 200
+
+
+@pytest.mark.chatstream_cassette("shared/greeting")
+async def test_named(chatstream_client):
+    assert (await chatstream_client.post("/chat_stream", json=ASK)).status_code == 200
+"""
+
+
+def test_verify_checks_a_cassette_copied_from_another_test_and_says_so(pytester: pytest.Pytester) -> None:
+    project = make_chat_project(pytester)
+    pytester.runpytest("--probe", "-k", "greeting").assert_outcomes(passed=1, deselected=3)
+    cassettes = project / "fixtures" / "cassettes"
+    shutil.copytree(cassettes / "test_chat" / "test_greeting", cassettes / "test_moved" / "test_hello")
+    shutil.copytree(cassettes / "test_chat" / "test_greeting", cassettes / "shared" / "greeting")
+    alter_first_token(cassettes / "test_moved" / "test_hello", token=3)
+    pytester.makepyfile(test_moved=MOVED_TESTS)
+    result = pytester.runpytest("--probe=verify", "test_moved.py")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*the live model diverged from the cassette test_moved/test_hello at step 0*Its manifest says "
+        "test_chat.py::test_greeting recorded it (moved or copied from that test?)*",
+        "verified: 2 test(s): 1 diverged, 1 identical",
+        "recorded by another test: 2 cassette(s) (moved or copied?*",
+        "  test_moved.py::test_hello: test_moved/test_hello names test_chat.py::test_greeting",
+        "  test_moved.py::test_named: shared/greeting names test_chat.py::test_greeting",
+    ])
+    report = json.loads((project / "chatstream-verify-report.json").read_text())["cassettes"]
+    assert report["test_moved.py::test_named"]["status"] == "identical"  # verified, not replayed silently
+    assert {r["recorded_by"] for r in report.values()} == {"test_chat.py::test_greeting"}
+
+
+FAILING_TESTS = """\
+async def test_greeting(chatstream_client):
+    await chatstream_client.post("/chat_stream", json={"user_input": "Hello", "regenerate": False})
+    assert False, "the test's own failure"
+
+
+async def test_two_turns(chatstream_client):
+    await chatstream_client.post("/chat_stream", json={"user_input": "What is your name?", "regenerate": False})
+"""
+
+
+def test_a_comparison_error_never_hides_the_tests_own_failure(pytester: pytest.Pytester) -> None:
+    project = make_chat_project(pytester)
+    pytester.runpytest("--probe", "-k", "greeting or two_turns").assert_outcomes(passed=2, deselected=2)
+    cassettes = project / "fixtures" / "cassettes" / "test_chat"
+    for name in ("test_greeting", "test_two_turns"):  # the comparison cannot load them
+        (cassettes / name / "segment-000001.json").write_text("{broken")
+    pytester.makepyfile(test_chat=FAILING_TESTS)
+    result = pytester.runpytest("--probe=verify")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*_ test_greeting _*",
+        "E * AssertionError: the test's own failure",
+        "*chatstream verify*",
+        "comparing the live run with the cassette failed too (the test's own failure is above):",
+        "*CassetteFormatError*segment-000001.json*",
+        "*_ test_two_turns _*",
+        "E *CassetteFormatError:*test_two_turns/segment-000001.json: not valid JSON*",
+        "comparison failed: 2 test(s)",
+        "  test_chat.py::test_greeting: CassetteFormatError*",
+        "  test_chat.py::test_two_turns: CassetteFormatError*",
+    ])
+    result.stdout.fnmatch_lines(["FAILED test_chat.py::test_greeting - AssertionError: the test's own failure"])
+    report = json.loads((project / "chatstream-verify-report.json").read_text())["cassettes"]
+    assert {r["status"] for r in report.values()} == {"error"}

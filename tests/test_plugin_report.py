@@ -62,6 +62,21 @@ def test_verify_table_and_json() -> None:
     assert json.loads(report.verify_json())["cassettes"]["m.py::diff"]["first_divergent_step"] == 3
 
 
+def test_teardown_failures_moved_cassettes_and_comparison_errors_are_listed_and_merged() -> None:
+    worker = Report(mode="verify")
+    worker.teardown_failed["m/t"] = "m.py::t"
+    worker.verified["m.py::moved"] = {"status": "identical", "cassette": "m/moved", "recorded_by": "m.py::old"}
+    worker.verified["m.py::broken"] = {"status": "error", "cassette": "m/broken", "reason": "CassetteFormatError: x"}
+    merged = Report(mode="verify")
+    merged.merge(Report.from_json(worker.to_json()))
+    lines = merged.lines()
+    assert "not written (test passed, a fixture teardown failed, existing cassette kept): 1" in lines
+    assert "  m/t  (m.py::t)" in lines and "m/t" in merged.used
+    assert lines[-4].startswith("recorded by another test: 1 cassette(s)")
+    assert lines[-3:] == ["  m.py::moved: m/moved names m.py::old", "comparison failed: 1 test(s)",
+                          "  m.py::broken: CassetteFormatError: x"]
+
+
 def test_format_size() -> None:
     assert [format_size(n) for n in (10, 1536, 3 * 1024 * 1024)] == ["10 B", "1.5 KiB", "3.0 MiB"]
 

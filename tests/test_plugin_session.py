@@ -85,8 +85,8 @@ def test_verify_compares_a_live_run_and_writes_no_cassette(tmp_path: Path) -> No
     assert files(cassette) == before and not run.target.exists()
 
 
-def test_a_cassette_run_only_records_or_verifies(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="RECORD or VERIFY"):
+def test_a_cassette_run_only_records_verifies_or_repeats(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="RECORD, VERIFY or REPEAT"):
         CassetteRun(tmp_path / "t", Action.REPLAY, "compact", None, None)
 
 

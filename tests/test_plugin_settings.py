@@ -11,6 +11,7 @@ from pytest_chatstream._settings import (
     Action,
     Mode,
     decide_action,
+    is_probe_mode,
     parse_probe,
     probe_on_command_line,
     resolve_settings,
@@ -76,7 +77,28 @@ def test_only_the_command_line_sets_the_mode(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("value", "mode"), [(None, Mode.REPLAY), ("all", Mode.ALL), ("missing", Mode.MISSING)])
 def test_parse_probe(value: str | None, mode: Mode) -> None:
-    assert parse_probe(value) is mode
+    assert parse_probe(value) == (mode, 0)
+
+
+def test_parse_probe_repeat_takes_a_count_of_at_least_two() -> None:
+    assert parse_probe("repeat:10") == (Mode.REPEAT, 10)
+    for bad in ("repeat", "repeat:", "repeat:1", "repeat:x", "repeat:-3"):
+        with pytest.raises(ConfigurationError, match=r"at least 2, e\.g\. --probe=repeat:10"):
+            parse_probe(bad)
+    assert is_probe_mode("repeat:x") and is_probe_mode("verify") and not is_probe_mode("tests/test_x.py")
+
+
+def test_repeat_settings_threshold_and_report(tmp_path: Path) -> None:
+    settings = _resolve(tmp_path, probe="repeat:4", ini_max_distinct="2")
+    assert settings.live and settings.repeat == 4 and settings.repeat_max_distinct == 2
+    assert settings.report_path == tmp_path / "root" / "chatstream-repeat-report.json"
+    cli = _resolve(tmp_path, probe="repeat:4", ini_max_distinct="2", cli_max_distinct=1, cli_report="r.json")
+    assert cli.repeat_max_distinct == 1 and cli.report_path == tmp_path / "cwd" / "r.json"  # command line wins
+    assert _resolve(tmp_path, probe="verify").report_path == tmp_path / "root" / "chatstream-verify-report.json"
+    with pytest.raises(ConfigurationError, match="chatstream_repeat_max_distinct"):
+        _resolve(tmp_path, probe="repeat:4", ini_max_distinct="two")
+    with pytest.raises(ConfigurationError, match=r"--probe-repeat-max-distinct.*>= 1"):
+        _resolve(tmp_path, probe="repeat:4", cli_max_distinct=0)
 
 
 def test_probe_on_command_line_tells_probe_from_its_sibling_options() -> None:
@@ -117,6 +139,8 @@ def test_bad_marker_fidelity_is_named(tmp_path: Path) -> None:
         (Mode.MISSING, False, Action.RECORD),
         (Mode.VERIFY, True, Action.VERIFY),
         (Mode.VERIFY, False, Action.MISSING),
+        (Mode.REPEAT, True, Action.REPEAT),
+        (Mode.REPEAT, False, Action.REPEAT),
     ],
 )
 def test_decide_action(mode: Mode, exists: bool, action: Action) -> None:

@@ -257,3 +257,64 @@ def _strip_addresses(value: Any) -> Any:
         return {k: _strip_addresses(v) for k, v in value.items()}
     return value
 
+
+
+# -- what each recorded tokenizer method may have returned (checked by the loader) ------------------------
+
+_INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, list) and all(type(v) is int for v in value)
+
+
+def _token_ids(value: Any) -> bool:
+    """Token ids as recorded: a list of ints, a batch (a list of such lists), or an integer tensor/array of them."""
+    if isinstance(value, dict) and value.get(_TYPE) in ("tensor", "ndarray"):
+        return value.get("dtype") in _INT_DTYPES and _token_ids(value.get("data"))
+    return _ints(value) or (isinstance(value, list) and all(_ints(row) for row in value))
+
+
+def _mapping_data(value: Any) -> dict | None:
+    """The keys of a recorded ``BatchEncoding`` or dict (None when ``value`` is not one)."""
+    if not isinstance(value, dict) or value.get(_TYPE) in ("tensor", "ndarray", "tuple", "repr"):
+        return None
+    data = value.get("data") if value.get(_TYPE) in ("BatchEncoding", "dict") else value
+    return data if isinstance(data, dict) else None
+
+
+def _encoding(value: Any) -> bool:
+    """A ``__call__`` result: a mapping whose ``input_ids`` (and ``attention_mask``, if kept) are token ids."""
+    data = _mapping_data(value)
+    return data is not None and _token_ids(data.get("input_ids")) and \
+        ("attention_mask" not in data or _token_ids(data["attention_mask"]))
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# method -> (check of its recorded result, what the result must be, in words)
+_OUTPUT_RULES: dict[str, tuple[Any, str]] = {
+    "decode": (lambda v: isinstance(v, str), "a string"),
+    "batch_decode": (_strings, "a list of strings"),
+    "encode": (_token_ids, "token ids (a list of ints, a list of such lists, or an integer tensor)"),
+    # an unknown token converts to the tokenizer's unk_token_id, which is None when it has none
+    "convert_tokens_to_ids": (lambda v: v is None or type(v) is int or
+                              (isinstance(v, list) and all(x is None or type(x) is int for x in v)),
+                              "an int or a list of ints"),
+    "__call__": (_encoding, "a mapping whose input_ids are token ids (a list of ints or a list of such lists)"),
+    "apply_chat_template": (lambda v: isinstance(v, str) or _token_ids(v) or _encoding(v) or _strings(v),
+                            "a string, token ids, or a mapping whose input_ids are token ids"),
+    "tokenize": (_strings, "a list of strings"),
+    "convert_ids_to_tokens": (lambda v: isinstance(v, str) or _strings(v), "a string or a list of strings"),
+}
+
+
+def recorded_output_problem(method: str, out: Any) -> str | None:
+    """What is wrong with ``out``, the recorded JSON result of the tokenizer method ``method`` (None: nothing;
+    a method the runtime does not replay, such as ``model.generate``, is not judged here)."""
+    rule = _OUTPUT_RULES.get(method)
+    if rule is None or rule[0](out):
+        return None
+    return f"must be {rule[1]} for a recorded {method} call"

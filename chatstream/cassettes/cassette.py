@@ -34,6 +34,7 @@ from ._cassette_values import attention_mask_code as attention_mask_code
 from ._cassette_values import canonical_json as canonical_json
 from ._cassette_values import forward_key as forward_key
 from ._cassette_values import history_hash as history_hash
+from ._cassette_values import recorded_output_problem
 from ._cassette_values import sample_key as sample_key
 
 FORMAT_VERSION = 1
@@ -467,6 +468,9 @@ def _load_segment(json_path: Path) -> Segment:
             raise _fail(json_path, f"calls[{i}].k (={entry['k']}) is not an index into kwargs")
         entry["kw"] = document["kwargs"][entry["k"]]
         _check_encoded(json_path, f"calls[{i}].out", entry["out"])
+        problem = recorded_output_problem(entry["fn"], entry["out"])
+        if problem is not None:
+            raise _fail(json_path, f"calls[{i}].out (={entry['out']!r:.80}) {problem}")
     return Segment(document["segment"], forwards, samples, calls, document["params"])
 
 

@@ -117,7 +117,7 @@ class ChatStream(EndpointsMixin):
         stop_strings: list[str] | tuple[str, ...] = GenerationParams.stop_strings,
         eos_token_ids: list[int] | tuple[int, ...] = GenerationParams.eos_token_ids,
         mock_type: str | None = None,
-        batching: bool = False,
+        batching: bool | None = None,
         send_timeout_sec: float | None = DEFAULT_SEND_TIMEOUT_SEC,
         max_history_turns: int | None = DEFAULT_MAX_HISTORY_TURNS,
         api_key: str | None = None,
@@ -164,8 +164,11 @@ class ChatStream(EndpointsMixin):
             self.model, self.tokenizer, self.token_sampler, self.probe_recorder = start_probe(
                 model, tokenizer, self.token_sampler, parent_dir=probe_dir, name=probe_name,
                 fidelity=probe_fidelity, sampling=self.generation_params.to_dict())
-        if batching not in (True, False):
-            raise ConfigurationError(f"`batching` (={batching!r}) must be True or False.")
+        if batching not in (True, False, None):
+            raise ConfigurationError(f"`batching` (={batching!r}) must be None (batch when the model allows it), "
+                                     "True or False.")
+        if batching is None:  # batch concurrent streams whenever the model allows it (docs/batching.md)
+            batching = self._can_batch(use_mock_response, chat_generator)
         if batching and (use_mock_response or chat_generator is not None):
             raise ConfigurationError("batching=True batches the forwards of `model`; it cannot be combined with "
                                      "use_mock_response or chat_generator.")
@@ -220,6 +223,17 @@ class ChatStream(EndpointsMixin):
         self.chat_prompt_for_single_user_on_console: AbstractChatPrompt | None = None
 
     # -- construction helpers ----------------------------------------------------------------------
+
+    def _can_batch(self, use_mock_response: bool, chat_generator: Any) -> bool:
+        """Whether this ChatStream's model can be served by the batching engine; says why not when it cannot."""
+        if use_mock_response or chat_generator is not None or self.model is None or self.tokenizer is None:
+            return False
+        from ..engine._batch_cache import batching_unsupported
+
+        reason = batching_unsupported(self.model)
+        if reason is not None:
+            self.logger.info("serving without continuous batching, one decode loop per stream: %s", reason)
+        return reason is None
 
     def _prompt_class(self, clazz: Any) -> tuple[Callable[..., AbstractChatPrompt], dict]:
         if clazz is None:

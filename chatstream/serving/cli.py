@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = serve.add_argument_group("model")
     model.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
     model.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
-    model.add_argument("--batching", action=argparse.BooleanOptionalAction, default=False,
-                       help="batch the running streams' decode steps into one forward (default: off; "
-                            "see docs/batching.md)")
+    model.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
+                       help="batch the running streams' decode steps into one forward (default: when the model "
+                            "allows it; see docs/batching.md)")
     model.add_argument("--mock", action="store_true", help="no model: stream fixed texts (the generator mock)")
     model.add_argument("--mock-type", choices=("round", "long", "echo"), default="round")
     model.add_argument("--mock-time-per-token", type=float, default=0.05, metavar="SEC")
