@@ -12,11 +12,12 @@ import sys
 import time
 
 _first_token: list[float] = []
-WATCHED = ("transformers", "chatstream.recording", "chatstream.probe", "chatstream._cassette_manifest")
+WATCHED = ("transformers", "chatstream.cassettes.recording", "chatstream.cassettes.probe",
+           "chatstream.cassettes._cassette_manifest")
 
 
 def pytest_configure(config) -> None:
-    from chatstream.replay import MockTokenSampler
+    from chatstream.cassettes.replay import MockTokenSampler
 
     sample = MockTokenSampler.sample
 

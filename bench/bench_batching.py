@@ -30,10 +30,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from chatstream.batched_generator import BatchedChatGenerator
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt import ChatPromptFromTemplate
-from chatstream.generation import ChatGenerator, GenerationParams, build_input_ids
+from chatstream.engine.batched_generator import BatchedChatGenerator
+from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+from chatstream.engine.generation import ChatGenerator, GenerationParams, build_input_ids
 
 QUESTIONS = ["Hello", "こんにちは", "What is your name?", "How is the weather?", "Do you like cats?", "Thanks",
              "Tell me about dogs", "Goodbye"]

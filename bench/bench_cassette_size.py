@@ -15,10 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chatstream.cassette import FIDELITIES, MANIFEST_NAME
-from chatstream.chat_prompt import ChatPromptFromTemplate
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.recording import ProbeRecorder
+from chatstream.cassettes.cassette import FIDELITIES, MANIFEST_NAME
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+from chatstream.engine.generation import ChatGenerator, GenerationParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _probe_support import random_model  # the tests' random Llama + character-level tokenizer

@@ -17,10 +17,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt import ChatPromptFromTemplate
-from chatstream.generation import GenerationParams, build_input_ids, decode_tokens
-from chatstream.sampling import SamplingParams
-from chatstream.token_sampler import TokenSamplerIsok
+from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+from chatstream.engine.generation import GenerationParams, build_input_ids, decode_tokens
+from chatstream.engine.sampling import SamplingParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
 
 
 def main() -> None:

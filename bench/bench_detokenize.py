@@ -15,7 +15,7 @@ import time
 from transformers import AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.detokenizer import StreamingDetokenizer
+from chatstream.engine.detokenizer import StreamingDetokenizer
 
 TEXT = "Hello! How can I help you today? こんにちは！今日はどんなご用ですか？ 猫が好きです 🐱🎉 "
 

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_stream import ChatStream
-from chatstream.sessions import PROMPT_KEY
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.sessions import PROMPT_KEY
 
 SECRET = "0123456789abcdef-bench"
 

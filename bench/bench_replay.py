@@ -33,11 +33,11 @@ from fastapi import FastAPI
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt import ChatPromptFromTemplate
-from chatstream.chat_stream import ChatStream
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.replay import MockTransformer
-from chatstream.token_sampler import TokenSamplerIsok
+from chatstream.cassettes.replay import MockTransformer
+from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
+from chatstream.serving.chat_stream import ChatStream
 
 QUESTION = "Hello! Please tell me about cats."
 

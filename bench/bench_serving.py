@@ -34,8 +34,8 @@ PROMPT = "Tell me a long story."
 
 def chunks() -> list[str]:
     """The chunks ChatStream sends for PROMPT with the mock's "long" type."""
-    from chatstream.chat_prompt_presets import ChatPromptChatML
-    from chatstream.mock_generator import ChatGeneratorMock
+    from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+    from chatstream.engine.mock_generator import ChatGeneratorMock
 
     prompt = ChatPromptChatML()
     prompt.add_requester_msg(PROMPT)
@@ -71,7 +71,7 @@ def bare_app():
 
 def sse_chunks() -> list[bytes]:
     """The SSE lines ChatStream's OpenAI endpoint sends for PROMPT with the mock's "long" type."""
-    from chatstream import openai_protocol as proto
+    from chatstream.serving import openai_protocol as proto
 
     text = [chunk.removesuffix(EOS.decode()) for chunk in chunks()]
     deltas = [b[len(a):] for a, b in zip(["", *text], text, strict=False)]
@@ -107,7 +107,7 @@ def bare_sse_app():
 def chatstream_app(clients: int):
     from fastapi import FastAPI
 
-    from chatstream.chat_stream import ChatStream
+    from chatstream.serving.chat_stream import ChatStream
 
     chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "long"},
                              num_of_concurrent_executions=clients, max_queue_size=clients,

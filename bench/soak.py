@@ -30,9 +30,9 @@ import psutil
 import uvicorn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from chatstream.app import create_app
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_stream import ChatStream
+from chatstream.serving.app import create_app
+from chatstream.serving.chat_stream import ChatStream
 
 SECRET = "0123456789abcdef-soak"
 QUESTIONS = ["Hello", "How are you?", "こんにちは", "Tell me a story", "What is the weather like?"]

@@ -1,93 +1,9 @@
-"""Chat with a model in the terminal, tokens streaming as they are generated.
+"""``chatstream.console`` (``python -m chatstream.console``, a documented path) is ``chatstream.serving.console``."""
 
-``python -m chatstream.console [--model PATH]`` (or ``chatstream chat``) uses the bundled tiny model by
-default. Commands at the prompt: ``/clear`` forgets the conversation, ``/exit`` (or EOF) quits.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from collections.abc import Callable
-from typing import TextIO
 
-from .chat_prompt import AbstractChatPrompt
-from .generation import ChatGenerator, GenerationParams
-
-
-def run_console_chat(
-    generator: ChatGenerator,
-    new_prompt: Callable[[], AbstractChatPrompt],
-    read_line: Callable[[str], str] = input,
-    out: TextIO = sys.stdout,
-) -> AbstractChatPrompt:
-    """Read a line, stream the answer, repeat until ``/exit`` or EOF. Returns the final conversation."""
-    prompt = new_prompt()
-    while True:
-        try:
-            line = read_line("you> ")
-        except EOFError:
-            out.write("\n")
-            return prompt
-        text = line.strip()
-        if text == "/exit":
-            return prompt
-        if text == "/clear":
-            prompt = new_prompt()
-            out.write("(conversation cleared)\n")
-            continue
-        if not text:
-            continue
-        prompt.add_requester_msg(text)
-        prompt.add_responder_msg(None)
-        out.write("bot> ")
-        answer = ""
-        for delta in generator.stream(prompt):
-            answer += delta
-            out.write(delta)
-            out.flush()
-        out.write("\n")
-        prompt.set_responder_last_msg(answer)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ._cli_options import add_stopping_arguments, prompt_class
-    from .bundled import bundled_model_path
-    from .chat_prompt import ChatPromptFromTemplate
-    from .device import resolve_device
-    from .exceptions import ConfigurationError
-    from .model_source import resolve_model_dir
-
-    parser = argparse.ArgumentParser(prog="chatstream chat", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    defaults = GenerationParams()  # the one home of the generation defaults
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
-    parser.add_argument("--top-k", type=int, default=defaults.top_k)
-    parser.add_argument("--top-p", type=float, default=defaults.top_p)
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    add_stopping_arguments(parser)
-    args = parser.parse_args(argv)
-
-    try:  # every argument is checked before the model loads
-        path = resolve_model_dir(args.model, what="--model") if args.model else bundled_model_path()
-        device = resolve_device(args.device)
-        params = GenerationParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                  max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                  stop_strings=args.stop_strings, eos_token_ids=args.eos_token_ids)
-    except ConfigurationError as error:
-        parser.error(str(error))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-    generator = ChatGenerator(model, tokenizer, device, params)
-    preset = prompt_class(args.prompt_preset)
-    print(f"chatting with {path} on {device}; /clear forgets, /exit quits")
-    run_console_chat(generator, (lambda: ChatPromptFromTemplate(tokenizer)) if preset is None else preset)
-    return 0
-
+from .serving import console as _module
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_module.main())
+sys.modules[__name__] = _module

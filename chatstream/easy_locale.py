@@ -1,8 +1,8 @@
-"""The ChatStream 0.3 ``EasyLocale``: ``chatstream.locale.Locale`` built from 0.3's options dict."""
+"""The ChatStream 0.3 ``EasyLocale``: ``chatstream.serving.locale.Locale`` built from 0.3's options dict."""
 
 from __future__ import annotations
 
-from .locale import Locale
+from .serving.locale import Locale
 
 
 class EasyLocale(Locale):

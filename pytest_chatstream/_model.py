@@ -2,7 +2,7 @@
 
 Nothing here downloads: a Hub id (``org/name``) is looked up in the HF cache only (``HF_HUB_CACHE``,
 else huggingface_hub's default), so recording works offline once the model was fetched. The checks
-are chatstream's own (``chatstream.model_source``), the ones ``chatstream serve --model`` makes.
+are chatstream's own (``chatstream.engine.model_source``), the ones ``chatstream serve --model`` makes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ._paths import resolve_dir
 def locate_model(spec: str, origin: str, base: Path) -> Path:
     """The checked local directory of the model ``spec`` names (a path taken from ``base``, or a cached
     Hub id); raises ConfigurationError naming ``origin`` (the option) and what to do."""
-    from chatstream.model_source import resolve_model_dir
+    from chatstream.engine.model_source import resolve_model_dir
 
     path = resolve_dir(spec, base)
     hub_id = not path.exists() and spec.count("/") == 1 and not spec.startswith((".", "/", "~"))

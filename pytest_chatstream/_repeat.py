@@ -17,9 +17,9 @@ Run = list[list[int]]  # one run: the token ids of each answer
 
 def recorded_run(directory: Path) -> tuple[Run, Callable[[int], str | None]]:
     """The answers recorded in ``directory`` (a cassette), and a function that decodes one token id."""
-    from chatstream import cassette as fmt
-    from chatstream._cassette_generations import generations
-    from chatstream._cassette_miss import MissExplainer
+    from chatstream.cassettes import cassette as fmt
+    from chatstream.cassettes._cassette_generations import generations
+    from chatstream.cassettes._cassette_miss import MissExplainer
 
     cassette = fmt.load_cassette(directory)
     explain = MissExplainer(cassette)

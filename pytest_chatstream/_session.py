@@ -40,7 +40,7 @@ class LiveTransformer:
 
 def replay_transformer(cassette: Path) -> Any:
     """The MockTransformer that replays ``cassette`` (raises CassetteNotFound / CassetteError)."""
-    from chatstream.replay import MockTransformer
+    from chatstream.cassettes.replay import MockTransformer
 
     return MockTransformer(parent_dir_path=cassette.parent, dirname=cassette.name, wait_sec=0)
 
@@ -51,7 +51,7 @@ def stale_parts(manifest: dict, live_fingerprints: dict[str, str | None], model_
     ``model_dir`` (the directory ``live_fingerprints`` describe) lets a manifest written before
     weights were fingerprinted by content be compared the way it was made.
     """
-    from chatstream.fingerprint import same_weights
+    from chatstream.cassettes.fingerprint import same_weights
 
     recorded = manifest.get("fingerprints") or {}
     changed = []
@@ -66,7 +66,7 @@ def stale_parts(manifest: dict, live_fingerprints: dict[str, str | None], model_
 
 def recorded_by(cassette: Path) -> str | None:
     """The node id of the test that recorded ``cassette`` (kept in its manifest), if any."""
-    from chatstream.cassette import MANIFEST_NAME
+    from chatstream.cassettes.cassette import MANIFEST_NAME
 
     manifest = json.loads((cassette / MANIFEST_NAME).read_text(encoding="utf-8"))
     return (manifest.get("extra") or {}).get("test")
@@ -100,7 +100,7 @@ class CassetteRun:
 
     def __init__(self, cassette: Path, action: Action, fidelity: str, sampling: dict | None,
                  extra_metadata: dict | None) -> None:
-        from chatstream.recording import ProbeRecorder
+        from chatstream.cassettes.recording import ProbeRecorder
 
         if action not in (Action.RECORD, Action.VERIFY, Action.REPEAT):
             raise ValueError(f"`action` (={action!r}) must be RECORD, VERIFY or REPEAT for a CassetteRun.")
@@ -125,7 +125,7 @@ class CassetteRun:
 
     def verify(self, **tolerances: Any) -> dict:
         """Compare what the live model did in this test with the cassette; a ``VerifyResult`` dict."""
-        from chatstream.verify import compare_cassettes
+        from chatstream.cassettes.verify import compare_cassettes
 
         self.recorder.flush()
         return compare_cassettes(self.cassette, self.target, **tolerances).to_dict()

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatstream.cassettes._cassette_places import DEFAULT_FIDELITY, FIDELITIES
+
 from ._errors import configuration_error
 from ._paths import resolve_dir
 
 DEFAULT_CASSETTE_DIR = "fixtures/cassettes"
-DEFAULT_FIDELITY = "compact"
 DEFAULT_VERIFY_REPORT = "chatstream-verify-report.json"
 DEFAULT_REPEAT_REPORT = "chatstream-repeat-report.json"
-FIDELITIES = ("compact", "fp16", "exact")
 MISSING_ACTIONS = ("fail", "skip")
 MODEL_ENV = "CHATSTREAM_MODEL_PATH"
 

@@ -471,7 +471,7 @@ def _write_unused_report(config: pytest.Config, settings: Settings, report: Repo
     if settings.mode is not Mode.REPLAY or not whole_run or not settings.cassette_dir.is_dir() or \
             exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return
-    from chatstream._unused_report import write_unused_report
+    from chatstream.cassettes._unused_report import write_unused_report
 
     with contextlib.suppress(OSError):  # a read-only checkout: nothing to prune from there anyway
         write_unused_report(settings.cassette_dir, report.unused(cassettes_on_disk(settings.cassette_dir), True))
@@ -519,7 +519,7 @@ def chatstream_live_model(pytestconfig: pytest.Config) -> tuple[Any, Any]:
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from chatstream.device import resolve_device
+    from chatstream.engine.device import resolve_device
 
     device = resolve_device(settings.device)
     model = AutoModelForCausalLM.from_pretrained(settings.model_path).to(device).eval()
@@ -533,7 +533,7 @@ def chatstream_device(pytestconfig: pytest.Config) -> str:
     settings = pytestconfig.stash[SETTINGS]
     if not settings.live:
         return "cpu"  # replay needs no accelerator
-    from chatstream.device import resolve_device
+    from chatstream.engine.device import resolve_device
 
     return str(resolve_device(settings.device))
 
@@ -541,14 +541,14 @@ def chatstream_device(pytestconfig: pytest.Config) -> str:
 def _fingerprints(config: pytest.Config, model_path: Path) -> dict:
     cache = config.stash[FINGERPRINTS]
     if model_path not in cache:
-        from chatstream.fingerprint import fingerprint_model_dir
+        from chatstream.cassettes.fingerprint import fingerprint_model_dir
 
         cache[model_path] = fingerprint_model_dir(model_path)
     return cache[model_path]
 
 
 def _sampling_metadata(chatstream_config: dict) -> dict:
-    from chatstream.generation import GenerationParams
+    from chatstream.engine.generation import GenerationParams
 
     fields = GenerationParams.__dataclass_fields__
     return {k: v for k, v in chatstream_config.items() if k in fields}
@@ -718,7 +718,7 @@ def chatstream_factory(
     chatstream_config: dict,
 ) -> Callable[..., Any]:
     """Build ChatStreams on the test's model, tokenizer and sampler: ``chatstream_factory(**overrides)``."""
-    from chatstream.chat_stream import ChatStream
+    from chatstream.serving.chat_stream import ChatStream
 
     def build(**overrides: Any) -> Any:
         kwargs = {**chatstream_config, **overrides}

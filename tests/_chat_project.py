@@ -18,10 +18,6 @@ import pytest
 import transformers  # noqa: F401
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: F401
 
-import chatstream.chat_stream
-import chatstream.recording
-import chatstream.replay
-import chatstream.verify  # noqa: F401
 from chatstream.bundled import bundled_model_path
 
 # pytest-benchmark, when installed, warns under xdist, and warnings are errors in this repo.

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from chatstream.admission import Admission
 from chatstream.exceptions import ConfigurationError
+from chatstream.serving.admission import Admission
 
 
 def test_capacity_is_exact_for_a_burst():

@@ -8,10 +8,17 @@ from fastapi import FastAPI
 from itsdangerous import TimestampSigner
 from starlette.applications import Starlette
 
-from chatstream.api import API_NAMES, API_ROUTES, DefaultApiPaths, append_apis, enabled_api_names, to_web_api_path
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import client_role_chat_page, client_role_free_access
-from chatstream.sessions import SESSION_COOKIE_NAME, MemorySessionStore
+from chatstream.serving.api import (
+    API_NAMES,
+    API_ROUTES,
+    DefaultApiPaths,
+    append_apis,
+    enabled_api_names,
+    to_web_api_path,
+)
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_chat_page, client_role_free_access
+from chatstream.serving.sessions import SESSION_COOKIE_NAME, MemorySessionStore
 
 
 def routes_of(app):

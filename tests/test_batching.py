@@ -13,16 +13,16 @@ from _serving_fakes import SlowModel, word_tokenizer
 from transformers import MistralConfig, MistralForCausalLM
 
 from chatstream import ChatGenerator, ChatPromptFromTemplate, MockTransformer
-from chatstream.batched_generator import BatchedChatGenerator
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.chat_stream import ChatStream
-from chatstream.cli import build_parser
-from chatstream.events import FinishReason
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.engine.batched_generator import BatchedChatGenerator
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.events import FinishReason
+from chatstream.engine.generation import GenerationParams, build_input_ids
+from chatstream.engine.model_cache import cache_argument
+from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import ConfigurationError
-from chatstream.generation import GenerationParams, build_input_ids
-from chatstream.model_cache import cache_argument
-from chatstream.recording import ProbeRecorder
-from chatstream.token_sampler import TokenSamplerIsok
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["Hello", "こんにちは", "What is your name?", "How is the weather?", "Do you like cats?", "Thanks",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.detokenizer import REPLACEMENT_CHAR
-from chatstream.generation import ChatGenerator, GenerationParams, build_input_ids
+from chatstream.engine.chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.detokenizer import REPLACEMENT_CHAR
+from chatstream.engine.generation import ChatGenerator, GenerationParams, build_input_ids
 
 SIZE_LIMIT = 10 * 1024 * 1024
 GREEDY = GenerationParams(temperature=0, max_new_tokens=40)

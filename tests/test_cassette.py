@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chatstream import cassette as fmt
+from chatstream.cassettes import cassette as fmt
 from chatstream.exceptions import CassetteFormatError, CassetteNotFound
 
 

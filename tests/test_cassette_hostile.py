@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from chatstream import cassette as fmt
+from chatstream.cassettes import cassette as fmt
+from chatstream.cassettes.replay import MockTransformer
 from chatstream.exceptions import CassetteError, CassetteFormatError
-from chatstream.replay import MockTransformer
 
 SOURCE = Path(__file__).parent.parent / "fixtures/cassettes/tests/test_endpoints_cassette/" \
     "test_plain_def_tests_use_the_sync_client"

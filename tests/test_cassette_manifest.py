@@ -1,4 +1,4 @@
-"""chatstream._cassette_manifest: no local path is written into a manifest."""
+"""chatstream.cassettes._cassette_manifest: no local path is written into a manifest."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from chatstream._cassette_manifest import portable_name
+from chatstream.cassettes._cassette_manifest import portable_name
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,12 @@ import pytest
 import torch
 from _probe_support import ask, bundled
 
-from chatstream import cassette as fmt
-from chatstream._unused_report import UNUSED_REPORT_NAME, write_unused_report
 from chatstream.bundled import bundled_model_path
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.recording import ProbeRecorder
-from chatstream.token_sampler import TokenSamplerIsok
+from chatstream.cassettes import cassette as fmt
+from chatstream.cassettes._unused_report import UNUSED_REPORT_NAME, write_unused_report
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
 
 PARAMS = GenerationParams(max_new_tokens=10, temperature=1.2, seed=21)
 
@@ -34,7 +34,7 @@ def _record(path, params=PARAMS, fidelity="exact"):
 
 def cassette_cmd(*args):
     """Run ``chatstream cassette ARGS`` in a fresh interpreter; returns (exit code, stdout, stderr)."""
-    done = subprocess.run([sys.executable, "-m", "chatstream.cli", "cassette", *map(str, args)],
+    done = subprocess.run([sys.executable, "-m", "chatstream.serving.cli", "cassette", *map(str, args)],
                           capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout, done.stderr
 

@@ -4,8 +4,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
-from chatstream.chat_prompt_presets import (
+from chatstream.engine.chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
+from chatstream.engine.chat_prompt_presets import (
     ChatPromptChatML,
     ChatPromptRinnaJapaneseGPTNeoxInst,
     ChatPromptTogetherRedPajamaINCITEChat,

@@ -10,14 +10,14 @@ from fastapi import FastAPI, Request
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt import ChatPromptFromTemplate
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import client_role_free_access
+from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.mock_generator import ROUND_TEXTS, ChatGeneratorMock
+from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import ConfigurationError
-from chatstream.mock_generator import ROUND_TEXTS, ChatGeneratorMock
 from chatstream.request_handler import SimpleSessionRequestHandler
-from chatstream.token_sampler import TokenSamplerIsok
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 SECRET = "0123456789abcdef-test"
 

@@ -14,10 +14,10 @@ import openai
 import pytest
 import torch
 
-from chatstream.app import create_app
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_stream import ChatStream
-from chatstream.cli import _url, main
+from chatstream.serving.app import create_app
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.cli import _url, main
 
 EOS = "<::EOS::>"
 
@@ -63,8 +63,8 @@ def test_a_model_directory_without_a_tokenizer_exits_2_naming_what_is_missing(tm
 
 
 def test_stopping_and_preset_options_reach_chat_stream():
-    from chatstream.chat_prompt_presets import ChatPromptChatML
-    from chatstream.cli import _chat_stream_kwargs, build_parser, prompt_class
+    from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+    from chatstream.serving.cli import _chat_stream_kwargs, build_parser, prompt_class
 
     args = build_parser().parse_args(["serve", "--stop", "###", "--stop", "END", "--eos-token-id", "7",
                                       "--prompt-preset", "chatml"])
@@ -75,8 +75,8 @@ def test_stopping_and_preset_options_reach_chat_stream():
 
 
 def test_api_key_and_model_name_options_and_defaults_from_generation_params(monkeypatch):
-    from chatstream.cli import _chat_stream_kwargs, build_parser
-    from chatstream.generation import GenerationParams
+    from chatstream.engine.generation import GenerationParams
+    from chatstream.serving.cli import _chat_stream_kwargs, build_parser
 
     monkeypatch.delenv("CHATSTREAM_API_KEY", raising=False)
     kwargs = _chat_stream_kwargs(build_parser().parse_args(["serve", "--api-key", "k1", "--model-name", "m"]))
@@ -131,7 +131,7 @@ async def test_health_is_503_while_the_loader_runs(serve):
 def chatstream_serve(*args):
     """Run `chatstream serve --port 0 ...` in a subprocess; yields the URL it prints when ready."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "chatstream.cli", "serve", "--port", "0", *args]
+    command = [sys.executable, "-m", "chatstream.serving.cli", "serve", "--port", "0", *args]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
         watchdog = threading.Timer(120, process.kill)  # never hang the suite on a stuck server
         watchdog.start()

@@ -6,9 +6,10 @@ import pytest
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from chatstream.app import serve_the_page
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import (
+from chatstream.exceptions import ConfigurationError
+from chatstream.serving.app import serve_the_page
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import (
     AUTH_HEADER,
     ClientRoles,
     client_role_chat_page,
@@ -16,7 +17,6 @@ from chatstream.client_roles import (
     client_role_free_access,
     phrase_matches,
 )
-from chatstream.exceptions import ConfigurationError
 
 ADMIN_PHRASE = "open sesame 42"
 SERVER_PHRASE = "i am the batch job"

@@ -150,7 +150,7 @@ async def test_queue_worker_and_verify_role_for_api():
 
 
 def test_mock_type_and_web_ui_options(caplog, monkeypatch):
-    monkeypatch.setattr("chatstream._webui._warned", set())  # each note is logged once per process
+    monkeypatch.setattr("chatstream.serving._webui._warned", set())  # each note is logged once per process
     chat_stream = ChatStream(use_mock_response=True, mock_type="echo", session_secret=SECRET)
     assert chat_stream.chat_generator.mock_type == "echo"
     with caplog.at_level(logging.WARNING, logger="chatstream"):

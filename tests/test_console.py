@@ -4,9 +4,9 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt import ChatPromptFromTemplate
-from chatstream.console import run_console_chat
-from chatstream.generation import ChatGenerator, GenerationParams
+from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.serving.console import run_console_chat
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from chatstream.bundled import bundled_model_path
-from chatstream.detokenizer import REPLACEMENT_CHAR, StreamingDetokenizer
+from chatstream.engine.detokenizer import REPLACEMENT_CHAR, StreamingDetokenizer
 
 CORPUS = ["hello world, how are you?", "STOP here", "こんにちは世界", "猫が好き 🐱🎉"]
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from chatstream.device import resolve_device
+from chatstream.engine.device import resolve_device
 from chatstream.exceptions import ConfigurationError
 
 

@@ -19,7 +19,7 @@ import urllib.parse
 import httpx
 import pytest
 
-from chatstream.client_roles import client_role_free_access
+from chatstream.serving.client_roles import client_role_free_access
 
 FINISH = "<::EOS::>"
 GREETING = "Hello! How can I help you today?"

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 from _probe_support import bundled, random_model
 
-import chatstream.fingerprint as fingerprint
+import chatstream.cassettes.fingerprint as fingerprint
 from chatstream.bundled import bundled_model_path
-from chatstream.fingerprint import (
+from chatstream.cassettes.fingerprint import (
     chat_template_fingerprint,
     fingerprint_loaded,
     fingerprint_model_dir,

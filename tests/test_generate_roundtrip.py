@@ -4,12 +4,12 @@ import pytest
 import torch
 from _probe_support import ask, bundled
 
-from chatstream import cassette as fmt
+from chatstream.cassettes import cassette as fmt
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.cassettes.replay import MockTransformer
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import CassetteMiss
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.recording import ProbeRecorder
-from chatstream.replay import MockTransformer
-from chatstream.token_sampler import TokenSamplerIsok
 
 
 class ListStreamer:

@@ -5,15 +5,15 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt import ChatPromptFromTemplate
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.events import FinishEvent, FinishReason, TokenEvent
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.cassettes.replay import MockTransformer
+from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.events import FinishEvent, FinishReason, TokenEvent
+from chatstream.engine.generation import ChatGenerator, GenerationParams, build_input_ids, decode_tokens, eos_token_ids
+from chatstream.engine.sampling import SamplingParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import ConfigurationError, PromptTooLongError
-from chatstream.generation import ChatGenerator, GenerationParams, build_input_ids, decode_tokens, eos_token_ids
-from chatstream.recording import ProbeRecorder
-from chatstream.replay import MockTransformer
-from chatstream.sampling import SamplingParams
-from chatstream.token_sampler import TokenSamplerIsok
 
 GREEDY = GenerationParams(temperature=0, max_new_tokens=24)
 

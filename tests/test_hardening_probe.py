@@ -8,12 +8,12 @@ import httpx
 from _probe_support import ask, bundled
 from fastapi import FastAPI
 
-from chatstream import cassette as fmt
-from chatstream.chat_stream import ChatStream
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.recording import ProbeRecorder
-from chatstream.replay import MockTransformer
-from chatstream.token_sampler import TokenSamplerIsok
+from chatstream.cassettes import cassette as fmt
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.cassettes.replay import MockTransformer
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
+from chatstream.serving.chat_stream import ChatStream
 
 PARAMS = GenerationParams(max_new_tokens=8, temperature=0, seed=7)
 
@@ -23,7 +23,7 @@ def _answer(model, tokenizer, sampler, question):
 
 
 class DiskFull:
-    """Stands in for the low-level write of chatstream.cassette: fails with ENOSPC while ``full``."""
+    """Stands in for the low-level write of chatstream.cassettes.cassette: fails with ENOSPC while ``full``."""
 
     def __init__(self, real):
         self.real, self.full, self.failures = real, True, 0

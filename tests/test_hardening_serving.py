@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import client_role_free_access
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 SECRET = "0123456789abcdef-test"
 EOS = "<::EOS::>"
@@ -135,8 +135,8 @@ async def test_every_accepted_extreme_generates(tiny, change):
 def test_fp16_logits_at_the_smallest_temperature_and_penalty_sample_a_real_token():
     import torch
 
-    from chatstream.sampling import SamplingParams
-    from chatstream.token_sampler import TokenSamplerIsok
+    from chatstream.engine.sampling import SamplingParams
+    from chatstream.engine.token_sampler import TokenSamplerIsok
 
     logits = torch.tensor([[60000.0, -60000.0, 3.0, 0.0]], dtype=torch.float16)
     params = SamplingParams(temperature=1e-4, top_k=None, repetition_penalty=1e-4)
@@ -219,7 +219,7 @@ async def test_a_dropped_response_releases_its_slot_and_session_lock():
 def test_the_serve_app_has_no_api_docs_unless_asked():
     from fastapi.testclient import TestClient
 
-    from chatstream.app import create_app
+    from chatstream.serving.app import create_app
 
     chat_stream = ChatStream(use_mock_response=True, session_secret=SECRET)
     with TestClient(create_app(chat_stream)) as client:
@@ -231,7 +231,7 @@ def test_the_serve_app_has_no_api_docs_unless_asked():
 
 
 def test_the_cli_flag_turns_api_docs_on():
-    from chatstream.cli import build_parser
+    from chatstream.serving.cli import build_parser
 
     assert build_parser().parse_args(["serve"]).api_docs is False
     assert build_parser().parse_args(["serve", "--api-docs"]).api_docs is True
@@ -271,7 +271,7 @@ async def test_chat_posts_need_a_json_content_type(path, content_type):
 
 
 async def test_a_literal_finish_token_in_an_answer_keeps_the_framing():
-    from chatstream._http import unescape_frame
+    from chatstream.serving._http import unescape_frame
 
     chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret=SECRET)
     tricky = "a <::EOS::> b <::ESC::> c <::"
@@ -316,7 +316,7 @@ async def test_entering_a_pass_phrase_issues_a_new_session_id():
 
 
 async def test_cookieless_calls_do_not_evict_established_sessions():
-    from chatstream.sessions import MemorySessionStore
+    from chatstream.serving.sessions import MemorySessionStore
 
     store = MemorySessionStore(max_sessions=5)
     chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, client_roles=ROLES,
@@ -357,7 +357,7 @@ class CountingTokenizer:
 
 
 def long_prompt(tokenizer, turns):
-    from chatstream.chat_prompt import ChatPromptFromTemplate
+    from chatstream.engine.chat_prompt import ChatPromptFromTemplate
 
     prompt = ChatPromptFromTemplate(tokenizer)
     for i in range(turns):
@@ -379,7 +379,7 @@ async def test_a_request_is_tokenised_once_for_admission_and_generation(tiny):
 
 
 def test_trimming_tokenises_about_what_is_kept_not_the_whole_history(tiny):
-    from chatstream.generation import GenerationParams, build_input_ids
+    from chatstream.engine.generation import GenerationParams, build_input_ids
 
     _, tokenizer = tiny
     params = GenerationParams(max_new_tokens=32, context_len=256)

@@ -9,9 +9,9 @@ import pytest
 from _serving_fakes import GatedGenerator, SlowModel, word_tokenizer
 from fastapi import FastAPI, Request
 
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import client_role_free_access
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 SECRET = "0123456789abcdef-test"
 EOS = "<::EOS::>"

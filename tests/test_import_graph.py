@@ -3,8 +3,6 @@
 import ast
 from pathlib import Path
 
-import pytest
-
 import chatstream
 
 ROOT = Path(chatstream.__file__).parent
@@ -43,8 +41,6 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     return {m for m in found if m in modules and m != name and m != "chatstream"}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 part 1 (not done yet): chat_stream <-> _endpoints, api and "
-                   "request_handler still import each other (under TYPE_CHECKING); remove this mark once they do not")
 def test_the_package_has_no_import_circle():
     paths = sorted(ROOT.rglob("*.py"))
     modules = {module_name(p) for p in paths}
@@ -64,3 +60,76 @@ def test_the_package_has_no_import_circle():
         if node not in state:
             walk(node, [node])
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def _graph():
+    paths = sorted(ROOT.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    return {module_name(p): imports_of(p, modules) for p in paths}, {module_name(p): p for p in paths}
+
+
+def _reach(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _third_party(path: Path) -> set[str]:
+    """Top-level names of every package ``path`` imports, in functions too."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def in_layer(module: str, layer: str) -> bool:
+    return module == f"chatstream.{layer}" or module.startswith(f"chatstream.{layer}.")
+
+
+# ChatStream 0.3's serving paths outside chatstream.serving (re-exports and the 0.3 middleware)
+SERVING_03_PATHS = ("chatstream.access_control",)
+
+
+def test_only_the_serving_layer_imports_fastapi_or_starlette():
+    _, paths = _graph()
+    offenders = {name: sorted(_third_party(path) & {"fastapi", "starlette"}) for name, path in paths.items()
+                 if not in_layer(name, "serving") and not name.startswith(SERVING_03_PATHS)}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_the_engine_imports_neither_serving_nor_cassette_code():
+    graph, _ = _graph()
+    for name in (m for m in graph if in_layer(m, "engine")):
+        bad = sorted(m for m in _reach(graph, name) if in_layer(m, "serving") or in_layer(m, "cassettes"))
+        assert not bad, f"{name} reaches {bad}"
+
+
+def test_cassette_code_does_not_import_serving():
+    graph, _ = _graph()
+    for name in (m for m in graph if in_layer(m, "cassettes")):
+        bad = sorted(m for m in _reach(graph, name) if in_layer(m, "serving"))
+        assert not bad, f"{name} reaches {bad}"
+
+
+def test_replay_does_not_import_the_recorder():
+    graph, _ = _graph()
+    reached = _reach(graph, "chatstream.cassettes.replay")
+    assert not reached & {"chatstream.cassettes.recording", "chatstream.cassettes.probe"}, sorted(reached)
+
+
+def test_the_three_layers_exist_and_the_old_top_level_holds_only_shims():
+    _, paths = _graph()
+    for layer in ("engine", "serving", "cassettes"):
+        assert f"chatstream.{layer}" in paths
+    top = [name for name, path in paths.items() if name.count(".") == 1 and path.parent == ROOT]
+    real = {"chatstream.exceptions", "chatstream.bundled"}  # shared by the three layers
+    for name in sorted(set(top) - real):
+        lines = [line for line in paths[name].read_text().splitlines() if line.strip()]
+        assert len(lines) <= 14, f"{name} should be a small re-export of its new home, it has {len(lines)} lines"

@@ -1,8 +1,8 @@
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatstream.metrics import Metrics, Outcome, RejectReason, source_of
-from chatstream.mock_generator import ChatGeneratorMock
+from chatstream.engine.mock_generator import ChatGeneratorMock
+from chatstream.serving.metrics import Metrics, Outcome, RejectReason, source_of
 
 
 def scrape(metrics: Metrics) -> dict:

@@ -2,11 +2,11 @@ import inspect
 
 import pytest
 
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.events import FinishReason, generation_events
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.events import FinishReason, generation_events
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.mock_generator import LONG_TEXT, ROUND_TEXTS, ChatGeneratorMock
 from chatstream.exceptions import ConfigurationError, PromptTooLongError
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.mock_generator import LONG_TEXT, ROUND_TEXTS, ChatGeneratorMock
 
 
 def prompt_with(*requests: str) -> ChatPromptChatML:

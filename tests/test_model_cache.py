@@ -10,9 +10,9 @@ from _probe_support import bundled
 from packaging.version import Version
 
 from chatstream import ChatGenerator, ChatPromptFromTemplate, GenerationParams, ModelCacheError
+from chatstream.cassettes.replay import MockCache, MockCausalLMOutput
+from chatstream.engine.model_cache import cache_argument, cache_kwargs, check_cache_kept, output_cache
 from chatstream.exceptions import ConfigurationError
-from chatstream.model_cache import cache_argument, cache_kwargs, check_cache_kept, output_cache
-from chatstream.replay import MockCache, MockCausalLMOutput
 
 NEW_NAME = Version(transformers.__version__) >= Version("5.24.0.dev0")
 

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from chatstream.bundled import bundled_model_path
+from chatstream.engine.model_source import resolve_model_dir
 from chatstream.exceptions import ConfigurationError
-from chatstream.model_source import resolve_model_dir
 
 
 def _hub_snapshot(cache, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567"):

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_stream import ChatStream
+from chatstream.serving.chat_stream import ChatStream
 from pytest_chatstream import lifespan
 
 HELLO = [{"role": "user", "content": "Hello"}]

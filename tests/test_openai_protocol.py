@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from chatstream.openai_protocol import (
+from chatstream.serving.openai_protocol import (
     ChatCompletionRequest,
     OpenAIError,
     chunk,

@@ -36,7 +36,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-from chatstream.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
 
 
 class ShoutingPrompt(ChatPromptChatML):

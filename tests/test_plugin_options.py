@@ -7,7 +7,7 @@ import torch
 
 # pytester's in-process runs drop the modules first imported inside them, and torch cannot be
 # imported twice in one process: import chatstream (and so torch) out here, once.
-import chatstream.device  # noqa: F401  (the chatstream_device fixture imports it)
+import chatstream.engine.device  # noqa: F401  (the chatstream_device fixture imports it)
 
 # Each run-the-tests case runs plainly and under xdist. pytest-benchmark, when installed, warns under
 # xdist, and warnings are errors in this repo.

@@ -6,8 +6,8 @@ import shutil
 import pytest
 from _chat_project import make_chat_project
 
-from chatstream._unused_report import UNUSED_REPORT_NAME
-from chatstream.cassette_tool import prune_cassettes
+from chatstream.cassettes._unused_report import UNUSED_REPORT_NAME
+from chatstream.cassettes.cassette_tool import prune_cassettes
 
 
 def test_a_whole_plain_run_writes_the_unused_report_and_prune_removes_those(pytester: pytest.Pytester) -> None:

@@ -13,9 +13,9 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.fingerprint import fingerprint_model_dir
-from chatstream.generation import ChatGenerator, GenerationParams
+from chatstream.cassettes.fingerprint import fingerprint_model_dir
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.generation import ChatGenerator, GenerationParams
 from pytest_chatstream._session import (
     CassetteRun,
     LiveTransformer,

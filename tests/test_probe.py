@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 from _probe_support import bundled
 
-from chatstream import cassette as fmt
+from chatstream.cassettes import cassette as fmt
+from chatstream.cassettes.probe import default_probe_parent, new_cassette_name, resolve_cassette_dir, start_probe
+from chatstream.cassettes.recording import ProbeRecorder, RecordingModel, RecordingTokenizer, RecordingTokenSampler
+from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import ConfigurationError
-from chatstream.probe import default_probe_parent, new_cassette_name, resolve_cassette_dir, start_probe
-from chatstream.recording import ProbeRecorder, RecordingModel, RecordingTokenizer, RecordingTokenSampler
-from chatstream.token_sampler import TokenSamplerIsok
 
 
 def test_default_parent_is_the_env_var_else_the_user_cache(monkeypatch, tmp_path):

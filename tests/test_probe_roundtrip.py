@@ -17,11 +17,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_stream import ChatStream
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.recording import ProbeRecorder
-from chatstream.replay import MockModel, MockTransformer
-from chatstream.token_sampler import TokenSamplerIsok
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.cassettes.replay import MockModel, MockTransformer
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
+from chatstream.serving.chat_stream import ChatStream
 from pytest_chatstream import lifespan
 
 CONVERSATIONS = {
@@ -107,9 +107,9 @@ RECORD_FOREVER = textwrap.dedent("""
     import itertools, json, sys
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from chatstream.bundled import bundled_model_path
-    from chatstream.chat_prompt import ChatPromptFromTemplate
-    from chatstream.generation import ChatGenerator, GenerationParams
-    from chatstream.recording import ProbeRecorder
+    from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+    from chatstream.engine.generation import ChatGenerator, GenerationParams
+    from chatstream.cassettes.recording import ProbeRecorder
 
     path = bundled_model_path()
     recorder = ProbeRecorder(sys.argv[1], fidelity="exact")

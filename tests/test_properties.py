@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import client_role_free_access
 from chatstream.exceptions import CassetteError
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 SECRET = "0123456789abcdef-test"
 EOS = "<::EOS::>"
@@ -144,9 +144,9 @@ def mutate(directory: Path, seed: int, replacement, kind: str) -> None:
 
 
 def replay_once(path: Path) -> None:
-    from chatstream.chat_prompt import ChatPromptFromTemplate
-    from chatstream.generation import ChatGenerator, GenerationParams
-    from chatstream.replay import MockTransformer
+    from chatstream.cassettes.replay import MockTransformer
+    from chatstream.engine.chat_prompt import ChatPromptFromTemplate
+    from chatstream.engine.generation import ChatGenerator, GenerationParams
 
     transformer = MockTransformer.from_path(path)
     tokenizer = transformer.get_tokenizer()

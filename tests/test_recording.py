@@ -5,13 +5,13 @@ import torch
 from _probe_support import ask, bundled, random_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from chatstream import cassette as fmt
+from chatstream.cassettes import cassette as fmt
+from chatstream.cassettes.fingerprint import fingerprint_model_dir
+from chatstream.cassettes.recording import ProbeRecorder, RecordingModel
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.model_cache import cache_argument, output_cache
+from chatstream.engine.token_sampler import TokenSampler, TokenSamplerIsok
 from chatstream.exceptions import CassetteError, ConfigurationError
-from chatstream.fingerprint import fingerprint_model_dir
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.model_cache import cache_argument, output_cache
-from chatstream.recording import ProbeRecorder, RecordingModel
-from chatstream.token_sampler import TokenSampler, TokenSamplerIsok
 
 PARAMS = GenerationParams(max_new_tokens=24, temperature=1.5, seed=7)
 

@@ -6,12 +6,12 @@ import torch
 from _probe_support import Capture, ask, bundled
 from transformers import GenerationConfig, PreTrainedConfig
 
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.cassettes.replay import MockCache, MockModel, MockTransformer
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.model_cache import output_cache
+from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import CassetteMiss, CassetteNotFound, ConfigurationError
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.model_cache import output_cache
-from chatstream.recording import ProbeRecorder
-from chatstream.replay import MockCache, MockModel, MockTransformer
-from chatstream.token_sampler import TokenSamplerIsok
 
 PARAMS = GenerationParams(max_new_tokens=20, temperature=2.0, seed=11)
 QUESTIONS = ["Hello", "Do you like cats?", "How is the weather?", "こんにちは"]

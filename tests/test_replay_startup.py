@@ -21,5 +21,6 @@ def test_replaying_an_app_imports_neither_transformers_nor_the_recorder(tmp_path
     shutil.copytree(ROOT / "examples" / "chat_app", example, ignore=shutil.ignore_patterns("__pycache__"))
     data = run_once(example, tmp_path / "probe.json")
     assert data["first_token_at"] is not None and data["seconds"] > 0  # it did replay tokens
-    assert data["imported"] == {"transformers": False, "chatstream.recording": False, "chatstream.probe": False,
-                                "chatstream._cassette_manifest": False}, json.dumps(data)
+    assert data["imported"] == {"transformers": False, "chatstream.cassettes.recording": False,
+                                "chatstream.cassettes.probe": False,
+                                "chatstream.cassettes._cassette_manifest": False}, json.dumps(data)

@@ -9,12 +9,12 @@ from fastapi import FastAPI, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
-from chatstream._http import ChatStreamingResponse
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import client_role_free_access
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
 from chatstream.exceptions import ConfigurationError
 from chatstream.request_handler import AbstractRequestHandler, SimpleSessionRequestHandler
+from chatstream.serving._http import ChatStreamingResponse
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
 
 
 class ListGenerator:

@@ -8,8 +8,8 @@ from fastapi import FastAPI
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_stream import ChatStream
-from chatstream.replay import MockTransformer
+from chatstream.cassettes.replay import MockTransformer
+from chatstream.serving.chat_stream import ChatStream
 
 SECRET = "0123456789abcdef-test"
 SETTINGS = {"temperature": 4.0, "top_k": 50, "seed": 0, "max_new_tokens": 10, "session_secret": SECRET,

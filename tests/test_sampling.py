@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from chatstream.exceptions import ConfigurationError
-from chatstream.sampling import (
+from chatstream.engine.sampling import (
     PresenceFrequencyPenaltyProcessor,
     RepetitionPenaltyProcessor,
     SamplingParams,
@@ -16,6 +15,7 @@ from chatstream.sampling import (
     sample_from_scores,
     top_logprobs,
 )
+from chatstream.exceptions import ConfigurationError
 
 NEG_INF = -math.inf
 

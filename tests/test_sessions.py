@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from chatstream.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
 from chatstream.exceptions import ConfigurationError
-from chatstream.sessions import (
+from chatstream.serving.sessions import (
     PROMPT_KEY,
     SESSION_COOKIE_NAME,
     MemorySessionStore,

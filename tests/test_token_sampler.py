@@ -1,7 +1,7 @@
 import torch
 
-from chatstream.sampling import SamplingParams
-from chatstream.token_sampler import TokenSampler, TokenSamplerIsok, make_generator
+from chatstream.engine.sampling import SamplingParams
+from chatstream.engine.token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 
 def random_logits(seed: int = 1, vocab: int = 500) -> torch.Tensor:
@@ -64,7 +64,7 @@ def test_make_generator_none_without_seed():
 
 
 def test_draw_seed_keeps_the_first_answer_and_derives_a_new_seed_per_regeneration():
-    from chatstream.token_sampler import draw_seed
+    from chatstream.engine.token_sampler import draw_seed
 
     assert draw_seed(0, 1, 0) == 0 and draw_seed(7, 3, 0) == 7
     seeds = {draw_seed(0, turn, regeneration) for turn in (1, 2) for regeneration in (1, 2, 3)}

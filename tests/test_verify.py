@@ -7,12 +7,12 @@ import torch
 from _probe_support import ask, bundled
 from safetensors.torch import load_file, save_file
 
-from chatstream import cassette as fmt
+from chatstream.cassettes import cassette as fmt
+from chatstream.cassettes.recording import ProbeRecorder
+from chatstream.cassettes.verify import TOLERANCES, VerifyResult, compare_cassettes
+from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import CassetteNotFound
-from chatstream.generation import ChatGenerator, GenerationParams
-from chatstream.recording import ProbeRecorder
-from chatstream.token_sampler import TokenSamplerIsok
-from chatstream.verify import TOLERANCES, VerifyResult, compare_cassettes
 
 PARAMS = GenerationParams(max_new_tokens=12, temperature=1.2, seed=21)
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from chatstream.chat_stream import ChatStream
-from chatstream.client_roles import client_role_chat_page
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_chat_page
 
 # the page's roles, plus what the test reads (the history, the load) and agents that chat as other clients
 PAGE_USER = client_role_chat_page["user"]["apis"]

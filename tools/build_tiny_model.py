@@ -23,7 +23,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from chatstream.chat_prompt_presets import ChatPromptChatML
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
 
 SEED = 20240601
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-chat"
@@ -32,7 +32,7 @@ ENDOFTEXT, IM_START, IM_END, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, PAD]  # ids 0..3, in this order
 VOCAB_SIZE = 1280
 
-# ChatML, rendering exactly what chatstream.chat_prompt_presets.ChatPromptChatML builds.
+# ChatML, rendering exactly what chatstream.engine.chat_prompt_presets.ChatPromptChatML builds.
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"

@@ -9,9 +9,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
-from ..client_roles import ClientRole, ClientRoles
-from ..sessions import app_session_manager
+from ..serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
+from ..serving.client_roles import ClientRole, ClientRoles
+from ..serving.sessions import app_session_manager
 
 
 class ClientRoleWrapper:

@@ -17,8 +17,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from chatstream.chat_prompt_presets import ChatPromptChatML
-from chatstream.chat_stream import ChatStream
+from chatstream.engine.chat_prompt_presets import ChatPromptChatML
+from chatstream.serving.chat_stream import ChatStream
 
 SYSTEM_MESSAGE = "You are the concierge of the Hotel Example. Answer guests briefly and kindly."
 

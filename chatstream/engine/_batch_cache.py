@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from ..exceptions import ConfigurationError
 from .batch_rows import ROWS_ATTR
-from .exceptions import ConfigurationError
 from .model_cache import cache_argument
 
 

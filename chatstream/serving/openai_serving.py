@@ -10,6 +10,7 @@ threads, the same limiter, stop within one step on disconnect) -> SSE chunks or 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
@@ -23,14 +24,14 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..engine.chat_prompt import AbstractChatPrompt
+from ..engine.events import FinishEvent, GenerationEvent, TokenEvent, generation_events
+from ..engine.generation import GenerationParams, build_input_ids
+from ..exceptions import ConfigurationError, PromptTooLongError
 from . import openai_protocol as proto
 from ._driver import drive
 from ._http import ChatStreamingResponse, read_body, unless_disconnected
 from .admission import Admission
-from .chat_prompt import AbstractChatPrompt
-from .events import FinishEvent, GenerationEvent, TokenEvent, generation_events
-from .exceptions import ConfigurationError, PromptTooLongError
-from .generation import GenerationParams, build_input_ids
 from .metrics import Metrics, Outcome, RejectReason
 
 ENDPOINT = "openai"  # the metrics' endpoint label
@@ -259,18 +260,19 @@ class OpenAIServing:
 
     async def _collect(self, make: Callable, timer: Any, result: list) -> None:
         text, entries, finish = [], [], None
-        async for batch in drive(make, self.context.limiter()):
-            tokens = 0
-            for event, entry in batch:
-                text.append(event.text)
-                if isinstance(event, FinishEvent):
-                    finish = event
-                else:
-                    tokens += 1
-                    if entry is not None:
-                        entries.append(entry)
-            if tokens:
-                timer.token(tokens)
+        async with contextlib.aclosing(drive(make, self.context.limiter())) as batches:
+            async for batch in batches:
+                tokens = 0
+                for event, entry in batch:
+                    text.append(event.text)
+                    if isinstance(event, FinishEvent):
+                        finish = event
+                    else:
+                        tokens += 1
+                        if entry is not None:
+                            entries.append(entry)
+                if tokens:
+                    timer.token(tokens)
         result[:] = ["".join(text), entries, finish]
 
     async def _stream(self, make: Callable, render: _Render, parsed: proto.ChatCompletionRequest, timer: Any,
@@ -279,19 +281,21 @@ class OpenAIServing:
         outcome, finish = Outcome.ERROR, None
         try:
             yield proto.sse(proto.chunk(cid, created, model, {"role": "assistant", "content": ""}))
-            async for batch in drive(make, self.context.limiter()):
-                pieces, tokens = [], 0
-                for event, piece in batch:
-                    pieces.append(piece)
-                    if isinstance(event, FinishEvent):
-                        finish = event
-                    else:
-                        tokens += 1
-                if tokens:
-                    timer.token(tokens)
-                data = b"".join(pieces)
-                if data:
-                    yield data
+            # closed here, not by the garbage collector: the model stops before the slot is released
+            async with contextlib.aclosing(drive(make, self.context.limiter())) as batches:
+                async for batch in batches:
+                    pieces, tokens = [], 0
+                    for event, piece in batch:
+                        pieces.append(piece)
+                        if isinstance(event, FinishEvent):
+                            finish = event
+                        else:
+                            tokens += 1
+                    if tokens:
+                        timer.token(tokens)
+                    data = b"".join(pieces)
+                    if data:
+                        yield data
             if finish is None:  # a generator that ended without its finish event
                 raise RuntimeError("the generator ended without a finish event")
             tail = proto.sse(proto.chunk(cid, created, model, {}, finish.finish_reason.value))

@@ -63,12 +63,12 @@ _DISCONNECT_STAGE = {Outcome.DISCONNECTED_BEFORE_STREAMING: "queued", Outcome.DI
 def source_of(generator: Any) -> str:
     """``replay`` when ``generator`` runs a MockTransformer's model, ``mock`` for the generator mock, else ``live``.
 
-    Looks the replay classes up only when chatstream.replay is already imported (serving never imports it).
+    Looks the replay classes up only when chatstream.cassettes.replay is already imported (serving never imports it).
     """
-    replay = sys.modules.get("chatstream.replay")
+    replay = sys.modules.get("chatstream.cassettes.replay")
     if replay is not None and isinstance(getattr(generator, "model", None), replay.MockModel):
         return "replay"
-    mock = sys.modules.get("chatstream.mock_generator")
+    mock = sys.modules.get("chatstream.engine.mock_generator")
     if mock is not None and isinstance(generator, mock.ChatGeneratorMock):
         return "mock"
     return "live"

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-
-if TYPE_CHECKING:
-    from .chat_stream import ChatStream
 
 logger = logging.getLogger("chatstream")
 
@@ -39,34 +36,6 @@ class DefaultApiNames(NamedTuple):
     HEALTH = "health"
 
 
-# name -> (HTTP method, path, ChatStream method)
-API_ROUTES: dict[str, tuple[str, str, str]] = {
-    "chat_stream": ("POST", "/chat_stream", "handle_chat_stream_request"),
-    "clear_context": ("POST", "/clear_context", "handle_clear_context_request"),
-    "get_prompt": ("GET", "/get_prompt", "handle_get_prompt_request"),
-    "set_generation_params": ("POST", "/set_generation_params", "handle_set_generation_params_request"),
-    "get_generation_params": ("GET", "/get_generation_params", "handle_get_generation_params_request"),
-    "get_load": ("GET", "/get_load", "handle_get_load_request"),
-    "get_resource_usage": ("GET", "/get_resource_usage", "handle_get_resource_usage_request"),
-    "set_feedback": ("POST", "/set_feedback", "handle_set_feedback_request"),
-    "webui_index": ("GET", "/", "index"),
-    "webui_js": ("GET", "/chatstream.js", "js"),
-    "webui_css": ("GET", "/chatstream.css", "css"),
-    "health": ("GET", "/health", "handle_health_request"),
-}
-API_NAMES: tuple[str, ...] = tuple(API_ROUTES)
-API_METHODS = {name: route[0] for name, route in API_ROUTES.items()}
-
-# APIs beyond 0.3's, outside its names (client roles do not govern them): name -> [(method, path, ChatStream method)].
-# `{"all": True}` adds them too; `include` adds the ones it names, `exclude` keeps out the ones it names.
-# The OpenAI API is guarded by ChatStream's `api_key` (when set), not by the session cookie.
-EXTRA_ROUTES: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "openai": (("POST", "/v1/chat/completions", "handle_openai_chat_completions"),
-               ("GET", "/v1/models", "handle_openai_models")),
-    "metrics": (("GET", "/metrics", "handle_metrics_request"),),
-}
-
-
 class DefaultApiPaths(NamedTuple):
     """URL paths of the endpoints (0.3 names)."""
 
@@ -84,38 +53,66 @@ class DefaultApiPaths(NamedTuple):
     HEALTH = "/health"
 
 
+class Route(NamedTuple):
+    method: str
+    path: str
+    handler: str  # the ChatStream method
+
+
+_N, _P = DefaultApiNames, DefaultApiPaths
+# The one table of the APIs: name -> its routes. The 0.3 APIs (DefaultApiNames, governed by client roles)
+# have one route each; the others ("openai", "metrics") are outside client roles: the OpenAI API is
+# guarded by ChatStream's `api_key` (when set), not by the session cookie.
+ROUTES: dict[str, tuple[Route, ...]] = {
+    _N.CHAT_STREAM: (Route("POST", _P.CHAT_STREAM, "handle_chat_stream_request"),),
+    _N.CLEAR_CONTEXT: (Route("POST", _P.CLEAR_CONTEXT, "handle_clear_context_request"),),
+    _N.GET_PROMPT: (Route("GET", _P.GET_PROMPT, "handle_get_prompt_request"),),
+    _N.SET_GENERATION_PARAMS: (Route("POST", _P.SET_GENERATION_PARAMS, "handle_set_generation_params_request"),),
+    _N.GET_GENERATION_PARAMS: (Route("GET", _P.GET_GENERATION_PARAMS, "handle_get_generation_params_request"),),
+    _N.GET_LOAD: (Route("GET", _P.GET_LOAD, "handle_get_load_request"),),
+    _N.GET_RESOURCE_USAGE: (Route("GET", _P.GET_RESOURCE_USAGE, "handle_get_resource_usage_request"),),
+    _N.SET_FEEDBACK: (Route("POST", _P.SET_FEEDBACK, "handle_set_feedback_request"),),
+    _N.WEBUI_INDEX: (Route("GET", _P.INDEX, "index"),),
+    _N.WEBUI_JS: (Route("GET", _P.JS, "js"),),
+    _N.WEBUI_CSS: (Route("GET", _P.CSS, "css"),),
+    _N.HEALTH: (Route("GET", _P.HEALTH, "handle_health_request"),),
+    "openai": (Route("POST", "/v1/chat/completions", "handle_openai_chat_completions"),
+               Route("GET", "/v1/models", "handle_openai_models")),
+    "metrics": (Route("GET", "/metrics", "handle_metrics_request"),),
+}
+API_NAMES: tuple[str, ...] = tuple(value for key, value in vars(DefaultApiNames).items() if key.isupper())
+API_ROUTES: dict[str, Route] = {name: ROUTES[name][0] for name in API_NAMES}  # the 0.3 APIs' one route each
+API_METHODS = {name: route.method for name, route in API_ROUTES.items()}
+EXTRA_APIS: tuple[str, ...] = tuple(name for name in ROUTES if name not in API_NAMES)
+EXTRA_ROUTES = {name: ROUTES[name] for name in EXTRA_APIS}
+
+
 def to_web_api_path(api_name: str) -> str:
     if api_name not in API_ROUTES:
         raise ValueError(f"Unknown API name {api_name!r}; known ones are {list(API_NAMES)}.")
-    return API_ROUTES[api_name][1]
+    return API_ROUTES[api_name].path
 
 
-def enabled_api_names(opts: dict | None) -> list[str]:
-    """Which APIs ``opts`` turns on (``include`` / ``exclude`` / ``all``, at most one of them)."""
+def enabled_apis(opts: dict | None) -> list[str]:
+    """Which APIs (0.3's, then the others) ``opts`` turns on (``include`` / ``exclude`` / ``all``, at most one)."""
     opts = opts or {}
     given = [key for key in ("include", "exclude", "all") if key in opts]
     if len(given) > 1:
         raise ValueError(f"only one of 'include', 'exclude' and 'all' may be given, got {given}.")
-    known = [*API_NAMES, *EXTRA_ROUTES]
     for key in ("include", "exclude"):
-        unknown = sorted(set(opts.get(key) or ()) - set(known))
+        unknown = sorted(set(opts.get(key) or ()) - set(ROUTES))
         if unknown:
-            raise ValueError(f"{key!r} names unknown API(s) {unknown}; known ones are {known}.")
+            raise ValueError(f"{key!r} names unknown API(s) {unknown}; known ones are {list(ROUTES)}.")
     if "include" in opts:
-        return [name for name in API_NAMES if name in opts["include"]]
+        return [name for name in ROUTES if name in opts["include"]]
     if "exclude" in opts:
-        return [name for name in API_NAMES if name not in opts["exclude"]]
-    return list(API_NAMES) if opts.get("all") else []
+        return [name for name in ROUTES if name not in opts["exclude"]]
+    return list(ROUTES) if opts.get("all") else []
 
 
-def enabled_extra_apis(opts: dict | None) -> list[str]:
-    """Which of ``EXTRA_ROUTES`` ``opts`` turns on (same rules as ``enabled_api_names``)."""
-    opts = opts or {}
-    if "include" in opts:
-        return [name for name in EXTRA_ROUTES if name in opts["include"]]
-    if "exclude" in opts:
-        return [name for name in EXTRA_ROUTES if name not in opts["exclude"]]
-    return list(EXTRA_ROUTES) if opts.get("all") else []
+def enabled_api_names(opts: dict | None) -> list[str]:
+    """Which of the 0.3 APIs ``opts`` turns on."""
+    return [name for name in enabled_apis(opts) if name in API_ROUTES]
 
 
 def _not_loaded() -> Response:
@@ -129,7 +126,7 @@ def _openai_not_loaded() -> Response:
     return not_ready().response()
 
 
-def _endpoint(get_chat_stream: Callable[[], ChatStream | None], method_name: str, extra: dict,
+def _endpoint(get_chat_stream: Callable[[], Any], method_name: str, extra: dict,
               not_loaded: Callable[[], Response] = _not_loaded) -> Callable:
     async def endpoint(request: Request) -> Any:
         chat_stream = get_chat_stream()
@@ -141,37 +138,29 @@ def _endpoint(get_chat_stream: Callable[[], ChatStream | None], method_name: str
     return endpoint
 
 
-def append_apis(
-    chat_stream: ChatStream | Callable[[], ChatStream | None], app: Any, opts: dict | None = None
-) -> list[str]:
-    """Register the enabled endpoints on ``app`` (FastAPI or Starlette); returns their names."""
+def append_apis(chat_stream: Any, app: Any, opts: dict | None = None) -> list[str]:
+    """Register the enabled endpoints of ``chat_stream`` (a ChatStream, or a function returning it or None while
+    it loads) on ``app`` (FastAPI or Starlette); returns their names."""
     if hasattr(chat_stream, "handle_chat_stream_request"):
         instance = chat_stream
         chat_stream = lambda: instance  # noqa: E731
-    names = enabled_api_names(opts)
-    extras = enabled_extra_apis(opts)
-    if not names and not extras:
+    names = enabled_apis(opts)
+    if not names:
         logger.warning("append_apis added no endpoint: pass {'all': True}, {'include': [...]} or {'exclude': [...]}.")
     for name in names:
-        method, path, handler = API_ROUTES[name]
         extra = {"opts": {"ui_init_params": (opts or {}).get("web_ui_params", {})}} if name == "webui_index" else {}
-        endpoint = _endpoint(chat_stream, handler, extra)
-        if hasattr(app, "add_api_route"):
-            app.add_api_route(path, endpoint, methods=[method], include_in_schema=not name.startswith("webui"))
-        else:
-            app.add_route(path, endpoint, methods=[method])
-        logger.debug("API endpoint %s %s added.", method, path)
-    for name in extras:
-        for method, path, handler in EXTRA_ROUTES[name]:
-            endpoint = _endpoint(chat_stream, handler, {}, _openai_not_loaded if name == "openai" else _not_loaded)
+        for method, path, handler in ROUTES[name]:
+            endpoint = _endpoint(chat_stream, handler, extra, _openai_not_loaded if name == "openai" else _not_loaded)
+            in_schema = not name.startswith("webui") and name != "metrics"
             if hasattr(app, "add_api_route"):
-                app.add_api_route(path, endpoint, methods=[method], include_in_schema=name != "metrics")
+                app.add_api_route(path, endpoint, methods=[method], include_in_schema=in_schema)
             else:
                 app.add_route(path, endpoint, methods=[method])
-    return [*names, *extras]
+            logger.debug("API endpoint %s %s added.", method, path)
+    return names
 
 
-def append_middlewares(chat_stream: ChatStream, app: Any, opts: dict | None = None) -> None:
+def append_middlewares(chat_stream: Any, app: Any, opts: dict | None = None) -> None:
     """Configure sessions and, when asked, CORS (the 0.3 options are understood).
 
     ``opts``: ``{"fast_session": {"secret_key": str, "store": SessionStore, "secure": bool},

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from ..engine.generation import accepts_logits_to_keep
 from . import cassette as fmt
 from ._cassette_values import encode_value
 from .fingerprint import fingerprint_loaded
-from .generation import accepts_logits_to_keep
 
 _HUB_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/[^/]+(?:/|$)")
 
@@ -114,7 +114,7 @@ def build_manifest(model: Any, tokenizer: Any, token_sampler: Any, fidelity: str
     """The manifest of a cassette recording these objects (see docs/cassette-format.md)."""
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "format_version": fmt.FORMAT_VERSION,

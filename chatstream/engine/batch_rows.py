@@ -1,6 +1,6 @@
 """A batched forward seen row by row: how recording and replay key each row of a batch.
 
-The batching engine (``chatstream.batching``) runs one forward over several sequences, each
+The batching engine (``chatstream.engine.batching``) runs one forward over several sequences, each
 left-padded to a common length. The cache it passes carries ``chatstream_rows``: per row, in batch
 order, the *row handle*, the cache object that row's own first (batch size 1) forward returned. A
 wrapper that keys forwards by token history (the recorder, ``MockModel``) finds each row's history

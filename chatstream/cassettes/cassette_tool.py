@@ -28,11 +28,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..exceptions import CassetteError, ConfigurationError
 from . import cassette as fmt
 from ._cassette_generations import Generation, conversations, generations
 from ._cassette_miss import MissExplainer
 from ._unused_report import UNUSED_REPORT_NAME, read_unused_report
-from .exceptions import CassetteError, ConfigurationError
 
 EXIT_OK = 0
 EXIT_DIVERGED = 1
@@ -114,7 +114,7 @@ def _answer_text(tokenizer: Any, explain: MissExplainer, generation: Generation,
     The tokens go through the streaming detokeniser over the cassette's own tokenizer (a MockTokenizer),
     which asks the decode calls the live run asked; text the recording cannot rebuild comes from the
     recorded pieces, unknown ids shown as ⟨id⟩."""
-    from .detokenizer import StreamingDetokenizer
+    from ..engine.detokenizer import StreamingDetokenizer
 
     tokens = generation.tokens
     ended = bool(tokens) and tokens[-1] in eos
@@ -208,8 +208,8 @@ def diff_cassettes(a: str | os.PathLike, b: str | os.PathLike, *, rtol: float | 
 def _load_live(model: str, device: str | None) -> tuple[Any, Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .device import resolve_device
-    from .model_source import resolve_model_dir
+    from ..engine.device import resolve_device
+    from ..engine.model_source import resolve_model_dir
 
     try:
         path = resolve_model_dir(model, what="--model")
@@ -225,10 +225,10 @@ def rerun(cassette: fmt.Cassette, model: Any, tokenizer: Any, device: Any, live_
     parameters and seed, for as many steps as the recording took; returns the answers it could not rerun."""
     import torch
 
-    from .generation import decode_tokens
+    from ..engine.generation import decode_tokens
+    from ..engine.sampling import SamplingParams
+    from ..engine.token_sampler import TokenSamplerIsok
     from .recording import ProbeRecorder
-    from .sampling import SamplingParams
-    from .token_sampler import TokenSamplerIsok
 
     skipped = []
     with ProbeRecorder(live_dir, fidelity=cassette.fidelity) as recorder:

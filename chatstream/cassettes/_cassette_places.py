@@ -1,4 +1,4 @@
-"""Where cassettes live: the default parent directory, safe cassette names, timestamp names.
+"""Where cassettes live: the default parent directory, safe cassette names, timestamp names; fidelity names.
 
 The parent directory is ``$CHATSTREAM_PROBE_DIR`` when set, else ``~/.cache/chatstream/probe_data``;
 each recording gets a directory named by a UTC timestamp (sortable, unique within the parent).
@@ -11,9 +11,12 @@ import datetime as _dt
 import os
 from pathlib import Path, PurePath
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 PROBE_DIR_ENV = "CHATSTREAM_PROBE_DIR"
+# how a cassette keeps logits (see chatstream.cassettes.cassette.encode_logits): the one home of the names
+FIDELITIES = ("compact", "fp16", "exact")
+DEFAULT_FIDELITY = "compact"
 
 
 def default_probe_parent() -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .exceptions import ConfigurationError, ModelCacheError
+from ..exceptions import ConfigurationError, ModelCacheError
 
 CACHE_ARGUMENTS = ("cache", "past_key_values")
 """The forward keywords that take a KV cache, newest first."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 _WAITING, _GRANTED, _DONE = "waiting", "granted", "done"
 

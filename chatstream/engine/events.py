@@ -56,7 +56,7 @@ GenerationEvent = TokenEvent | FinishEvent
 
 def check_top_logprobs(value: object) -> int | None:
     """``logprobs`` for ``events()``: None (no log-probabilities) or an int in [0, 20]."""
-    from .exceptions import ConfigurationError
+    from ..exceptions import ConfigurationError
 
     if value is None:
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 LOCALES = ("en", "ja")
 

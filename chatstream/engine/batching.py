@@ -6,7 +6,7 @@ scheduler admits new sequences (each prefilled alone, exactly as the unbatched l
 its first token comes without waiting for the others) and drops those that finished, were
 cancelled or whose ``should_stop`` says so. Each step is one forward over all running rows: one row
 runs exactly the unbatched loop's forward; several run left-padded with per-row attention masks and
-position ids over a stacked cache (``chatstream._batch_cache``). Each row is sampled on its own
+position ids over a stacked cache (``chatstream.engine._batch_cache``). Each row is sampled on its own
 (``TokenSampler.sample`` per row, with the row's own history, parameters and generator), so a
 seeded stream gives the same tokens whatever shares the batch, and recording/replaying samplers
 work unchanged. docs/batching.md describes the design.
@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
+from ..exceptions import ConfigurationError
 from ._batch_cache import stack_rows, unstack_rows
 from .batch_rows import ROWS_ATTR
 from .detokenizer import StreamingDetokenizer
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent
-from .exceptions import ConfigurationError
 from .generation import accepts_logits_to_keep
 from .model_cache import cache_argument, check_cache_kept, output_cache
 from .sampling import SamplingParams, apply_processors, build_processors, top_logprobs

@@ -4,7 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chat_prompt_presets import PROMPT_PRESETS
+from ..engine.chat_prompt_presets import PROMPT_PRESETS
+from ..engine.generation import GenerationParams
+
+# the generation options of the command line: (GenerationParams field, type); defaults come from GenerationParams
+SAMPLING_OPTIONS: tuple[tuple[str, type], ...] = (
+    ("max_new_tokens", int), ("context_len", int), ("temperature", float), ("top_k", int), ("top_p", float),
+    ("repetition_penalty", float), ("seed", int))
+
+
+def add_sampling_arguments(group: Any, names: tuple[str, ...] = tuple(n for n, _ in SAMPLING_OPTIONS)) -> None:
+    """``--max-new-tokens``, ``--temperature``, ... (those in ``names``), defaulting to GenerationParams'."""
+    for name, kind in SAMPLING_OPTIONS:
+        if name in names:
+            group.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(GenerationParams, name))
+
+
+def generation_kwargs(args: Any) -> dict[str, Any]:
+    """The GenerationParams arguments given on the command line (sampling and stopping options)."""
+    kwargs = {name: getattr(args, name) for name, _ in SAMPLING_OPTIONS if hasattr(args, name)}
+    return {**kwargs, "stop_strings": args.stop_strings, "eos_token_ids": args.eos_token_ids}
 
 
 def add_stopping_arguments(group: Any) -> None:

@@ -1,0 +1,144 @@
+"""``BatchedChatGenerator``: ChatGenerator's ``stream()`` interface over the continuous-batching engine.
+
+``ChatStream(chat_generator=BatchedChatGenerator(model, tokenizer, capacity=N))``, or
+``ChatStream(..., batching=True)``, serves every admitted request from one scheduler thread that
+batches their decode steps. ``stream()`` tokenises in the caller's thread (prompt truncation and
+``PromptTooLongError`` as ChatGenerator), then blocks on the deltas the engine sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from ..exceptions import ConfigurationError
+from ._batch_cache import batching_unsupported
+from .batching import BatchEngine
+from .chat_prompt import AbstractChatPrompt
+from .detokenizer import StreamingDetokenizer
+from .device import resolve_device
+from .events import FinishEvent, FinishReason, GenerationEvent, check_top_logprobs
+from .generation import GenerationParams, build_input_ids, eos_token_ids
+from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
+
+
+class BatchedChatGenerator:
+    """Generates chat answers for up to ``capacity`` streams at once, one batched forward per step.
+
+    Raises ``ConfigurationError`` at construction for a model whose cache cannot be batched
+    (see ``chatstream.engine._batch_cache.batching_unsupported``); serve such a model with ``ChatGenerator``
+    (``ChatStream(batching=False)``).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str | torch.device | None = None,
+        params: GenerationParams | None = None,
+        token_sampler: TokenSampler | None = None,
+        num_gpus: int | None = None,
+        capacity: int = 2,
+    ) -> None:
+        if model is None or tokenizer is None:
+            raise ConfigurationError("a model and a tokenizer are needed to generate; pass both.")
+        reason = batching_unsupported(model)
+        if reason is not None:
+            raise ConfigurationError(
+                f"continuous batching does not support this model: {reason}. Serve it without batching "
+                "(ChatStream(batching=False), `chatstream serve --no-batching`, or chatstream.ChatGenerator)."
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = resolve_device(device if device is not None else getattr(model, "device", None), num_gpus)
+        self.params = params or GenerationParams()
+        self.token_sampler = token_sampler or TokenSamplerIsok(seed=self.params.seed)
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.engine = BatchEngine(model, self.token_sampler, self.device, capacity)
+
+    def stream(
+        self,
+        chat_prompt: AbstractChatPrompt,
+        params: GenerationParams | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer to ``chat_prompt`` as text deltas (its last responder turn must be open)."""
+        events = self.events(chat_prompt, params, should_stop)
+        try:
+            for event in events:
+                if event.text:
+                    yield event.text
+        finally:
+            events.close()
+
+    def events(
+        self,
+        chat_prompt: AbstractChatPrompt,
+        params: GenerationParams | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """``ChatGenerator.events`` for a batched stream: a ``TokenEvent`` per token, then a ``FinishEvent``."""
+        params = params or self.params
+        input_ids, max_new_tokens = build_input_ids(chat_prompt, self.tokenizer, params)
+        stop_strs = chat_prompt.get_stop_strs() if chat_prompt.is_chat_mode_enabled() else []
+        yield from self.events_from_ids(input_ids, params, max_new_tokens, [*stop_strs, *params.stop_strings],
+                                        should_stop, check_top_logprobs(logprobs))
+
+    def stream_ids(
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        max_new_tokens: int | None = None,
+        stop_strings: list[str] | tuple[str, ...] = (),
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[str]:
+        """Yield the continuation of ``input_ids`` as text deltas (benchmarks and tests start from ids)."""
+        for event in self.events_from_ids(input_ids, params, max_new_tokens, stop_strings, should_stop):
+            if event.text:
+                yield event.text
+
+    def events_from_ids(
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        max_new_tokens: int | None = None,
+        stop_strings: list[str] | tuple[str, ...] = (),
+        should_stop: Callable[[], bool] | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """The events of the continuation of ``input_ids``.
+
+        The sequence is submitted on the first ``next()``; closing the iterator makes it leave the batch.
+        """
+        submission = self.engine.submit(
+            list(input_ids),
+            max_new_tokens=max_new_tokens if max_new_tokens is not None else params.max_new_tokens,
+            sampling=params.sampling,
+            generator=make_generator(params.seed),
+            eos_ids=self.eos_ids.union(params.eos_token_ids) if params.eos_token_ids else self.eos_ids,
+            detokenizer=StreamingDetokenizer(self.tokenizer, list(stop_strings), context_ids=list(input_ids)),
+            should_stop=should_stop,
+            logprobs=logprobs,
+        )
+        produced = 0
+        try:
+            for event in submission:
+                yield event
+                produced += 1
+                if should_stop is not None and should_stop() and not isinstance(event, FinishEvent):
+                    yield FinishEvent("", FinishReason.CANCELLED, len(input_ids), produced)
+                    return
+        finally:
+            submission.cancel()
+
+    def generate_text(self, chat_prompt: AbstractChatPrompt, params: GenerationParams | None = None) -> str:
+        """The whole answer at once (console use, tests)."""
+        return "".join(self.stream(chat_prompt, params))
+
+    def close(self) -> None:
+        """Stop the scheduler thread (streams still running end)."""
+        self.engine.close()
+

@@ -1,0 +1,112 @@
+"""The 0.3 chat turn (chatstream.serving.turn): outcomes as metrics.Outcome, recorded for /chat_stream like the OpenAI
+endpoint's; the body parsed once; the console turn on the shared driver."""
+
+import asyncio
+import time
+
+import httpx
+from _serving_fakes import GatedGenerator
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.metrics import Outcome
+from chatstream.serving.turn import GENERATION_ERROR, PROCESS_REQUEST_ERROR, outcome_of
+
+
+def scrape(chat_stream) -> dict:
+    families = text_string_to_metric_families(chat_stream.metrics.render().decode())
+    return {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
+
+
+def count(got, name, **labels):
+    want = {("endpoint", "chat_stream"), ("source", "live"), *labels.items()}
+    return got.get((name, frozenset(want)), 0)
+
+
+async def started(**kwargs):
+    chat_stream = ChatStream(session_secret="0123456789abcdef-test", **kwargs)
+    app = FastAPI()
+    chat_stream.append_apis(app, {"all": True})
+    await chat_stream.start_queue_worker()
+    return chat_stream, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+def test_finish_messages_map_to_outcomes():
+    assert outcome_of("success") is Outcome.SUCCESS
+    assert outcome_of("client_disconnected_while_streaming") is Outcome.DISCONNECTED_WHILE_STREAMING
+    assert outcome_of(GENERATION_ERROR) is Outcome.ERROR and outcome_of(PROCESS_REQUEST_ERROR) is Outcome.ERROR
+
+
+class SlowWords:
+    """Three words, 5 ms apart (slower than the driver's 2 ms hop: one hop, one token count each)."""
+
+    def stream(self, chat_prompt, params=None, should_stop=None):
+        for word in ("one ", "two ", "three"):
+            time.sleep(0.005)
+            yield word
+
+
+async def test_the_03_endpoint_records_outcomes_rejections_tokens_and_latencies():
+    chat_stream, client = await started(chat_generator=SlowWords())
+    async with client:
+        ok = await client.post("/chat_stream", json={"user_input": "one two three"})
+        bad = await client.post("/chat_stream", json={"user_input": 5})
+    assert ok.status_code == 200 and ok.text.endswith("<::EOS::>") and bad.status_code == 400
+    got = scrape(chat_stream)
+    assert count(got, "chatstream_requests_total", outcome="success") == 1
+    assert count(got, "chatstream_requests_total", outcome="bad_request") == 1
+    assert count(got, "chatstream_request_rejections_total", reason="bad_request") == 1
+    assert ok.text.count("<::EOS::>") == 3
+    assert got[("chatstream_generation_tokens_total", frozenset({("source", "live")}))] == 3
+    assert count(got, "chatstream_time_to_first_token_seconds_count") == 1
+    assert count(got, "chatstream_inter_token_latency_seconds_count") == 2
+    assert count(got, "chatstream_e2e_request_latency_seconds_count") == 1
+
+
+async def test_a_full_queue_is_counted_as_a_rejection():
+    generator = GatedGenerator()
+    chat_stream, client = await started(chat_generator=generator, num_of_concurrent_executions=1,
+                                        max_queue_size=1, too_many_request_as_http_error=True)
+    async with client:
+        first = asyncio.create_task(client.post("/chat_stream", json={"user_input": "a"}))
+        second = asyncio.create_task(client.post("/chat_stream", json={"user_input": "b"}))
+        while chat_stream.admission.stats()["waiting"] < 1:
+            await asyncio.sleep(0.01)
+        third = await client.post("/chat_stream", json={"user_input": "c"})
+        generator.gate.set()
+        await first
+        await second
+    assert third.status_code == 429
+    got = {(k[0], frozenset(x for x in k[1] if x[0] != "source")): v for k, v in scrape(chat_stream).items()}
+    key = frozenset({("endpoint", "chat_stream"), ("reason", "queue_full")})
+    assert got[("chatstream_request_rejections_total", key)] == 1
+    assert got[("chatstream_requests_total", frozenset({("endpoint", "chat_stream"), ("outcome", "rejected")}))] == 1
+    assert got[("chatstream_requests_total", frozenset({("endpoint", "chat_stream"), ("outcome", "success")}))] == 2
+
+
+async def test_the_body_is_parsed_once(monkeypatch):
+    import chatstream.serving.turn as turn
+
+    calls = []
+    real = turn.parse_chat_request
+    monkeypatch.setattr(turn, "parse_chat_request", lambda *a: calls.append(1) or real(*a))
+    _, client = await started(use_mock_response=True)
+    async with client:
+        assert (await client.post("/chat_stream", json={"user_input": "x"})).status_code == 200
+    assert calls == [1]
+
+
+async def test_the_console_turn_runs_on_the_driver_and_keeps_the_conversation():
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"})
+    first = [item async for item in chat_stream.handle_console_input("hello there")]
+    assert first[0][2] == "begin" and first[-1] == (first[-2][0], "", "end")
+    assert {pos for _, _, pos in first[1:-1]} <= {"mid"}
+    await _drain(chat_stream.handle_console_input("again"))
+    prompt = chat_stream.chat_prompt_for_single_user_on_console
+    assert [c.get_message() for c in prompt.chat_contents if c.role == prompt.requester] == ["hello there", "again"]
+
+
+async def _drain(iterator):
+    async for _ in iterator:
+        pass
