@@ -11,7 +11,7 @@ BUNDLED_MODEL_DIRNAME = "tiny-chat"
 _ENV_VAR = "CHATSTREAM_BUNDLED_MODEL"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # One copy in the repository, fixtures/tiny-chat/; the wheel carries it as chatstream/tiny_chat/
-# (pyproject.toml maps the one onto the other).
+# (setup.py maps the one onto the other).
 _INSTALLED = _PACKAGE_DIR / "tiny_chat"
 _CHECKOUT = _PACKAGE_DIR.parent / "fixtures" / BUNDLED_MODEL_DIRNAME
 

@@ -78,6 +78,14 @@ def test_wheel_carries_the_model_the_web_page_and_py_typed(wheel: Path) -> None:
     assert zipfile.ZipFile(wheel).getinfo("chatstream/tiny_chat/model.safetensors").file_size == model.stat().st_size
 
 
+def test_wheel_carries_every_module_of_the_checkout(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {p.relative_to(ROOT).as_posix() for package in ("chatstream", "pytest_chatstream")
+               for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts}
+    assert len(modules) > 40
+    assert modules - names == set(), "modules missing from the wheel: list their package in setup.py"
+
+
 def test_installed_package_is_the_wheel_and_finds_its_model(venv: Path, tmp_path: Path) -> None:
     code = ("import json, chatstream, chatstream.bundled as b; "
             "print(json.dumps([chatstream.__file__, str(b.bundled_model_path())]))")
