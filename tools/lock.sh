@@ -21,7 +21,7 @@ echo "torch==$TORCH" > "$WORK/torch.txt"
 "$PY" -m pip install -q -c "$WORK/torch.txt" -e ".[dev]" "$@"
 "$PY" -m pip check
 {
-  echo "# Made by: bash tools/lock.sh $*"
+  echo "# Made by: bash tools/lock.sh${*:+ $*}"
   echo "# Never edit by hand; see tools/lock.sh. Installed by tools/setup.sh with pip's -c (constraints)."
   echo "# python: $("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'), $(uname -sm); torch: $TORCH, not pinned here"
   "$PY" -m pip freeze --all --exclude-editable | grep -v -i -E '^(torch|pip)(==| @)'
