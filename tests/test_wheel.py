@@ -125,5 +125,6 @@ def test_chatstream_serve_from_an_empty_directory_streams_the_bundled_model(venv
     chunks = response.text.split(EOS)
     assert len(chunks) > 2 and chunks[-1] == ""
     assert chunks[-2] == "Hello! How can I help you today?"  # the bundled model's greedy answer
-    assert process.returncode == 130, stderr
+    # it exited by itself on Ctrl-C, not by the watchdog or a crash (the exact code is test_cli's business)
+    assert process.returncode in (0, 130), stderr
     assert list(tmp_path.iterdir()) == []  # serving wrote nothing into the working directory
