@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 from _probe_support import Capture, ask, bundled
-from transformers import GenerationConfig, PreTrainedConfig
+from transformers import GenerationConfig, PretrainedConfig
 
 from chatstream.cassettes.recording import ProbeRecorder
 from chatstream.cassettes.replay import MockCache, MockModel, MockTransformer
@@ -90,7 +90,7 @@ def test_mock_model_looks_like_an_hf_causal_lm(recorded):
     assert isinstance(mock_model, MockModel) and mock_model.to(torch.device("cpu")) is mock_model
     assert mock_model.eval() is mock_model and mock_model.training is False
     assert mock_model.device == torch.device("cpu") and mock_model.dtype == torch.float32
-    assert isinstance(mock_model.config, PreTrainedConfig) and type(mock_model.config) is type(model.config)
+    assert isinstance(mock_model.config, PretrainedConfig) and type(mock_model.config) is type(model.config)
     assert mock_model.config.vocab_size == model.config.vocab_size
     # the recorded fields answer without transformers; the rest comes from a GenerationConfig built on demand
     recorded_config = mock_model.generation_config

@@ -168,7 +168,9 @@ def _rebuild_config(data: dict | None) -> Any:
 def _rebuild_generation_config(data: dict | None) -> Any:
     from transformers import GenerationConfig
 
-    return GenerationConfig.from_dict(dict(data)) if data else GenerationConfig()
+    # transformers 5 writes every unset field as None, which transformers 4 validates as a bad value
+    # (e.g. early_stopping=None); unset is the default in both, so leave None fields out.
+    return GenerationConfig.from_dict({k: v for k, v in data.items() if v is not None}) if data else GenerationConfig()
 
 
 class RecordedGenerationConfig:
