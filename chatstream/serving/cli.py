@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ def serve(argv: list[str] | None = None) -> int:
                             timeout_graceful_shutdown=5)
     sock = config.bind_socket()
     url = _url(args.host, sock.getsockname()[1])
-    server: uvicorn.Server | None = None
+    server: Any = None
     failed: list[BaseException] = []
 
     def on_ready(chat_stream: ChatStream) -> None:
@@ -146,7 +147,14 @@ def serve(argv: list[str] | None = None) -> int:
             server.should_exit = True
 
     config.app = create_app(loader=loader, on_ready=on_ready, on_error=on_error, api_docs=args.api_docs)
-    server = uvicorn.Server(config)
+    class Server(uvicorn.Server):
+        interrupted = False  # set by Ctrl-C, whichever frame uvicorn's re-raise of it then reaches
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.interrupted = self.interrupted or sig == signal.SIGINT
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     what = "the generator mock" if path is None else str(path)
     print(f"Serving {what} at {url} (GET /health answers 503 until the model is loaded)", flush=True)
     try:
@@ -155,6 +163,8 @@ def serve(argv: list[str] | None = None) -> int:
         return 130
     finally:
         sock.close()
+    if server.interrupted:  # Ctrl-C whose re-raise did not reach this frame (it can land in asyncio's teardown)
+        return 130
     if failed:
         print(f"chatstream serve: the model could not be loaded: {failed[0]}", file=sys.stderr)
         return 1
