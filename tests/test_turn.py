@@ -110,3 +110,26 @@ async def test_the_console_turn_runs_on_the_driver_and_keeps_the_conversation():
 async def _drain(iterator):
     async for _ in iterator:
         pass
+
+
+async def test_the_03_endpoint_counts_the_models_prompt_and_generated_tokens_exactly():
+    from _probe_support import bundled
+
+    from chatstream.engine.generation import GenerationParams, build_input_ids
+
+    model, tokenizer = bundled()
+    chat_stream, client = await started(model=model, tokenizer=tokenizer, device="cpu", temperature=0,
+                                        max_new_tokens=24)
+    async with client:
+        ok = await client.post("/chat_stream", json={"user_input": "Hello"})
+    answer = ok.text.split("<::EOS::>")[-2]
+    assert answer == "Hello! How can I help you today?"
+    prompt = chat_stream.new_chat_prompt()
+    prompt.add_requester_msg("Hello")
+    prompt.add_responder_msg(None)
+    prompt_ids, _ = build_input_ids(prompt, tokenizer, GenerationParams(max_new_tokens=24))
+    got = scrape(chat_stream)
+    assert got[("chatstream_prompt_tokens_total", frozenset({("source", "live")}))] == len(prompt_ids)
+    generated = len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1  # and the EOS token
+    assert got[("chatstream_generation_tokens_total", frozenset({("source", "live")}))] == generated
+    chat_stream.close()

@@ -98,7 +98,7 @@ def generation_events(
     events = getattr(generator, "events", None)
     if callable(events):
         return events(chat_prompt, params, should_stop=should_stop, logprobs=logprobs)
-    params = params if params is not None else getattr(generator, "params", None)
-    max_new_tokens = getattr(params, "max_new_tokens", 0) or 1 << 30
-    deltas = generator.stream(chat_prompt, params, should_stop=should_stop)
+    effective = params if params is not None else getattr(generator, "params", None)
+    max_new_tokens = getattr(effective, "max_new_tokens", 0) or 1 << 30
+    deltas = generator.stream(chat_prompt, params, should_stop=should_stop)  # None stays None: its own defaults
     return events_from_deltas(iter(deltas), max_new_tokens, 0, should_stop)

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..engine.chat_prompt import AbstractChatPrompt
+from ..engine.events import FinishEvent, TokenEvent, generation_events
 from ..engine.generation import GenerationParams, build_input_ids, trim_history
 from ..engine.token_sampler import draw_seed
 from ..exceptions import ConfigurationError, PromptTooLongError
@@ -117,6 +118,7 @@ class TurnState:
 
     chat_request: ChatRequest
     timer: RequestTimer | None = None
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens, from the generation's FinishEvent
 
 
 def turn_state(request: Request | None) -> TurnState | None:
@@ -223,14 +225,19 @@ class AbstractRequestHandler(ABC):
         limiter = self.context.limiter() if self.context is not None else None
         replacements = chat_prompt.get_replacement_when_output()
         text, message = "", GENERATION_ERROR
-        batches = drive(lambda should_stop: generator.stream(chat_prompt, params, should_stop=should_stop), limiter)
+        batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop), limiter)
         try:
             async with contextlib.aclosing(batches):
-                async for deltas in batches:
-                    if timer is not None:
-                        timer.token(len(deltas))
-                    for delta in deltas:
-                        text += delta
+                async for events in batches:
+                    tokens = sum(isinstance(event, TokenEvent) for event in events)
+                    if timer is not None and tokens:
+                        timer.token(tokens)
+                    for event in events:
+                        if isinstance(event, FinishEvent) and state is not None:
+                            state.usage = (event.prompt_tokens, event.completion_tokens)
+                        if not event.text:
+                            continue
+                        text += event.text
                         shown = chat_prompt.replace_string(text, replacements) if replacements else text
                         chat_prompt.set_responder_last_msg(shown)
                         yield escape_frame(shown) + FINISH_TOKEN
@@ -438,7 +445,7 @@ class ChatTurns:
             released = True
             ticket.release()
             outcome = outcome_of(message)
-            state.timer.finish(outcome)
+            state.timer.finish(outcome, *(state.usage or ()))
             if outcome is Outcome.BAD_REQUEST:
                 self.metrics.count_rejection(ENDPOINT, RejectReason.BAD_REQUEST)
             self.context.logger.debug("request finished: %s (load %s)", message, self.admission.stats())
