@@ -33,6 +33,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from chatstream.bundled import bundled_model_path
 from chatstream.serving.app import create_app
 from chatstream.serving.chat_stream import ChatStream
+from chatstream.serving.client_roles import client_role_free_access
+from chatstream.serving.sessions import MemorySessionStore
 
 SECRET = "0123456789abcdef-soak"
 QUESTIONS = ["Hello", "How are you?", "こんにちは", "Tell me a story", "What is the weather like?"]
@@ -159,12 +161,15 @@ async def main() -> int:
     parser.add_argument("--warmup", type=float, default=30, help="seconds of traffic before the start figures")
     parser.add_argument("--clients", type=int, default=6, help="clients per round")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-sessions", type=int, default=100,
+                        help="the session store's bound (filled during the warm-up, so memory must then stay flat)")
     args = parser.parse_args()
     path = bundled_model_path()
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
     chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", session_secret=SECRET,
                              num_of_concurrent_executions=2, max_queue_size=5, too_many_request_as_http_error=True,
-                             max_new_tokens=48, send_timeout_sec=2.0)
+                             max_new_tokens=48, send_timeout_sec=2.0, client_roles=client_role_free_access,
+                             session_store=MemorySessionStore(max_sessions=args.max_sessions))
     server, thread, base = start_server(chat_stream)
     rng = random.Random(args.seed)
     counts: dict[str, int] = {}
