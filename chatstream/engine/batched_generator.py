@@ -19,7 +19,7 @@ from .batching import BatchEngine
 from .chat_prompt import AbstractChatPrompt
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
-from .events import FinishEvent, FinishReason, GenerationEvent, check_top_logprobs
+from .events import FinishEvent, FinishReason, GenerationEvent, check_top_logprobs, text_deltas
 from .generation import GenerationParams, build_input_ids, eos_token_ids
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
@@ -65,13 +65,7 @@ class BatchedChatGenerator:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         """Yield the answer to ``chat_prompt`` as text deltas (its last responder turn must be open)."""
-        events = self.events(chat_prompt, params, should_stop)
-        try:
-            for event in events:
-                if event.text:
-                    yield event.text
-        finally:
-            events.close()
+        return text_deltas(self.events(chat_prompt, params, should_stop))
 
     def events(
         self,
@@ -96,9 +90,7 @@ class BatchedChatGenerator:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         """Yield the continuation of ``input_ids`` as text deltas (benchmarks and tests start from ids)."""
-        for event in self.events_from_ids(input_ids, params, max_new_tokens, stop_strings, should_stop):
-            if event.text:
-                yield event.text
+        return text_deltas(self.events_from_ids(input_ids, params, max_new_tokens, stop_strings, should_stop))
 
     def events_from_ids(
         self,

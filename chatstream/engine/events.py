@@ -66,6 +66,19 @@ def check_top_logprobs(value: object) -> int | None:
     return value
 
 
+def text_deltas(events: Iterator[GenerationEvent]) -> Iterator[str]:
+    """The text view of ``events``: each non-empty text in order; closing it closes ``events`` (which
+    stops the generation behind them)."""
+    try:
+        for event in events:
+            if event.text:
+                yield event.text
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
 def events_from_deltas(
     deltas: Iterator[str], max_new_tokens: int, prompt_tokens: int, should_stop: Callable[[], bool] | None = None
 ) -> Iterator[GenerationEvent]:

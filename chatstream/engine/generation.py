@@ -19,7 +19,7 @@ from ..exceptions import ConfigurationError, PromptTooLongError
 from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
-from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent, check_top_logprobs
+from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent, check_top_logprobs, text_deltas
 from .model_cache import cache_argument, check_cache_kept, output_cache
 from .sampling import SamplingParams, apply_processors, build_processors, top_logprobs
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
@@ -313,13 +313,7 @@ class ChatGenerator:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         """Yield the answer to ``chat_prompt`` as text deltas (its last responder turn must be open)."""
-        events = self.events(chat_prompt, params, should_stop)
-        try:
-            for event in events:
-                if event.text:
-                    yield event.text
-        finally:
-            events.close()
+        return text_deltas(self.events(chat_prompt, params, should_stop))
 
     def events(
         self,
