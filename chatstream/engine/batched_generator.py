@@ -20,7 +20,7 @@ from .chat_prompt import AbstractChatPrompt
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .events import FinishEvent, FinishReason, GenerationEvent, check_top_logprobs, text_deltas
-from .generation import GenerationParams, build_input_ids, eos_token_ids
+from .generation import GenerationParams, answer_eos_ids, answer_stop_strings, build_input_ids, eos_token_ids
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 
@@ -77,8 +77,7 @@ class BatchedChatGenerator:
         """``ChatGenerator.events`` for a batched stream: a ``TokenEvent`` per token, then a ``FinishEvent``."""
         params = params or self.params
         input_ids, max_new_tokens = build_input_ids(chat_prompt, self.tokenizer, params)
-        stop_strs = chat_prompt.get_stop_strs() if chat_prompt.is_chat_mode_enabled() else []
-        yield from self.events_from_ids(input_ids, params, max_new_tokens, [*stop_strs, *params.stop_strings],
+        yield from self.events_from_ids(input_ids, params, max_new_tokens, answer_stop_strings(chat_prompt, params),
                                         should_stop, check_top_logprobs(logprobs))
 
     def stream_ids(
@@ -110,7 +109,7 @@ class BatchedChatGenerator:
             max_new_tokens=max_new_tokens if max_new_tokens is not None else params.max_new_tokens,
             sampling=params.sampling,
             generator=make_generator(params.seed),
-            eos_ids=self.eos_ids.union(params.eos_token_ids) if params.eos_token_ids else self.eos_ids,
+            eos_ids=answer_eos_ids(self.eos_ids, params),
             detokenizer=StreamingDetokenizer(self.tokenizer, list(stop_strings), context_ids=list(input_ids)),
             should_stop=should_stop,
             logprobs=logprobs,

@@ -29,7 +29,7 @@ from .detokenizer import StreamingDetokenizer
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent
 from .generation import accepts_logits_to_keep
 from .model_cache import cache_argument, check_cache_kept, output_cache
-from .sampling import SamplingParams, apply_processors, build_processors, top_logprobs
+from .sampling import SamplingParams, sampled_logprobs
 from .token_sampler import TokenSampler
 
 _END = object()
@@ -226,15 +226,13 @@ class BatchEngine:
             history = sequence.history[:, : sequence.length]
             token = self.sampler.sample(logits, history, sequence.sampling, sequence.generator)
             if sequence.logprobs is not None and token not in sequence.eos_ids:
-                scores = apply_processors(build_processors(sequence.sampling, vocab_size=logits.shape[-1]),
-                                          history, logits)
-                chosen, top = top_logprobs(scores, token, sequence.logprobs)
+                chosen, top = sampled_logprobs(sequence.sampling, history, logits, token, sequence.logprobs)
         if token in sequence.eos_ids:
             self._finish(sequence, FinishReason.STOP, eos=True)
             return
         delta = sequence.detokenizer.push(token)
         if sequence.logprobs is not None:
-            sequence.out.put(TokenEvent(token, delta, chosen, tuple(top)))
+            sequence.out.put(TokenEvent(token, delta, chosen, top))
         else:
             sequence.out.put(TokenEvent(token, delta))
         sequence.produced += 1

@@ -21,7 +21,7 @@ from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent, check_top_logprobs, text_deltas
 from .model_cache import cache_argument, check_cache_kept, output_cache
-from .sampling import SamplingParams, apply_processors, build_processors, top_logprobs
+from .sampling import SamplingParams, sampled_logprobs
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
@@ -116,6 +116,17 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
         elif isinstance(source, (list, tuple)):
             ids.update(int(i) for i in source)
     return ids
+
+
+def answer_eos_ids(eos_ids: set[int], params: GenerationParams) -> set[int]:
+    """The ids that end an answer: the model's and tokenizer's ``eos_ids`` and the params' own."""
+    return eos_ids.union(params.eos_token_ids) if params.eos_token_ids else eos_ids
+
+
+def answer_stop_strings(chat_prompt: AbstractChatPrompt, params: GenerationParams) -> list[str]:
+    """The strings that end an answer: the prompt format's (in chat mode) and the params' own."""
+    own = chat_prompt.get_stop_strs() if chat_prompt.is_chat_mode_enabled() else None
+    return [*(own or []), *params.stop_strings]
 
 
 def encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
@@ -332,16 +343,13 @@ class ChatGenerator:
         params = params or self.params
         logprobs = check_top_logprobs(logprobs)
         input_ids, max_new_tokens = build_input_ids(chat_prompt, self.tokenizer, params)
-        stop_strs = chat_prompt.get_stop_strs() if chat_prompt.is_chat_mode_enabled() else []
-        stop_strs = [*stop_strs, *params.stop_strings]
-        detokenizer = StreamingDetokenizer(self.tokenizer, stop_strs, context_ids=input_ids)
+        detokenizer = StreamingDetokenizer(self.tokenizer, answer_stop_strings(chat_prompt, params),
+                                           context_ids=input_ids)
         sampling = params.sampling
         scored: list[tuple[float, tuple[tuple[int, float], ...]]] = []  # the last token's logprobs
 
         def score(logits: torch.Tensor, history: torch.Tensor, token: int) -> None:
-            processors = build_processors(sampling, vocab_size=logits.shape[-1])
-            chosen, top = top_logprobs(apply_processors(processors, history, logits), token, logprobs)
-            scored[:] = [(chosen, tuple(top))]
+            scored[:] = [sampled_logprobs(sampling, history, logits, token, logprobs)]
 
         tokens = decode_tokens(
             self.model,
@@ -349,7 +357,7 @@ class ChatGenerator:
             sampler=self.token_sampler,
             sampling=sampling,
             max_new_tokens=max_new_tokens,
-            eos_ids=self.eos_ids.union(params.eos_token_ids) if params.eos_token_ids else self.eos_ids,
+            eos_ids=answer_eos_ids(self.eos_ids, params),
             device=self.device,
             generator=make_generator(params.seed),
             on_sample=score if logprobs is not None else None,

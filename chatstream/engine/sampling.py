@@ -275,3 +275,14 @@ def top_logprobs(
         return chosen, []
     top = torch.topk(logprobs, min(top_n, logprobs.shape[-1]))
     return chosen, list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+
+
+def sampled_logprobs(
+    params: SamplingParams, input_ids: torch.Tensor, logits: torch.Tensor, token_id: int, top_n: int
+) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """``token_id``'s log-probability and the ``top_n`` likeliest ids with theirs, under the distribution a
+    sampler with ``params`` draws from: ``logits`` through the processors TokenSamplerIsok and
+    MockTokenSampler apply, so a replayed run gives what its recorded logits give."""
+    scores = apply_processors(build_processors(params, vocab_size=logits.shape[-1]), input_ids, logits)
+    chosen, top = top_logprobs(scores, token_id, top_n)
+    return chosen, tuple(top)
