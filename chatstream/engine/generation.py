@@ -232,6 +232,19 @@ def trim_history(chat_prompt: AbstractChatPrompt, max_turns: int) -> None:
         del contents[: starts[len(starts) - max_turns]]
 
 
+def check_prompt_fits(generator: Any, chat_prompt: AbstractChatPrompt, params: GenerationParams) -> None:
+    """Raise PromptTooLongError when ``chat_prompt`` cannot fit ``params.context_len`` for ``generator``
+    (its own ``check_prompt`` when it has one, else its tokenizer's ids; a generator with neither, the mock,
+    takes any prompt). Blocking: it tokenizes the history."""
+    check = getattr(generator, "check_prompt", None)
+    if callable(check):
+        check(chat_prompt, params)
+        return
+    tokenizer = getattr(generator, "tokenizer", None)
+    if tokenizer is not None:
+        build_input_ids(chat_prompt, tokenizer, params)
+
+
 def accepts_logits_to_keep(model: Any) -> bool:
     """Whether ``model.forward`` takes ``logits_to_keep`` (then the loop asks for the last position only)."""
     try:

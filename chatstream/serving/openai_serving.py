@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..engine.chat_prompt import AbstractChatPrompt
 from ..engine.events import FinishEvent, GenerationEvent, TokenEvent, generation_events
-from ..engine.generation import GenerationParams, build_input_ids
+from ..engine.generation import GenerationParams, check_prompt_fits
 from ..exceptions import ConfigurationError, PromptTooLongError
 from . import openai_protocol as proto
 from ._driver import drive
@@ -247,14 +247,8 @@ class OpenAIServing:
                                              entries if parsed.logprobs else None))
 
     async def _check_fits(self, prompt: AbstractChatPrompt, params: GenerationParams) -> None:
-        generator = self.context.generator
-        check = getattr(generator, "check_prompt", None)
-        tokenizer = getattr(generator, "tokenizer", None)
-        try:
-            if callable(check):
-                check(prompt, params)
-            elif tokenizer is not None:  # tokenizes the history: not on the event loop
-                await anyio.to_thread.run_sync(build_input_ids, prompt, tokenizer, params)
+        try:  # tokenizes the history: not on the event loop
+            await anyio.to_thread.run_sync(check_prompt_fits, self.context.generator, prompt, params)
         except PromptTooLongError as error:
             raise proto.bad_request(str(error), param="messages", code="context_length_exceeded") from None
 

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..engine.chat_prompt import AbstractChatPrompt
 from ..engine.events import FinishEvent, TokenEvent, generation_events
-from ..engine.generation import GenerationParams, build_input_ids, trim_history
+from ..engine.generation import GenerationParams, check_prompt_fits, trim_history
 from ..engine.token_sampler import draw_seed
 from ..exceptions import ConfigurationError, PromptTooLongError
 from ._driver import drive
@@ -123,17 +123,6 @@ class TurnState:
 
 def turn_state(request: Request | None) -> TurnState | None:
     return request.scope.get(_STATE_KEY) if request is not None else None
-
-
-def check_prompt_fits(generator: Any, chat_prompt: AbstractChatPrompt, params: GenerationParams) -> None:
-    """Raise PromptTooLongError when ``chat_prompt`` cannot fit ``params.context_len``."""
-    check = getattr(generator, "check_prompt", None)
-    if callable(check):
-        check(chat_prompt, params)
-        return
-    tokenizer = getattr(generator, "tokenizer", None)
-    if tokenizer is not None:
-        build_input_ids(chat_prompt, tokenizer, params)
 
 
 def _once(callback: FinishedCallback) -> FinishedCallback:
