@@ -126,3 +126,17 @@ async def test_random_interleavings_never_exceed_limits_or_leak():
     await asyncio.gather(*tasks, return_exceptions=True)
     assert peak == 3 and refused > 0
     assert admission.stats() == {"running": 0, "waiting": 0, "max_running": 3, "max_waiting": 4}
+
+
+async def test_once_runs_the_callback_on_its_first_call_only():
+    from chatstream.serving.admission import once
+
+    calls = []
+
+    @once
+    async def end(outcome, detail=None):
+        calls.append((outcome, detail))
+
+    await end("success", detail=1)
+    await end("disconnected")
+    assert calls == [("success", 1)]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..exceptions import ConfigurationError
 
@@ -112,3 +114,18 @@ class Admission:
             "max_running": self.max_running,
             "max_waiting": self.max_waiting,
         }
+
+
+def once(callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """``callback`` run on its first call only: a request ends (its slot released, its outcome recorded)
+    exactly once, however many of its paths (close callback, stream end, error) report the end."""
+    done = False
+
+    async def first_call_only(*args: Any, **kwargs: Any) -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await callback(*args, **kwargs)
+
+    return first_call_only
+

@@ -31,7 +31,7 @@ from ..exceptions import ConfigurationError, PromptTooLongError
 from . import openai_protocol as proto
 from ._driver import drive
 from ._http import ChatStreamingResponse, read_body, unless_disconnected
-from .admission import Admission
+from .admission import Admission, once
 from .metrics import Metrics, Outcome, RejectReason
 
 ENDPOINT = "openai"  # the metrics' endpoint label
@@ -192,13 +192,8 @@ class OpenAIServing:
             self._count_refusal(error)
             return error.response()
         timer = ctx.metrics.request(ENDPOINT)
-        released = False
-
+        @once
         async def release(outcome: Outcome, finish: FinishEvent | None = None) -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
             ticket.release()
             timer.finish(outcome, finish.prompt_tokens if finish else 0, finish.completion_tokens if finish else None)
             if ctx.on_finished is not None:

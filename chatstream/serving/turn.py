@@ -58,7 +58,7 @@ from ._http import (
     read_body,
     unless_disconnected,
 )
-from .admission import Admission
+from .admission import Admission, once
 from .authorization import Caller, Gate
 from .client_roles import SESSION_ROLE_KEY, ClientRole
 from .locale import Locale
@@ -123,18 +123,6 @@ class TurnState:
 
 def turn_state(request: Request | None) -> TurnState | None:
     return request.scope.get(_STATE_KEY) if request is not None else None
-
-
-def _once(callback: FinishedCallback) -> FinishedCallback:
-    done = False
-
-    async def wrapper(message: str) -> None:
-        nonlocal done
-        if not done:
-            done = True
-            await callback(message)
-
-    return wrapper
 
 
 # -- request handlers (the 0.3 names) -----------------------------------------------------------------
@@ -343,7 +331,7 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
                     lock.release()
                 await streaming_finished_callback(request, message)
 
-        finished = _once(finished)
+        finished = once(finished)
         message_id = str(uuid.uuid4())
         body = self.generate(prompt, finished, request, params, message_id=message_id)
         response = ChatStreamingResponse(body, headers={MESSAGE_ID_HEADER: message_id})
@@ -425,13 +413,8 @@ class ChatTurns:
             return caller.respond(self._refuse(RejectReason.QUEUE_FULL, Outcome.REJECTED, self._too_many_requests()))
         state = TurnState(parsed, self.metrics.request(ENDPOINT))
         request.scope[_STATE_KEY] = state
-        released = False
-
+        @once
         async def release(request: Request, message: str) -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
             ticket.release()
             outcome = outcome_of(message)
             state.timer.finish(outcome, *(state.usage or ()))
