@@ -8,6 +8,7 @@ that ChatStream's decode loop, the recording proxies and MockTransformer treat e
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import httpx
 import pytest
@@ -17,6 +18,9 @@ from _probe_support import ask, bundled
 from fastapi import FastAPI
 
 from chatstream import ChatGenerator, ChatStream, GenerationParams, MockTransformer, ProbeRecorder
+from chatstream.engine.generation import build_input_ids, decode_tokens
+from chatstream.engine.sampling import SamplingParams
+from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import ConfigurationError
 
 VOCAB = 1280
@@ -88,6 +92,21 @@ def test_live_recorded_and_replayed_generations_are_byte_identical(model_type, t
     assert mock_model.config.model_type == model.config.model_type
 
 
+@pytest.mark.parametrize("model_type", [*sorted(ARCHITECTURES), "mamba"])
+def test_greedy_answers_equal_transformers_generate(model_type):
+    """The decode loop resumes each architecture's cache as transformers' own generate() does."""
+    _, tokenizer = bundled()
+    model = _mamba() if model_type == "mamba" else build(model_type)
+    if model_type == "mamba" and "cache_params" in inspect.signature(model.forward).parameters:
+        pytest.skip("this transformers' mamba takes `cache_params`: refused up front (the test below)")
+    ids, _ = build_input_ids(ask(tokenizer, "Hello", "Hi there!", "How are you?"), tokenizer, GenerationParams())
+    expected = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              max_new_tokens=12, do_sample=False, pad_token_id=0)[0, len(ids):].tolist()
+    got = list(decode_tokens(model, ids, sampler=TokenSamplerIsok(), sampling=SamplingParams(temperature=0),
+                             max_new_tokens=len(expected), eos_ids=set(), device=torch.device("cpu")))
+    assert got == expected
+
+
 @pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
 async def test_chat_stream_serves_each_architecture_as_the_generator_answers(model_type):
     _, tokenizer = bundled()
@@ -125,8 +144,6 @@ def test_a_state_space_model_is_served_recorded_and_replayed_or_refused_up_front
     importlib.import_module("transformers.models.mamba")
     _, tokenizer = bundled()
     model = _mamba()
-    import inspect
-
     if "cache_params" in inspect.signature(model.forward).parameters:
         with pytest.raises(ConfigurationError, match="state-space"):
             ChatGenerator(model, tokenizer, "cpu")

@@ -507,6 +507,7 @@ def _check_manifest(path: Path, manifest: dict) -> None:
     model, tokenizer = manifest["model"], manifest["tokenizer"]
     _optional(path, "model.name_or_path", model.get("name_or_path"), (str,))
     _optional(path, "model.dtype", model.get("dtype"), (str,), lambda v: v in _DTYPES, f"one of {sorted(_DTYPES)}")
+    _optional(path, "model.decode_attention_mask", model.get("decode_attention_mask"), (bool,))
     for name in ("config", "generation_config", "device"):
         _optional(path, f"model.{name}", model.get(name), (dict,), lambda v: not any(k.startswith("__") for k in v),
                   "an object without __dunder__ keys")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..engine.batch_rows import ROWS_ATTR, Row, split_rows
-from ..engine.model_cache import cache_kwargs, cache_length, output_cache
+from ..engine.model_cache import cache_kwargs, cache_length, decode_attention_mask, output_cache
 from ..engine.token_sampler import TokenSamplerIsok
 from ..exceptions import CassetteError, ConfigurationError
 from . import cassette as fmt
@@ -82,6 +82,11 @@ class RecordingModel(_Proxy):
             return self._recorder._forward(real, args, kwargs)
 
         return forward
+
+    @property
+    def chatstream_decode_mask(self) -> bool:
+        """Whether decode steps take the whole-history attention mask: found on the real model, unrecorded."""
+        return decode_attention_mask(self._target)
 
     @property
     def generate(self) -> Any:
@@ -211,6 +216,8 @@ class ProbeRecorder:
 
         manifest = build_manifest(model, tokenizer, token_sampler, self.fidelity, self.sampling,
                                   self.extra_metadata)
+        # How the recorded decode steps were masked, so that replay asks for the forwards it recorded.
+        manifest["model"]["decode_attention_mask"] = decode_attention_mask(model)
         with self._lock:
             self.bytes_written += fmt.write_manifest(self.path, manifest)
         return (RecordingModel(model, self), RecordingTokenizer(tokenizer, self),
@@ -344,8 +351,8 @@ class ProbeRecorder:
             return fmt.TokenHistory()
         length = cache_length(past)
         tag = getattr(past, CACHE_TAG, None)
-        if isinstance(tag, fmt.TokenHistory) and (length is None or len(tag) >= length):
-            if length is None or length == len(tag):
+        if isinstance(tag, fmt.TokenHistory):
+            if length is None or length >= len(tag):  # (a state-space cache may count more than its positions)
                 return tag
             return fmt.TokenHistory(tag.ids[:length])  # the cache was cropped
         if length == 0:

@@ -231,6 +231,8 @@ class MockModel:
         self.device = torch.device("cpu")
         self.training = False
         self.recorded_on = info.get("device", {})
+        # How the recorded decode steps were masked (chatstream.engine.model_cache); older cassettes: with.
+        self.chatstream_decode_mask = info.get("decode_attention_mask", True)
 
     @functools.cached_property
     def config(self) -> Any:

@@ -28,7 +28,7 @@ from .batch_rows import ROWS_ATTR
 from .detokenizer import StreamingDetokenizer
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent
 from .generation import accepts_logits_to_keep
-from .model_cache import cache_argument, check_cache_kept, output_cache
+from .model_cache import cache_argument, decode_attention_mask, output_cache
 from .sampling import SamplingParams, sampled_logprobs
 from .token_sampler import TokenSampler
 
@@ -57,7 +57,6 @@ class _Sequence:
         self.detokenizer = detokenizer
         self.should_stop = should_stop
         self.handle: Any = None  # the row's own cache object (from its prefill)
-        self.checked = False  # whether check_cache_kept ran after this row's first decode step
         self.out: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False
         self.done = False
@@ -104,6 +103,7 @@ class BatchEngine:
         self.device = device
         self.capacity = capacity
         self.cache_name = cache_argument(model)
+        self.decode_mask = decode_attention_mask(model)  # it resumes from its cache, with or without one
         self.logits_to_keep = accepts_logits_to_keep(model)
         self.peak_batch = 0  # the largest batch one forward ran (tests and benchmarks read it)
         self.steps = 0  # batched decode forwards run
@@ -254,13 +254,10 @@ class BatchEngine:
                 step_ids = torch.cat([s.history[:, s.length - 1 : s.length] for s in rows])
                 if len(rows) == 1:
                     sequence = rows[0]
-                    ones = torch.ones_like(sequence.history[:, : sequence.length])
+                    ones = torch.ones_like(sequence.history[:, : sequence.length]) if self.decode_mask else None
                     output = self._forward(input_ids=step_ids, attention_mask=ones,
                                            **{self.cache_name: sequence.handle})
                     sequence.handle = output_cache(output)
-                    if not sequence.checked:
-                        check_cache_kept(self.model, self.cache_name, sequence.handle, sequence.length)
-                        sequence.checked = True
                 else:
                     mask = self._batch_mask = torch.cat(
                         [self._batch_mask, torch.ones((len(rows), 1), dtype=torch.long, device=self.device)], dim=1)
@@ -268,7 +265,6 @@ class BatchEngine:
                     output = self._forward(input_ids=step_ids, attention_mask=mask, position_ids=positions,
                                            **{self.cache_name: self._batch_cache})
                     cache = output_cache(output)
-                    check_cache_kept(self.model, self.cache_name, cache, mask.shape[1])
                     if cache is not self._batch_cache:
                         setattr(cache, ROWS_ATTR, getattr(self._batch_cache, ROWS_ATTR))
                         self._batch_cache = cache

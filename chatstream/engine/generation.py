@@ -20,7 +20,7 @@ from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent, check_top_logprobs, text_deltas
-from .model_cache import cache_argument, check_cache_kept, output_cache
+from .model_cache import cache_argument, decode_attention_mask, output_cache
 from .sampling import SamplingParams, sampled_logprobs
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
@@ -283,19 +283,20 @@ def decode_tokens(
         step_input = history[:, :prompt_len]
     extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     cache_name = cache_argument(model)
+    decode_mask = decode_attention_mask(model)  # once per model: it resumes from its cache, with or without one
     cache = None
     token = -1
     for step in range(max_new_tokens):
         length = prompt_len + step
         with inference:
+            mask = attention_mask[:, :length]
             if step:
                 history_row[length - 1] = token
                 step_input = history[:, length - 1 : length]
+                mask = mask if decode_mask else None
             extra[cache_name] = cache
-            output = model(input_ids=step_input, attention_mask=attention_mask[:, :length], use_cache=True, **extra)
+            output = model(input_ids=step_input, attention_mask=mask, use_cache=True, **extra)
             cache = output_cache(output)
-            if step == 1:  # once: a model that ignored the cache it was given must not generate on
-                check_cache_kept(model, cache_name, cache, length)
             logits = output.logits.select(1, -1)
             token = sampler.sample(logits, history[:, :length], sampling, generator)
             if on_sample is not None:
