@@ -31,6 +31,10 @@ class SlowModel(torch.nn.Module):
     ``fail_at``: the forward pass number (1-based, counted over the model's life) that raises.
     """
 
+    # A stand-in whose "cache" is a step counter: it declares how its decode steps are masked, so the
+    # decode probe (which compares cached steps with a whole forward) does not run on it.
+    chatstream_decode_mask = True
+
     def __init__(self, tokenizer: PreTrainedTokenizerFast, delay: float = 0.0, fail_at: int | None = None) -> None:
         super().__init__()
         self.vocab_size = len(tokenizer)
