@@ -154,15 +154,16 @@ def _probe_decode_mask(model: Any) -> bool:
         rtol, atol = _RESUME_TOLERANCES.get(getattr(model, "dtype", None), (1e-3, 1e-3))
         for with_mask in (True, False):
             cache = output_cache(model(input_ids=ids[:, :start], attention_mask=ones[:, :start], use_cache=True))
-            worst = 0.0
+            resumes, worst = True, 0.0
             for n, whole in zip(range(start + 1, _PROBE_LENGTH + 1), wholes, strict=True):
                 step = model(input_ids=ids[:, n - 1 : n], attention_mask=ones[:, :n] if with_mask else None,
                              use_cache=True, **{argument: cache})
                 cache = output_cache(step)
                 resumed = step.logits[:, -1, :].float()
-                if not torch.allclose(resumed, whole, rtol=rtol, atol=atol):
-                    worst = max(worst, float((resumed - whole).abs().max()))
-            if not worst:
+                if not torch.allclose(resumed, whole, rtol=rtol, atol=atol):  # NaN logits fail here too
+                    resumes = False
+                    worst = max(worst, float((resumed - whole).abs().nan_to_num(float("inf")).max()))
+            if resumes:
                 return with_mask
             differences.append(worst)
     raise ModelCacheError(
