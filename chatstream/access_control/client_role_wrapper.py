@@ -1,4 +1,4 @@
-"""ChatStream 0.3's ``ClientRoleWrapper``, over ``chatstream.client_roles.ClientRoles`` (which validates the
+"""ChatStream 0.3's ``ClientRoleWrapper``, over ``chatstream.serving.client_roles.ClientRoles`` (which validates the
 definitions and decides every role). Roles come out as 0.3's dicts (``client_role_name``, ``allowed_apis``,
 ``enable_dev_tool``); ``request.state.__chatstream__`` holds a request's final role, as in 0.3.
 """
