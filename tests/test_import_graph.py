@@ -13,15 +13,16 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The chatstream modules ``path`` imports at module level (in a function: not counted, it runs on use)."""
+def imports_of(path: Path, modules: set[str], in_functions: bool = False) -> set[str]:
+    """The chatstream modules ``path`` imports at module level (in a function: counted only with
+    ``in_functions``; for circles it is not, since it runs on use)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
 
     def visit(nodes):
         for node in nodes:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and not in_functions:
                 continue
             if isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names if alias.name in modules)
@@ -62,10 +63,11 @@ def test_the_package_has_no_import_circle():
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-def _graph():
+def _graph(in_functions: bool = False):
     paths = sorted(ROOT.rglob("*.py"))
     modules = {module_name(p) for p in paths}
-    return {module_name(p): imports_of(p, modules) for p in paths}, {module_name(p): p for p in paths}
+    return ({module_name(p): imports_of(p, modules, in_functions) for p in paths},
+            {module_name(p): p for p in paths})
 
 
 def _reach(graph, start):
@@ -116,6 +118,27 @@ def test_cassette_code_does_not_import_serving():
     for name in (m for m in graph if in_layer(m, "cassettes")):
         bad = sorted(m for m in _reach(graph, name) if in_layer(m, "serving"))
         assert not bad, f"{name} reaches {bad}"
+
+
+# The cassette format: every module of chatstream/cassettes/ (the files' layout and manifest, the JSON form of
+# recorded values, miss messages, places and names, fingerprints, the answers a cassette holds, comparing two
+# cassettes, the unused report) except these three, which stand in for a live model: they wrap one
+# (recording, probe) or play one back (replay), so they use the engine's sampler, batch rows and KV cache.
+MODEL_STAND_INS = {"chatstream.cassettes.recording", "chatstream.cassettes.probe", "chatstream.cassettes.replay"}
+
+
+def cassette_format(graph: dict) -> list[str]:
+    return sorted(m for m in graph if in_layer(m, "cassettes") and m not in MODEL_STAND_INS)
+
+
+def test_the_cassette_format_knows_no_engine():
+    """Not even in a function: reading a cassette must never need the decode loop (tools that run models,
+    such as ``chatstream cassette verify``, live in serving/)."""
+    graph, _ = _graph(in_functions=True)
+    assert "chatstream.cassettes.cassette" in cassette_format(graph)
+    for name in cassette_format(graph):
+        bad = sorted(m for m in _reach(graph, name) if in_layer(m, "engine"))
+        assert not bad, f"{name} (cassette format) reaches the engine: {bad}"
 
 
 def test_replay_does_not_import_the_recorder():

@@ -28,11 +28,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..cassettes import cassette as fmt
+from ..cassettes._cassette_generations import Generation, conversations, generations
+from ..cassettes._cassette_miss import MissExplainer
+from ..cassettes._unused_report import UNUSED_REPORT_NAME, read_unused_report
 from ..exceptions import CassetteError, ConfigurationError
-from . import cassette as fmt
-from ._cassette_generations import Generation, conversations, generations
-from ._cassette_miss import MissExplainer
-from ._unused_report import UNUSED_REPORT_NAME, read_unused_report
 
 EXIT_OK = 0
 EXIT_DIVERGED = 1
@@ -162,7 +162,7 @@ def list_cassettes(directory: str | os.PathLike) -> tuple[int, dict]:
 
 def show_cassette(path: str | os.PathLike) -> tuple[int, dict]:
     """``show PATH``: the manifest's facts, the sampling settings and each conversation's turns as text."""
-    from .replay import MockTransformer
+    from ..cassettes.replay import MockTransformer
 
     try:
         replay = MockTransformer.from_path(path)
@@ -195,7 +195,7 @@ def show_cassette(path: str | os.PathLike) -> tuple[int, dict]:
 def diff_cassettes(a: str | os.PathLike, b: str | os.PathLike, *, rtol: float | None = None,
                    atol: float | None = None, top_k: int | None = None) -> tuple[int, dict]:
     """``diff A B``: each answer of A against the same answer in B, classified as ``--probe=verify`` does."""
-    from .verify import DEFAULT_TOP_K, STATUSES, compare_generations
+    from ..cassettes.verify import DEFAULT_TOP_K, STATUSES, compare_generations
 
     _load(a), _load(b)  # the unreadable exit code, before comparing
     compared = compare_generations(a, b, rtol=rtol, atol=atol, top_k=top_k or DEFAULT_TOP_K)
@@ -225,10 +225,10 @@ def rerun(cassette: fmt.Cassette, model: Any, tokenizer: Any, device: Any, live_
     parameters and seed, for as many steps as the recording took; returns the answers it could not rerun."""
     import torch
 
+    from ..cassettes.recording import ProbeRecorder
     from ..engine.generation import decode_tokens
     from ..engine.sampling import SamplingParams
     from ..engine.token_sampler import TokenSamplerIsok
-    from .recording import ProbeRecorder
 
     skipped = []
     with ProbeRecorder(live_dir, fidelity=cassette.fidelity) as recorder:
@@ -253,7 +253,7 @@ def verify_cassette(path: str | os.PathLike, model: str, *, device: str | None =
                     live_dir: str | os.PathLike | None = None, rtol: float | None = None,
                     atol: float | None = None, top_k: int | None = None) -> tuple[int, dict]:
     """``verify PATH --model M``: what ``pytest --probe=verify`` does, outside pytest."""
-    from .verify import DEFAULT_TOP_K, compare_cassettes
+    from ..cassettes.verify import DEFAULT_TOP_K, compare_cassettes
 
     cassette = _load(path)
     live_model, tokenizer, where = _load_live(model, device)
@@ -373,7 +373,7 @@ def render(data: dict) -> str:
 
 
 def _step_summary(answer: dict) -> str:
-    from .verify import VerifyResult
+    from ..cassettes.verify import VerifyResult
 
     fields = {k: v for k, v in answer.items() if k in VerifyResult.__dataclass_fields__}
     return VerifyResult(**fields).step_summary()
