@@ -9,9 +9,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
-from ..serving.client_roles import ClientRole, ClientRoles
-from ..serving.sessions import app_session_manager
+from ...serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
+from ...serving.client_roles import ClientRole, ClientRoles
+from ...serving.sessions import browser_session_data
 
 
 class ClientRoleWrapper:
@@ -59,11 +59,7 @@ class ClientRoleWrapper:
     def get_browser_session(self, request: Request) -> dict | None:
         """The browser's session dict: the app's session middleware's (0.3's FastSessionMiddleware), else
         the one ChatStream opened for this request, else None."""
-        manager = app_session_manager(request)
-        if manager is not None:
-            return manager.get_session()
-        session = self.sessions.current(request) if self.sessions is not None else None
-        return session.data if session is not None else None
+        return browser_session_data(request, self.sessions)
 
     def current_role(self, request: Request) -> ClientRole | None:
         """The request's role, decided as ChatStream's endpoints decide it."""
@@ -113,6 +109,11 @@ class ClientRoleWrapper:
     def _special_role_defs(self, use_session: bool) -> list[tuple[str, dict]]:
         roles = self.defined_roles()
         return [(role.name, roles.definitions[role.name]) for role in roles.special_roles(use_session)]
+
+
+def for_chat_stream(chat_stream: Any) -> ClientRoleWrapper:
+    """``chat_stream.client_role_wrapper`` (0.3's attribute): a wrapper over the ChatStream's roles and sessions."""
+    return ClientRoleWrapper(chat_stream.logger, chat_stream.eloc, chat_stream.client_roles, chat_stream.sessions)
 
 
 __all__ = ["ClientRoleWrapper"]

@@ -7,8 +7,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..serving.api import API_NAMES
-from ..serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
+from ...serving.api import API_NAMES
+from ...serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
 from .client_role_finalizer import ClientRoleFinalizer
 
 

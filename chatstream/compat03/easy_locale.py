@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .serving.locale import Locale
+from ..serving.locale import Locale
 
 
 class EasyLocale(Locale):

@@ -6,8 +6,8 @@ kept on it here, built from ``chatstream.serving.api``'s one table.
 
 from typing import ClassVar
 
-from .serving.api import API_METHODS, API_NAMES
-from .serving.api import DefaultApiNames as _DefaultApiNames
+from ..serving.api import API_METHODS, API_NAMES
+from ..serving.api import DefaultApiNames as _DefaultApiNames
 
 
 class DefaultApiNames(_DefaultApiNames):

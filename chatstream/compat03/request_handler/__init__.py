@@ -4,7 +4,7 @@
 the streaming response of an admitted chat request; ``generate`` streams an answer in the 0.3 format.
 """
 
-from ..serving.turn import (
+from ...serving.turn import (
     DISCONNECTED_BEFORE_STREAMING,
     DISCONNECTED_WHILE_STREAMING,
     GENERATION_ERROR,

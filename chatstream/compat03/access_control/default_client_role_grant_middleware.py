@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
+from ...serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
 
 
 class DefaultClientRoleGrantMiddleware:

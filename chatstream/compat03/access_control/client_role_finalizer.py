@@ -12,8 +12,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
-from ..serving.client_roles import ClientRole
+from ...serving.client_roles import SESSION_ROLE_KEY as CHAT_STREAM_CLIENT_ROLE
+from ...serving.client_roles import ClientRole
 from .client_role_authorizer_for_agent import ClientRoleAuthorizerForAgent
 from .client_role_wrapper import ClientRoleWrapper
 
