@@ -1,12 +1,15 @@
-"""``--probe``: which test of a run verifies a shared cassette, and the settlement of a recorded cassette once
-its test's teardown is known (written if the call and the whole teardown passed, else the old one kept)."""
+"""``--probe``: what a test does with its cassette (record, verify, replay or report it missing), which test of
+a run verifies a shared cassette, and the settlement of a recorded cassette once its test's teardown is known
+(written if the call and the whole teardown passed, else the old one kept)."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from ._report import Report
-from ._session import CassetteRun
+from ._session import CassetteRun, recorded_by
+from ._settings import Action, Mode, decide_action
 from ._staging import ClaimBoard
 
 
@@ -56,3 +59,21 @@ def verifies_shared(selected: dict, test: str, rel: str, recorder: str | None) -
         return recorder == test
     users = selected.get(rel, ())
     return not users or users[0] == test
+
+
+def plan_cassette(mode: Mode, cassette: Path, rel: str, test: str, named: bool, selected: dict,
+                  run_id: str) -> tuple[Action, str | None, ClaimBoard | None]:
+    """What ``test`` does with ``cassette`` in this run: ``(action, the test that recorded it when verifying,
+    the run's claim board when recording)``. ``named``: the test names its cassette (others may share it).
+
+    The mode comes from the command line only; nothing else can make a test record. Of the tests that share
+    a cassette one verifies it and one records it; the others replay it.
+    """
+    action = decide_action(mode, (cassette / "manifest.json").is_file())
+    recorder = recorded_by(cassette) if action is Action.VERIFY else None
+    if action is Action.VERIFY and named and not verifies_shared(selected, test, rel, recorder):
+        action = Action.REPLAY  # a shared cassette: one test of the run verifies it, the others replay it
+    board = ClaimBoard.for_run(run_id) if action is Action.RECORD else None
+    if board is not None and not board.acquire_or_wait(cassette):
+        action = Action.REPLAY  # a shared cassette another test of this run has just recorded
+    return action, recorder, board

@@ -26,13 +26,12 @@ from ._errors import cassette_not_found, configuration_error, is_configuration_e
 from ._misses import MissLog
 from ._model import locate_model
 from ._paths import default_cassette_relpath, named_cassette_relpath, relpath_or_abs
-from ._recording import PendingRecording, settle_recording, verifies_shared
+from ._recording import PendingRecording, plan_cassette, settle_recording
 from ._repeat import add_run
 from ._report import Report, cassettes_on_disk, rename_hint
 from ._session import (
     CassetteRun,
     missing_message,
-    recorded_by,
     replay_transformer,
 )
 from ._settings import (
@@ -41,7 +40,6 @@ from ._settings import (
     Action,
     Mode,
     Settings,
-    decide_action,
     is_probe_mode,
     probe_on_command_line,
     resolve_settings,
@@ -527,16 +525,9 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
     cassette = settings.cassette_dir / rel
     marker = item.get_closest_marker(MARKER)
     fidelity = settings.fidelity_for(marker.kwargs.get("fidelity") if marker else None)
-    # The mode comes from the command line only (settings.mode); nothing else can make a test record.
-    action = decide_action(settings.mode, (cassette / "manifest.json").is_file())
     named = marker is not None and bool(marker.args or marker.kwargs.get("name"))
-    recorder = recorded_by(cassette) if action is Action.VERIFY else None
-    selected = config.stash.get(SELECTED_USERS, {})
-    if action is Action.VERIFY and named and not verifies_shared(selected, item.nodeid, rel, recorder):
-        action = Action.REPLAY  # a shared cassette: one test of the run verifies it, the others replay it
-    board = ClaimBoard.for_run(config.stash[RUN_ID]) if action is Action.RECORD else None
-    if board is not None and not board.acquire_or_wait(cassette):
-        action = Action.REPLAY  # a shared cassette another test of this run has just recorded
+    action, recorder, board = plan_cassette(settings.mode, cassette, rel, item.nodeid, named,
+                                            config.stash.get(SELECTED_USERS, {}), config.stash[RUN_ID])
     item.stash[ITEM_CASSETTE] = rel
 
     if action is Action.MISSING:

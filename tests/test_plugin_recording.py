@@ -83,3 +83,24 @@ def test_the_recorder_verifies_a_shared_cassette_when_it_runs_else_the_first_use
     assert verifies_shared(selected, "t.py::b", "shared", "t.py::gone")
     assert not verifies_shared(selected, "t.py::c", "shared", "t.py::gone")
     assert verifies_shared({}, "t.py::x", "shared", None)
+
+
+def test_plan_cassette_follows_the_mode_and_shares_a_named_cassette(tmp_path: Path):
+    from pytest_chatstream._recording import plan_cassette
+    from pytest_chatstream._settings import Action, Mode
+
+    cassette = tmp_path / "shared"
+    selected = {"": {"t.py::a", "t.py::b"}, "shared": ["t.py::a", "t.py::b"]}
+    assert plan_cassette(Mode.REPLAY, cassette, "shared", "t.py::a", True, selected, "run") == \
+        (Action.MISSING, None, None)
+    assert plan_cassette(Mode.VERIFY, cassette, "shared", "t.py::a", True, selected, "run")[0] is Action.MISSING
+    cassette.mkdir()
+    (cassette / "manifest.json").write_text('{"extra": {"test": "t.py::b"}}')
+    assert plan_cassette(Mode.REPLAY, cassette, "shared", "t.py::a", True, selected, "run")[0] is Action.REPLAY
+    # verify: the test that recorded it verifies it, the other replays it
+    assert plan_cassette(Mode.VERIFY, cassette, "shared", "t.py::b", True, selected, "run")[:2] == \
+        (Action.VERIFY, "t.py::b")
+    assert plan_cassette(Mode.VERIFY, cassette, "shared", "t.py::a", True, selected, "run")[0] is Action.REPLAY
+    assert plan_cassette(Mode.VERIFY, cassette, "shared", "t.py::a", False, selected, "run")[0] is Action.VERIFY
+    assert plan_cassette(Mode.REPEAT, cassette, "shared", "t.py::a", True, selected, "run") == \
+        (Action.REPEAT, None, None)
