@@ -1,7 +1,8 @@
 """ChatStream: stream a HuggingFace causal LM's chat answers over FastAPI, and test it with cassettes.
 
 The package has three subpackages: ``engine`` (prompts, sampling, the decode loop), ``serving`` (ChatStream
-and its HTTP APIs) and ``cassettes`` (record and replay); ``exceptions`` is shared. Names are imported on
+and its HTTP APIs) and ``cassettes`` (record and replay); ``exceptions`` is shared. ChatStream 0.3's module
+paths (``chatstream.chat_stream``, ``chatstream.access_control...``) are answered by ``compat03``. Names are imported on
 first use (PEP 562), so ``import chatstream`` (and the pytest plugin, which
 every pytest run loads) does not pay for torch and transformers until they are needed.
 """
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from .compat03 import PATHS as _PATHS_03
+from .compat03 import install as _install_03_paths
+
+_install_03_paths()
 
 __version__ = "0.4.0.dev0"
 
@@ -74,6 +80,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_FOREIGN_EXPORTS[name]), name)
         globals()[name] = value
         return value
+    if name in _PATHS_03:  # a 0.3 module path read as an attribute (0.3's __init__ had imported them all)
+        return importlib.import_module(f"{__name__}.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'chatstream' has no attribute {name!r}")

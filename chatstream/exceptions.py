@@ -4,10 +4,11 @@
     ├── ConfigurationError (also a ValueError)   bad constructor or CLI argument
     ├── PromptTooLongError (also a ValueError)   the prompt cannot fit the context even alone
     ├── ModelCacheError                          the model did not keep the KV cache it was given
-    └── CassetteError                            a cassette cannot be read, written or replayed
-        ├── CassetteNotFound                     no cassette at the expected path
-        ├── CassetteFormatError                  corrupt, truncated or future-version file
-        └── CassetteMiss                         a call that was never recorded
+    ├── CassetteError                            a cassette cannot be read, written or replayed
+    │   ├── CassetteNotFound                     no cassette at the expected path
+    │   ├── CassetteFormatError                  corrupt, truncated or future-version file
+    │   └── CassetteMiss                         a call that was never recorded
+    └── Removed03Error (also an ImportError)     a ChatStream 0.3 name with no counterpart today
 
 The messages say what was wrong and what to do about it.
 """
@@ -45,3 +46,7 @@ class CassetteFormatError(CassetteError):
 
 class CassetteMiss(CassetteError):
     """The replayed code made a call that the cassette never recorded."""
+
+
+class Removed03Error(ChatStreamError, ImportError):
+    """A ChatStream 0.3 name that has no counterpart today; the message says what replaces it."""

@@ -78,3 +78,20 @@ def parting_summary(result: dict) -> str:
     counts = "/".join(str(p["runs"]) for p in result["parting"])
     return (f"step {result['first_parting_step']} (answer {result['answer']}, step {result['answer_step']}): "
             f"{tokens} in {counts} runs")
+
+
+def add_run(runs: list[Run], run: Run, describe: Callable[[int], str | None], repeats: int, test: str,
+            limit: int | None) -> tuple[dict | None, str | None]:
+    """Keep one run of ``test``; after its last (the ``repeats``-th), measure them all.
+
+    Returns ``(result, failure)``: the measurement (None before the last run) and, when the runs produced more
+    than ``limit`` distinct token sequences, the test's failure message.
+    """
+    runs.append(run)
+    if len(runs) < repeats:
+        return None, None
+    result = measure(runs, describe)
+    result["test"] = test
+    if limit is not None and result["distinct"] > limit:
+        return result, too_many_message(test, result, limit)
+    return result, None

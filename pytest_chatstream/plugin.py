@@ -13,12 +13,10 @@ import os
 import secrets
 import shlex
 import time
-import traceback
 import types
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,18 +24,15 @@ import pytest
 from ._cmdline import is_test_path, model_path_misread, probe_path_message
 from ._errors import cassette_not_found, configuration_error, is_configuration_error
 from ._misses import MissLog
-from ._model import local_model, locate_model
+from ._model import locate_model
 from ._paths import default_cassette_relpath, named_cassette_relpath, relpath_or_abs
-from ._repeat import measure, too_many_message
+from ._recording import PendingRecording, plan_cassette, settle_recording
+from ._repeat import add_run
 from ._report import Report, cassettes_on_disk, rename_hint
 from ._session import (
     CassetteRun,
-    StaleCassetteWarning,
     missing_message,
-    recorded_by,
     replay_transformer,
-    stale_message,
-    stale_parts,
 )
 from ._settings import (
     FIDELITIES,
@@ -45,12 +40,13 @@ from ._settings import (
     Action,
     Mode,
     Settings,
-    decide_action,
     is_probe_mode,
     probe_on_command_line,
     resolve_settings,
 )
 from ._staging import ClaimBoard
+from ._stale import StaleCheck
+from ._verify import diverged_message, error_verdict, format_error, verdict_for
 
 MARKER = "chatstream_cassette"
 USES_CASSETTE = "mock_transformer"  # every cassette-backed fixture depends on this one
@@ -58,17 +54,16 @@ USES_CASSETTE = "mock_transformer"  # every cassette-backed fixture depends on t
 SETTINGS = pytest.StashKey[Settings]()
 REPORT = pytest.StashKey[Report]()
 RUN_ID = pytest.StashKey[str]()
-FINGERPRINTS = pytest.StashKey[dict]()
+STALE = pytest.StashKey[StaleCheck]()
 ITEM_CASSETTE = pytest.StashKey[str]()
 ITEM_RUN = pytest.StashKey[CassetteRun]()
 ITEM_PASSED = pytest.StashKey[bool]()
 ITEM_PROBLEM = pytest.StashKey[str]()
 ITEM_MISSES = pytest.StashKey[MissLog]()
-ITEM_PENDING = pytest.StashKey["PendingRecording"]()
+ITEM_PENDING = pytest.StashKey[PendingRecording]()
 ITEM_RECORDED_BY = pytest.StashKey[str]()
 ITEM_REPEATS = pytest.StashKey[list]()
 SELECTED_USERS = pytest.StashKey[dict]()
-MODEL_DIR = pytest.StashKey["Path | None"]()
 
 
 # -- options --------------------------------------------------------------------------------------------
@@ -178,7 +173,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                   repeat_max_distinct=settings.repeat_max_distinct)
     if settings.mode is Mode.REPEAT:
         config.pluginmanager.register(RepeatRunner(settings.repeat), "chatstream-repeat")
-    config.stash[FINGERPRINTS] = {}
+    config.stash[STALE] = StaleCheck(settings)
     config.stash[RUN_ID] = workerinput["chatstream_run_id"] if workerinput else uuid.uuid4().hex
 
 
@@ -343,7 +338,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         except Exception as error:
             _verify_error(item, error)
             item.add_report_section("call", "chatstream verify", "comparing the live run with the cassette "
-                                    "failed too (the test's own failure is above):\n" + _format_error(error))
+                                    "failed too (the test's own failure is above):\n" + format_error(error))
         raise
     try:
         _verify(item, run, fail=True)
@@ -356,17 +351,13 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def _measure_run(item: pytest.Item, run: CassetteRun) -> None:
     """Keep what this run of the test generated; after its last run, measure them all (and fail above the limit)."""
     settings = item.config.stash[SETTINGS]
-    runs = item.stash.setdefault(ITEM_REPEATS, [])
     tokens, describe = run.recorded_run()
-    runs.append(tokens)
-    if len(runs) < settings.repeat:
-        return
-    result = measure(runs, describe)
-    result["test"] = item.nodeid
-    item.config.stash[REPORT].repeated[item.nodeid] = result
-    limit = settings.repeat_max_distinct
-    if limit is not None and result["distinct"] > limit:
-        pytest.fail(too_many_message(item.nodeid, result, limit), pytrace=False)
+    result, failure = add_run(item.stash.setdefault(ITEM_REPEATS, []), tokens, describe, settings.repeat,
+                              item.nodeid, settings.repeat_max_distinct)
+    if result is not None:
+        item.config.stash[REPORT].repeated[item.nodeid] = result
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
 
 
 class RepeatRunner:
@@ -399,22 +390,10 @@ class RepeatRunner:
         return True
 
 
-def _recorded_by_note(verdict: dict) -> str:
-    recorder = verdict.get("recorded_by")
-    return f" Its manifest says {recorder} recorded it (moved or copied from that test?)." if recorder else ""
-
-
-def _format_error(error: BaseException) -> str:
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
-
-
 def _verify_error(item: pytest.Item, error: BaseException) -> None:
     """Note in the report that comparing ``item``'s live run with its cassette raised ``error``."""
-    verdict = {"status": "error", "reason": f"{type(error).__name__}: {error}", "test": item.nodeid,
-               "cassette": item.stash[ITEM_CASSETTE]}
-    if ITEM_RECORDED_BY in item.stash:
-        verdict["recorded_by"] = item.stash[ITEM_RECORDED_BY]
-    item.config.stash[REPORT].verified[item.nodeid] = verdict
+    item.config.stash[REPORT].verified[item.nodeid] = error_verdict(
+        error, item.nodeid, item.stash[ITEM_CASSETTE], item.stash.get(ITEM_RECORDED_BY, None))
 
 
 def miss_longrepr(error: BaseException, original: Any, count: int) -> Any:
@@ -430,21 +409,11 @@ def miss_longrepr(error: BaseException, original: Any, count: int) -> Any:
 
 
 def _verify(item: pytest.Item, run: CassetteRun, fail: bool) -> None:
-    verdict = run.verify()
-    verdict["test"] = item.nodeid
-    verdict["cassette"] = item.stash[ITEM_CASSETTE]
-    if ITEM_RECORDED_BY in item.stash:
-        verdict["recorded_by"] = item.stash[ITEM_RECORDED_BY]
+    verdict = verdict_for(run.verify(), item.nodeid, item.stash[ITEM_CASSETTE], item.stash.get(ITEM_RECORDED_BY, None))
     item.config.stash[REPORT].verified[item.nodeid] = verdict
-    if fail and verdict.get("status") == "diverged":
-        pytest.fail(
-            f"the live model diverged from the cassette {verdict['cassette']} at step "
-            f"{verdict.get('first_divergent_step')}: recorded token {verdict.get('recorded_token')!r}, "
-            f"live token {verdict.get('live_token')!r}, largest logit difference "
-            f"{verdict.get('max_logit_diff')}.{_recorded_by_note(verdict)} "
-            f"Re-record it with: pytest --probe=all {item.nodeid!r}",
-            pytrace=False,
-        )
+    message = diverged_message(verdict)
+    if fail and message is not None:
+        pytest.fail(message, pytrace=False)
 
 
 # -- the report ------------------------------------------------------------------------------------------
@@ -538,15 +507,6 @@ def chatstream_device(pytestconfig: pytest.Config) -> str:
     return str(resolve_device(settings.device))
 
 
-def _fingerprints(config: pytest.Config, model_path: Path) -> dict:
-    cache = config.stash[FINGERPRINTS]
-    if model_path not in cache:
-        from chatstream.cassettes.fingerprint import fingerprint_model_dir
-
-        cache[model_path] = fingerprint_model_dir(model_path)
-    return cache[model_path]
-
-
 def _sampling_metadata(chatstream_config: dict) -> dict:
     from chatstream.engine.generation import GenerationParams
 
@@ -565,15 +525,9 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
     cassette = settings.cassette_dir / rel
     marker = item.get_closest_marker(MARKER)
     fidelity = settings.fidelity_for(marker.kwargs.get("fidelity") if marker else None)
-    # The mode comes from the command line only (settings.mode); nothing else can make a test record.
-    action = decide_action(settings.mode, (cassette / "manifest.json").is_file())
     named = marker is not None and bool(marker.args or marker.kwargs.get("name"))
-    recorder = recorded_by(cassette) if action is Action.VERIFY else None
-    if action is Action.VERIFY and named and not _verifies_shared(item, rel, recorder):
-        action = Action.REPLAY  # a shared cassette: one test of the run verifies it, the others replay it
-    board = ClaimBoard.for_run(config.stash[RUN_ID]) if action is Action.RECORD else None
-    if board is not None and not board.acquire_or_wait(cassette):
-        action = Action.REPLAY  # a shared cassette another test of this run has just recorded
+    action, recorder, board = plan_cassette(settings.mode, cassette, rel, item.nodeid, named,
+                                            config.stash.get(SELECTED_USERS, {}), config.stash[RUN_ID])
     item.stash[ITEM_CASSETTE] = rel
 
     if action is Action.MISSING:
@@ -586,7 +540,9 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
 
     if action is Action.REPLAY:
         transformer = replay_transformer(cassette)
-        _warn_if_stale(config, settings, cassette, transformer.manifest, item.nodeid)
+        stale = config.stash[STALE].warning(cassette, transformer.manifest, item.nodeid)
+        if stale is not None:
+            warnings.warn(stale, stacklevel=1)
         report.add_replayed(rel, item.nodeid)
         yield transformer
         return
@@ -614,52 +570,18 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
             run.finish(False)
 
 
-@dataclasses.dataclass
-class PendingRecording:
-    """A recorded cassette waiting for its test's teardown to end: written if the call and teardown passed."""
-
-    run: CassetteRun
-    rel: str
-    board: ClaimBoard
-
-
 def _settle_recording(item: pytest.Item, teardown: pytest.TestReport | None) -> None:
     """Write the test's recorded cassette if its call and its whole teardown passed, else keep the old one."""
     pending = item.stash.get(ITEM_PENDING, None)
     if pending is None:
         return
     del item.stash[ITEM_PENDING]
-    report = item.config.stash[REPORT]
-    call_passed = item.stash.get(ITEM_PASSED, False)
     teardown_passed = teardown is not None and teardown.passed
-    size = None
-    try:
-        size = pending.run.finish(call_passed and teardown_passed)
-    except OSError as error:
-        if teardown is None:
-            raise
+    problem = settle_recording(pending, item.config.stash[REPORT], item.nodeid, item.stash.get(ITEM_PASSED, False),
+                               teardown_passed, teardown_known=teardown is not None)
+    if problem is not None and teardown is not None:
         teardown.outcome = "failed"
-        teardown.longrepr = f"chatstream could not write the cassette {pending.rel}: {error!r}"
-    finally:
-        pending.board.release(pending.run.cassette, recorded=size is not None)
-    if size is not None:
-        report.add_recorded(pending.rel, size)
-    elif call_passed and teardown_passed:
-        report.not_written[pending.rel] = item.nodeid  # the write itself failed (the teardown says why)
-    elif call_passed:
-        report.teardown_failed[pending.rel] = item.nodeid
-    else:
-        report.not_written[pending.rel] = item.nodeid
-
-
-def _verifies_shared(item: pytest.Item, rel: str, recorder: str | None) -> bool:
-    """Whether ``item`` verifies the shared cassette ``rel``: the test that recorded it, when this run runs
-    it; else the run's first test that uses it (its manifest names a test this run does not run)."""
-    selected = item.config.stash.get(SELECTED_USERS, {})
-    if recorder is not None and recorder in selected.get("", ()):
-        return recorder == item.nodeid
-    users = selected.get(rel, ())
-    return not users or users[0] == item.nodeid
+        teardown.longrepr = problem
 
 
 def _rename_hint(config: pytest.Config, settings: Settings, rel: str) -> str:
@@ -668,30 +590,6 @@ def _rename_hint(config: pytest.Config, settings: Settings, rel: str) -> str:
     whole_run = config.args_source is not pytest.Config.ArgsSource.ARGS
     unused = report.unused(cassettes_on_disk(settings.cassette_dir), whole_run=whole_run)
     return rename_hint(rel, unused, settings.cassette_dir, config.invocation_params.dir)
-
-
-def _local_model_dir(config: pytest.Config, settings: Settings) -> Path | None:
-    """The configured model's local directory for staleness checks; a Hub id is looked up once, lazily."""
-    if settings.model_path is not None:
-        return settings.model_path
-    if MODEL_DIR not in config.stash:
-        found = None
-        if settings.model_spec and settings.model_base:
-            found = local_model(settings.model_spec, settings.model_origin, settings.model_base)
-        config.stash[MODEL_DIR] = found
-    return config.stash[MODEL_DIR]
-
-
-def _warn_if_stale(config: pytest.Config, settings: Settings, cassette: Path, manifest: dict, nodeid: str) -> None:
-    model_dir = _local_model_dir(config, settings)
-    if model_dir is None or not model_dir.is_dir():
-        return  # no local model to compare with (CI): nothing to say
-    changed = stale_parts(manifest, _fingerprints(config, model_dir), model_dir)
-    if changed:
-        hub_id = settings.model_path is None  # found in the HF cache: the Hub id says more than the snapshot
-        shown = settings.model_spec if hub_id and settings.model_spec else str(model_dir)
-        message = stale_message(cassette, changed, shown, nodeid, settings.model_origin == "chatstream_model_path")
-        warnings.warn(StaleCassetteWarning(message), stacklevel=2)
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from chatstream.engine.chat_prompt_presets import ChatPromptChatML
 from chatstream.engine.mock_generator import ROUND_TEXTS, ChatGeneratorMock
 from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import ConfigurationError
-from chatstream.request_handler import SimpleSessionRequestHandler
 from chatstream.serving.chat_stream import ChatStream
 from chatstream.serving.client_roles import client_role_free_access
+from chatstream.serving.turn import SimpleSessionRequestHandler
 
 SECRET = "0123456789abcdef-test"
 

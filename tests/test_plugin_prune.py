@@ -7,7 +7,7 @@ import pytest
 from _chat_project import make_chat_project
 
 from chatstream.cassettes._unused_report import UNUSED_REPORT_NAME
-from chatstream.cassettes.cassette_tool import prune_cassettes
+from chatstream.serving.cassette_tool import prune_cassettes
 
 
 def test_a_whole_plain_run_writes_the_unused_report_and_prune_removes_those(pytester: pytest.Pytester) -> None:

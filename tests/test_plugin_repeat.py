@@ -101,3 +101,17 @@ def test_measure_counts_sequences_and_finds_the_first_parting_step() -> None:
     assert parting_summary(result) == "step 4 (answer 1, step 1): 5 't5', 6 't6', end of answers in 2/1/1 runs"
     with pytest.raises(ValueError, match="runs"):
         measure([])
+
+
+def test_add_run_measures_after_the_last_run_and_fails_above_the_limit():
+    """pytest_chatstream._repeat.add_run, plain code: what the plugin calls after each run of a test."""
+    from pytest_chatstream._repeat import add_run
+
+    runs: list = []
+    assert add_run(runs, [[1, 2, 3]], lambda token: None, 3, "t.py::a", 1) == (None, None)
+    assert add_run(runs, [[1, 2, 4]], lambda token: None, 3, "t.py::a", 1) == (None, None)
+    result, failure = add_run(runs, [[1, 2, 3]], lambda token: None, 3, "t.py::a", 1)
+    assert result["test"] == "t.py::a" and result["runs"] == 3 and result["distinct"] == 2
+    assert failure.startswith("t.py::a: 3 live runs produced 2 distinct token sequences (at most 1 allowed")
+    assert add_run([[[1]]], [[1]], lambda token: None, 2, "t.py::b", 1)[1] is None  # one sequence: within
+    assert add_run([[[1]]], [[2]], lambda token: None, 2, "t.py::b", None)[1] is None  # no limit

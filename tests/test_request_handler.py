@@ -11,10 +11,10 @@ from starlette.responses import StreamingResponse
 
 from chatstream.engine.chat_prompt_presets import ChatPromptChatML
 from chatstream.exceptions import ConfigurationError
-from chatstream.request_handler import AbstractRequestHandler, SimpleSessionRequestHandler
 from chatstream.serving._http import ChatStreamingResponse
 from chatstream.serving.chat_stream import ChatStream
 from chatstream.serving.client_roles import client_role_free_access
+from chatstream.serving.turn import AbstractRequestHandler, SimpleSessionRequestHandler
 
 
 class ListGenerator:

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from ..engine.generation import accepts_logits_to_keep
 from . import cassette as fmt
 from ._cassette_values import encode_value
 from .fingerprint import fingerprint_loaded
@@ -96,7 +95,7 @@ def _tokenizer_manifest(tokenizer: Any) -> dict:
     return info
 
 
-def _model_manifest(model: Any) -> dict:
+def _model_manifest(model: Any, forward_accepts_logits_to_keep: bool) -> dict:
     device = torch.device(getattr(model, "device", "cpu"))
     return {
         "class": type(model).__name__,
@@ -104,14 +103,17 @@ def _model_manifest(model: Any) -> dict:
         "dtype": str(getattr(model, "dtype", torch.float32)).removeprefix("torch."),
         "config": _portable(_json_config(getattr(model, "config", None))),
         "generation_config": _portable(_json_config(getattr(model, "generation_config", None))),
-        "forward_accepts_logits_to_keep": accepts_logits_to_keep(model),
+        "forward_accepts_logits_to_keep": forward_accepts_logits_to_keep,
         "device": {"type": device.type, "name": _device_name(device)},
     }
 
 
 def build_manifest(model: Any, tokenizer: Any, token_sampler: Any, fidelity: str, sampling: dict | None,
-                   extra_metadata: dict | None) -> dict:
-    """The manifest of a cassette recording these objects (see docs/cassette-format.md)."""
+                   extra_metadata: dict | None, *, forward_accepts_logits_to_keep: bool) -> dict:
+    """The manifest of a cassette recording these objects (see docs/cassette-format.md).
+
+    ``forward_accepts_logits_to_keep``: what the recorder found in the model's forward (the format records
+    the fact; reading a forward's signature belongs to the engine)."""
     import transformers
 
     from .. import __version__
@@ -123,7 +125,7 @@ def build_manifest(model: Any, tokenizer: Any, token_sampler: Any, fidelity: str
         "versions": {"chatstream": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
         "platform": f"{sys.platform} {platform.machine()}",
-        "model": _model_manifest(model),
+        "model": _model_manifest(model, forward_accepts_logits_to_keep),
         "tokenizer": _tokenizer_manifest(tokenizer),
         "token_sampler": {"class": type(token_sampler).__name__},
         "fingerprints": fingerprint_loaded(model, tokenizer),

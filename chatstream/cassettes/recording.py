@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..engine.batch_rows import ROWS_ATTR, Row, split_rows
+from ..engine.generation import accepts_logits_to_keep
 from ..engine.model_cache import cache_kwargs, cache_length, decode_attention_mask, output_cache
 from ..engine.token_sampler import TokenSamplerIsok
 from ..exceptions import CassetteError, ConfigurationError
@@ -215,7 +216,8 @@ class ProbeRecorder:
             token_sampler = TokenSamplerIsok(seed=(self.sampling or {}).get("seed"))
 
         manifest = build_manifest(model, tokenizer, token_sampler, self.fidelity, self.sampling,
-                                  self.extra_metadata)
+                                  self.extra_metadata,
+                                  forward_accepts_logits_to_keep=accepts_logits_to_keep(model))
         # How the recorded decode steps were masked, so that replay asks for the forwards it recorded.
         manifest["model"]["decode_attention_mask"] = decode_attention_mask(model)
         with self._lock:

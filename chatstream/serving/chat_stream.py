@@ -24,8 +24,6 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..access_control.client_role_verifier import ClientRoleVerifier
-from ..access_control.client_role_wrapper import ClientRoleWrapper
 from ..engine.chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from ..engine.chat_prompt_presets import ChatPromptChatML
 from ..engine.device import resolve_device
@@ -34,16 +32,17 @@ from ..engine.mock_generator import ChatGeneratorMock
 from ..engine.token_sampler import TokenSampler, TokenSamplerIsok
 from ..exceptions import ConfigurationError
 from . import api as _api
+from . import extra_attributes
 from ._endpoints import EndpointsMixin
 from ._http import DEFAULT_MAX_BODY_BYTES, DEFAULT_SEND_TIMEOUT_SEC, FINISH_TOKEN
 from .admission import Admission
 from .authorization import Gate
-from .client_roles import ClientRoles
+from .client_roles import SESSION_ROLE_KEY, ClientRole, ClientRoles
 from .locale import Locale
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, Outcome, source_of
 from .openai_serving import OpenAIServing, ServingContext, served_model_name
-from .sessions import HttpSession, SessionManager, SessionStore
+from .sessions import HttpSession, SessionManager, SessionStore, browser_session_data
 from .turn import (
     NO_FLUSH,
     AbstractRequestHandler,
@@ -250,8 +249,8 @@ class ChatStream(EndpointsMixin):
         """Use these role definitions (checked first); None: 0.3's default, ``chatstream.client_role_default``."""
         self.client_roles = ClientRoles(client_roles)
         self.client_roles_given = client_roles is not None
-        self.client_role_wrapper = ClientRoleWrapper(self.logger, self.eloc, self.client_roles, self.sessions)
-        self.client_role_verifier = ClientRoleVerifier(self)
+        for name in extra_attributes.FACTORIES:  # 0.3's client_role_wrapper and verifier follow the new roles
+            self.__dict__.pop(name, None)
         self.gate.client_roles = self.client_roles  # the chat turn and the endpoints follow the new roles
 
     @property
@@ -336,12 +335,32 @@ class ChatStream(EndpointsMixin):
 
     # -- requests ------------------------------------------------------------------------------------
 
+    def request_role(self, request: Request) -> ClientRole | None:
+        """The role ``request`` has now: an agent's (its header phrase's, else the agent default, else None), or
+        a browser's (the one kept in its session, else the browser default)."""
+        if ClientRoles.is_agent(request):
+            return self.client_roles.agent_role(request)
+        return self.client_roles.browser_role(browser_session_data(request, self.sessions) or {})
+
+    def __getattr__(self, name: str) -> Any:
+        """ChatStream 0.3's ``client_role_wrapper`` and ``client_role_verifier``, made on first use by the 0.3
+        home (``chatstream.compat03``, see ``serving.extra_attributes``)."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = extra_attributes.make(self, name)
+        self.__dict__[name] = value
+        return value
+
     def verify_role_for_api(self, request: Request, api_name: str) -> Response | None:
         """0.3's role check for custom endpoints: None when the caller's role may call ``api_name``, else a
         403 JSON response (0.3's body). A browser is judged by the role in the session opened for this
         request (by ChatStream or by the app's session middleware), else by the default browser role. An
         ``api_name`` that is not one of ``chatstream.serving.api.API_NAMES`` is refused, as in 0.3."""
-        if self.client_role_verifier.verify_client_role(request, api_name)["success"]:
+        role = self.request_role(request)
+        if not hasattr(request.state, "__chatstream__"):
+            request.state.__chatstream__ = {}
+        request.state.__chatstream__[SESSION_ROLE_KEY] = role.to_dict() if role is not None else None
+        if api_name in _api.API_NAMES and role is not None and role.allows(api_name):
             return None
         return JSONResponse({"success": False, "message": "Forbidden", "detail": "Denied on role layer."},
                             status_code=403)

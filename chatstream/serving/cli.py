@@ -4,7 +4,7 @@
     chatstream serve --model PATH         # any local HF model directory
     chatstream serve --mock               # no model: the generator mock
     chatstream chat                       # chat in the terminal (chatstream.serving.console)
-    chatstream cassette list DIR          # list / show / diff / verify / prune cassettes (cassettes.cassette_tool)
+    chatstream cassette list DIR          # list / show / diff / verify / prune cassettes (serving.cassette_tool)
 
 ``serve`` starts listening at once; the model loads in the background with a progress bar (``GET
 /health`` answers 503 until it is ready), then the URL of the chat page is printed.
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return chat_main(argv[1:])
     if argv and argv[0] == "cassette":
-        from ..cassettes.cassette_tool import main as cassette_main
+        from .cassette_tool import main as cassette_main
 
         return cassette_main(argv[1:])
     if argv and argv[0] == "serve":

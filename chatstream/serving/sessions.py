@@ -241,6 +241,16 @@ def app_session_manager(request: Request) -> Any:
     return manager
 
 
+def browser_session_data(request: Request, sessions: SessionManager | None) -> dict | None:
+    """A browser request's session dict: the app's session middleware's (0.3's FastSessionMiddleware), else the
+    one ``sessions`` (ChatStream's) opened for this request, else None."""
+    manager = app_session_manager(request)
+    if manager is not None:
+        return manager.get_session()
+    session = sessions.current(request) if sessions is not None else None
+    return session.data if session is not None else None
+
+
 class SessionManager:
     """Opens the session of a request from its signed cookie and sets the cookie on new sessions."""
 

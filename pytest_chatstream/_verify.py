@@ -1,0 +1,46 @@
+"""``--probe=verify``: a test's verdict (the live run compared with its cassette) for the report, and the
+failure message of a live model that diverged. Plain code: the plugin stores the verdict and fails the test."""
+
+from __future__ import annotations
+
+import traceback
+
+
+def recorded_by_note(verdict: dict) -> str:
+    recorder = verdict.get("recorded_by")
+    return f" Its manifest says {recorder} recorded it (moved or copied from that test?)." if recorder else ""
+
+
+def format_error(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def verdict_for(verdict: dict, test: str, cassette: str, recorded_by: str | None) -> dict:
+    """``verdict`` (``CassetteRun.verify()``'s) with the test, its cassette and, when another test recorded the
+    cassette, that test."""
+    verdict["test"] = test
+    verdict["cassette"] = cassette
+    if recorded_by is not None:
+        verdict["recorded_by"] = recorded_by
+    return verdict
+
+
+def error_verdict(error: BaseException, test: str, cassette: str, recorded_by: str | None) -> dict:
+    """The verdict of a test whose comparison with its cassette raised ``error``."""
+    verdict = {"status": "error", "reason": f"{type(error).__name__}: {error}", "test": test, "cassette": cassette}
+    if recorded_by is not None:
+        verdict["recorded_by"] = recorded_by
+    return verdict
+
+
+def diverged_message(verdict: dict) -> str | None:
+    """The failure of a test whose live model diverged from its cassette; None when it did not."""
+    if verdict.get("status") != "diverged":
+        return None
+    return (
+        f"the live model diverged from the cassette {verdict['cassette']} at step "
+        f"{verdict.get('first_divergent_step')}: recorded token {verdict.get('recorded_token')!r}, "
+        f"live token {verdict.get('live_token')!r}, largest logit difference "
+        f"{verdict.get('max_logit_diff')}.{recorded_by_note(verdict)} "
+        f"Re-record it with: pytest --probe=all {verdict['test']!r}"
+    )

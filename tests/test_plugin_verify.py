@@ -1,0 +1,39 @@
+"""pytest_chatstream._verify: a verify verdict for the report and the failure of a diverged live model.
+
+Plain code, tested without pytester (tests/test_plugin_modes.py runs --probe=verify end to end)."""
+
+from __future__ import annotations
+
+from pytest_chatstream._verify import diverged_message, error_verdict, format_error, verdict_for
+
+DIVERGED = {"status": "diverged", "first_divergent_step": 3, "recorded_token": 17, "live_token": 42,
+            "max_logit_diff": 0.5}
+
+
+def test_a_verdict_names_the_test_its_cassette_and_who_recorded_it():
+    verdict = verdict_for(dict(DIVERGED), "t.py::a", "t/a", None)
+    assert verdict["test"] == "t.py::a" and verdict["cassette"] == "t/a" and "recorded_by" not in verdict
+    assert verdict_for({"status": "identical"}, "t.py::a", "shared", "t.py::b")["recorded_by"] == "t.py::b"
+
+
+def test_only_a_diverged_model_fails_and_the_message_says_where_and_how_to_re_record():
+    assert diverged_message(verdict_for({"status": "identical"}, "t.py::a", "t/a", None)) is None
+    assert diverged_message(verdict_for({"status": "within_tolerance"}, "t.py::a", "t/a", None)) is None
+    message = diverged_message(verdict_for(dict(DIVERGED), "t.py::a", "t/a", None))
+    assert message.startswith("the live model diverged from the cassette t/a at step 3: recorded token 17, "
+                              "live token 42, largest logit difference 0.5.")
+    assert message.endswith("Re-record it with: pytest --probe=all 't.py::a'")
+    assert "recorded it" not in message
+    moved = diverged_message(verdict_for(dict(DIVERGED), "t.py::a", "t/a", "t.py::old"))
+    assert "Its manifest says t.py::old recorded it (moved or copied from that test?)." in moved
+
+
+def test_an_error_in_the_comparison_is_a_verdict_of_its_own():
+    try:
+        raise KeyError("samples")
+    except KeyError as error:
+        verdict = error_verdict(error, "t.py::a", "t/a", "t.py::b")
+        text = format_error(error)
+    assert verdict == {"status": "error", "reason": "KeyError: 'samples'", "test": "t.py::a", "cassette": "t/a",
+                       "recorded_by": "t.py::b"}
+    assert "Traceback" in text and "KeyError: 'samples'" in text
