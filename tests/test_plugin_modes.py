@@ -104,7 +104,7 @@ def test_a_failing_test_keeps_its_old_cassette(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest("--probe")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "not written (test failed, existing cassette kept): 1",
+        "not written (test failed; the cassette on disk, if any, unchanged): 1",
         "  test_chat/test_greeting  (test_chat.py::test_greeting)",
     ])
     assert cassette_bytes(cassette) == before
@@ -145,6 +145,7 @@ def test_verify_passes_on_fresh_cassettes_and_reports_a_forged_divergence(
     greeting = report["test_chat.py::test_greeting"]
     assert greeting["status"] == "diverged" and greeting["first_divergent_step"] == 0
     assert greeting["recorded_token"] == 3 and greeting["live_token"] != 3
+    assert "live_dir" not in greeting  # the live recording was a temporary directory, gone by now
     assert report["test_chat.py::test_two_turns"]["status"] == "identical"
 
 
@@ -202,7 +203,7 @@ def test_a_test_whose_fixture_teardown_fails_writes_no_cassette(pytester: pytest
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines([
         "*RuntimeError: teardown broke*",
-        "not written (test passed, a fixture teardown failed, existing cassette kept): 1",
+        "not written (test passed, a fixture teardown failed; the cassette on disk, if any, unchanged): 1",
         "  test_chat/test_greeting  (test_chat.py::test_greeting)",
     ])
     assert cassette_bytes(cassette) == before  # the old recording ("Hello"), not this run's ("Bye")
