@@ -108,7 +108,8 @@ def snippets(doc: Path, root: Path) -> list[Snippet]:
         if lang in SHELL_LANGS:
             in_checkout = head.lower().startswith(IN_CHECKOUT)
             for at, command in _commands(lang, body, line + 1):
-                own = _not_run(_TRAILING_COMMENT.search(command).group(0)) if _TRAILING_COMMENT.search(command) else None
+                comment = _TRAILING_COMMENT.search(command)
+                own = _not_run(comment.group(0)) if comment else None
                 found.append(Snippet(name, at, "shell", command, skip or own, in_checkout=in_checkout))
             continue
         header_lines = [text.strip() for text in body[:2] if text.strip().startswith("#")]

@@ -27,7 +27,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from _doc_blocks import Snippet, documents, snippets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +74,7 @@ def _run_python(snippet: Snippet, run: DocumentRun) -> None:
     os.chdir(run.scratch)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(snippet.text, f"{snippet.doc}:{snippet.line}", "exec"), run.namespace)  # noqa: S102
+            exec(compile(snippet.text, f"{snippet.doc}:{snippet.line}", "exec"), run.namespace)
     finally:
         os.chdir(saved_cwd)
         os.environ.clear()
@@ -92,10 +91,10 @@ def _serve(command: str, cwd: Path, env: dict[str, str]) -> None:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise AssertionError(f"{command!r} exited with {process.returncode}:\n{process.stdout.read().decode()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-                    if response.status == 200:
-                        return
+            with contextlib.suppress(OSError), \
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
             time.sleep(0.5)
         raise AssertionError(f"{command!r} did not answer /health within {SERVE_START_TIMEOUT_S} s")
     finally:
@@ -139,7 +138,7 @@ def _run_through(snippet: Snippet) -> None:
         if index not in run.done:
             try:
                 _run_one(item, run)
-            except BaseException as error:  # noqa: BLE001 - recorded, re-raised for this snippet
+            except BaseException as error:
                 run.done[index] = f"{type(error).__name__}: {error}"
                 if item is snippet:
                     raise
