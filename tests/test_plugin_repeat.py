@@ -101,3 +101,24 @@ def test_measure_counts_sequences_and_finds_the_first_parting_step() -> None:
     assert parting_summary(result) == "step 4 (answer 1, step 1): 5 't5', 6 't6', end of answers in 2/1/1 runs"
     with pytest.raises(ValueError, match="runs"):
         measure([])
+
+
+def test_a_token_the_recorded_calls_cannot_spell_is_decoded_with_the_live_tokenizer(tmp_path) -> None:
+    from _probe_support import ask, bundled
+
+    from chatstream.cassettes.recording import ProbeRecorder
+    from chatstream.engine.generation import ChatGenerator, GenerationParams
+    from chatstream.engine.token_sampler import TokenSamplerIsok
+    from pytest_chatstream._repeat import recorded_run
+
+    model, tokenizer = bundled()
+    with ProbeRecorder(tmp_path / "run") as recorder:
+        m, t, s = recorder.wrap(model, tokenizer, TokenSamplerIsok(seed=1))
+        ChatGenerator(m, t, "cpu", GenerationParams(max_new_tokens=20, temperature=1.0, seed=3), s).generate_text(
+            ask(t, "Hello"))
+    (answer,), describe = recorded_run(tmp_path / "run")
+    eos = answer[-1]
+    assert eos == tokenizer.eos_token_id and describe(eos) == f"⟨{eos}⟩"  # the recorded calls never decoded it
+    (answer,), describe = recorded_run(tmp_path / "run", tokenizer)
+    assert describe(eos) == tokenizer.decode([eos]) and "⟨" not in describe(eos)
+    assert describe(answer[0]) == tokenizer.decode([answer[0]])  # the others keep their recorded text
