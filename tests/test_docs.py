@@ -48,7 +48,9 @@ class DocumentRun:
     def env(self) -> dict[str, str]:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         bin_dir = str(Path(sys.executable).parent)
-        return {**os.environ, **DOC_ENV, "PYTHONPATH": path, "CHATSTREAM_PROBE_DIR": str(self.scratch / "probe_data"),
+        # A reader's shell has none of the PYTEST_* variables this run (and xdist) set.
+        outer = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+        return {**outer, **DOC_ENV, "PYTHONPATH": path, "CHATSTREAM_PROBE_DIR": str(self.scratch / "probe_data"),
                 "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
 
 
