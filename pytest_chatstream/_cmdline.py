@@ -104,7 +104,7 @@ def model_path_misread(
 def probe_path_message(value: str) -> str:
     """A usage error's text for ``--probe VALUE`` where VALUE is neither a mode nor a test path."""
     return (
-        f"--probe got {value!r}, which is neither a probe mode (all, missing, verify) nor an existing test "
-        f"path. Write the mode with '=' (--probe=all, --probe=missing, --probe=verify), and put test paths "
-        f"before --probe or after --probe=MODE: pytest --probe=all tests/test_x.py"
+        f"--probe got {value!r}, which is neither a probe mode (all, missing, verify, repeat:N) nor an existing "
+        f"test path. Write the mode with '=' (--probe=all, --probe=missing, --probe=verify, --probe=repeat:10), "
+        f"and put test paths before --probe or after --probe=MODE: pytest --probe=all tests/test_x.py"
     )

@@ -1,4 +1,5 @@
-"""The model a ``--probe`` run records from: a local directory, or a Hub id found in the local HF cache.
+"""The model a ``--probe`` run records from: a local directory, a Hub id found in the local HF cache, or
+``bundled`` (the tiny model that ships with chatstream, usable from any project).
 
 Nothing here downloads: a Hub id (``org/name``) is looked up in the HF cache only (``HF_HUB_CACHE``,
 else huggingface_hub's default), so recording works offline once the model was fetched. The checks
@@ -15,11 +16,12 @@ from ._paths import resolve_dir
 def locate_model(spec: str, origin: str, base: Path) -> Path:
     """The checked local directory of the model ``spec`` names (a path taken from ``base``, or a cached
     Hub id); raises ConfigurationError naming ``origin`` (the option) and what to do."""
-    from chatstream.engine.model_source import resolve_model_dir
+    from chatstream.engine.model_source import BUNDLED, resolve_model_dir
 
     path = resolve_dir(spec, base)
     hub_id = not path.exists() and spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
-    return resolve_model_dir(spec if hub_id else path, what=origin)
+    by_name = not path.exists() and (hub_id or spec == BUNDLED)
+    return resolve_model_dir(spec if by_name else path, what=origin)
 
 
 def local_model(spec: str, origin: str, base: Path) -> Path | None:

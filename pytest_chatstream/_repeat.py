@@ -11,19 +11,32 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 Run = list[list[int]]  # one run: the token ids of each answer
 
 
-def recorded_run(directory: Path) -> tuple[Run, Callable[[int], str | None]]:
-    """The answers recorded in ``directory`` (a cassette), and a function that decodes one token id."""
+def recorded_run(directory: Path, tokenizer: Any = None) -> tuple[Run, Callable[[int], str | None]]:
+    """The answers recorded in ``directory`` (a cassette), and a function that decodes one token id.
+
+    A token's text comes from the recorded tokenizer calls; where they do not hold it (the decoded
+    text the runtime asked for covered it only together with its neighbours), from ``tokenizer``, the
+    live one, when given.
+    """
     from chatstream.cassettes import cassette as fmt
     from chatstream.cassettes._cassette_generations import generations
     from chatstream.cassettes._cassette_miss import MissExplainer
 
     cassette = fmt.load_cassette(directory)
     explain = MissExplainer(cassette)
-    return [g.tokens for g in generations(cassette, explain)], lambda token: explain.describe([token])
+
+    def describe(token: int) -> str:
+        text = explain.describe([token])
+        if text == f"⟨{token}⟩" and tokenizer is not None:
+            return tokenizer.decode([token])
+        return text
+
+    return [g.tokens for g in generations(cassette, explain)], describe
 
 
 def measure(runs: list[Run], describe: Callable[[int], str | None] | None = None) -> dict:

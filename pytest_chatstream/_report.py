@@ -107,11 +107,11 @@ class Report:
         if self.recorded:
             out.append(f"recorded: {len(self.recorded)} cassette(s), {format_size(self.bytes_written)} written")
         if self.not_written:
-            out.append(f"not written (test failed, existing cassette kept): {len(self.not_written)}")
+            out.append(f"not written (test failed; the cassette on disk, if any, unchanged): {len(self.not_written)}")
             out += [f"  {c}  ({t})" for c, t in sorted(self.not_written.items())]
         if self.teardown_failed:
-            out.append(f"not written (test passed, a fixture teardown failed, existing cassette kept): "
-                       f"{len(self.teardown_failed)}")
+            out.append("not written (test passed, a fixture teardown failed; the cassette on disk, if any, "
+                       f"unchanged): {len(self.teardown_failed)}")
             out += [f"  {c}  ({t})" for c, t in sorted(self.teardown_failed.items())]
         if self.missing:
             out.append(f"missing: {len(self.missing)} cassette(s)")

@@ -114,8 +114,10 @@ class CassetteRun:
             self.target, fidelity=fidelity, sampling=sampling, extra_metadata=extra_metadata
         )
         self._closed = False
+        self._live_tokenizer: Any = None
 
     def wrap(self, model: Any, tokenizer: Any, token_sampler: Any) -> LiveTransformer:
+        self._live_tokenizer = tokenizer  # unwrapped: decoding a token for the repeat table records nothing
         return LiveTransformer(*self.recorder.wrap(model, tokenizer, token_sampler))
 
     def close_recorder(self) -> None:
@@ -128,14 +130,16 @@ class CassetteRun:
         from chatstream.cassettes.verify import compare_cassettes
 
         self.recorder.flush()
-        return compare_cassettes(self.cassette, self.target, **tolerances).to_dict()
+        result = compare_cassettes(self.cassette, self.target, **tolerances).to_dict()
+        del result["live_dir"]  # a temporary directory, removed when the test ends: the report does not name it
+        return result
 
     def recorded_run(self) -> tuple[list[list[int]], Any]:
         """What the live model generated so far in this test: each answer's tokens, and a token decoder."""
         from ._repeat import recorded_run
 
         self.recorder.flush()
-        return recorded_run(self.target)
+        return recorded_run(self.target, self._live_tokenizer)
 
     def finish(self, passed: bool) -> int | None:
         """Close the recorder; for RECORD commit the cassette if ``passed`` (returns its size) else keep the old."""

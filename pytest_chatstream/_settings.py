@@ -83,6 +83,23 @@ def probe_on_command_line(args: Sequence[str]) -> bool:
     return any(arg == "--probe" or arg.startswith("--probe=") for arg in args)
 
 
+NO_MODEL_MESSAGE = (
+    "--probe needs a model to record from; pass --probe-model=PATH, set {env}, or set the ini option "
+    "chatstream_model_path to a local HF model directory, a Hub id in the local HF cache, or `bundled` "
+    "(the tiny model that ships with chatstream); or override the chatstream_live_model fixture."
+)
+
+
+def missing_model_message(settings: Settings, tests_needing_it: Sequence[str]) -> str | None:
+    """A usage error's text when this run goes live for ``tests_needing_it`` (tests whose default
+    ``chatstream_live_model`` would load the configured model) but no model is configured; else None."""
+    if not settings.live or settings.model_spec or not tests_needing_it:
+        return None
+    more = len(tests_needing_it) - 3
+    shown = ", ".join(tests_needing_it[:3]) + (f" and {more} more" if more > 0 else "")
+    return NO_MODEL_MESSAGE.format(env=MODEL_ENV) + f" Tests that would load it: {shown}."
+
+
 def decide_action(mode: Mode, cassette_exists: bool) -> Action:
     """What a test does with its cassette under ``mode``."""
     if mode is Mode.ALL:

@@ -21,7 +21,13 @@ from pathlib import Path
 def new_staging_dir(cassette: Path) -> Path:
     """A fresh, empty directory beside ``cassette`` (same file system, so the final rename is atomic)."""
     cassette.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{cassette.name}.recording-", dir=cassette.parent))
+    while True:  # not tempfile.mkdtemp: its 0700 would become the cassette's mode; mkdir follows the umask
+        staging = cassette.parent / f".{cassette.name}.recording-{uuid.uuid4().hex[:12]}"
+        try:
+            staging.mkdir()
+        except FileExistsError:  # pragma: no cover - a 48-bit collision
+            continue
+        return staging
 
 
 def commit(staging: Path, cassette: Path) -> int:

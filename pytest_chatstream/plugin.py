@@ -37,10 +37,12 @@ from ._session import (
 from ._settings import (
     FIDELITIES,
     MODEL_ENV,
+    NO_MODEL_MESSAGE,
     Action,
     Mode,
     Settings,
     is_probe_mode,
+    missing_model_message,
     probe_on_command_line,
     resolve_settings,
 )
@@ -112,6 +114,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                               "(default chatstream-repeat-report.json under the rootdir)")
     parser.addini("chatstream_repeat_max_distinct", "under --probe=repeat:N, the most distinct token sequences a "
                                                     "test's runs may produce (default: no limit)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Refuse a misread ``--probe-model PATH`` before any conftest is imported: the wrong rootdir drops
+    the ini file, and with it the ``pythonpath`` a conftest may need to import the app."""
+    command_line = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *early_config.invocation_params.args]
+    test_args = list(getattr(early_config.known_args_namespace, "file_or_dir", None) or [])
+    _refuse_a_misread_model_path(early_config, command_line, test_args)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -189,8 +200,10 @@ def _probe_value_as_test_path(config: pytest.Config, value: str) -> str:
     return Mode.ALL.value
 
 
-def _refuse_a_misread_model_path(config: pytest.Config, command_line: list[str]) -> None:
-    test_args = list(config.args) if config.args_source is pytest.Config.ArgsSource.ARGS else []
+def _refuse_a_misread_model_path(config: pytest.Config, command_line: list[str],
+                                 test_args: list[str] | None = None) -> None:
+    if test_args is None:
+        test_args = list(config.args) if config.args_source is pytest.Config.ArgsSource.ARGS else []
     problem = model_path_misread(
         command_line=command_line, test_args=test_args, rootpath=config.rootpath, inipath=config.inipath,
         inifile=getattr(config.option, "inifilename", None),
@@ -284,6 +297,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 users.setdefault(cassette_relpath(item), []).append(item.nodeid)
     users[""] = set(users[""])
     session.config.stash[SELECTED_USERS] = users
+    if not _is_worker(session.config):  # under xdist the controller collects nothing; workers error per test
+        _refuse_a_live_run_without_model(session)
+
+
+def _refuse_a_live_run_without_model(session: pytest.Session) -> None:
+    """One usage error, before any test runs, when tests would load the live model and none is configured."""
+    settings = session.config.stash[SETTINGS]
+    if not settings.live or settings.model_spec:
+        return
+    needing = []
+    for item in session.items:
+        if not _uses_cassette(item) or ITEM_PROBLEM in item.stash:
+            continue
+        defs = session._fixturemanager.getfixturedefs("chatstream_live_model", item) or ()
+        if not defs or getattr(defs[-1].func, "__module__", None) != __name__:
+            continue  # the project overrides chatstream_live_model: it knows its model
+        with contextlib.suppress(ValueError):
+            exists = (settings.cassette_dir / cassette_relpath(item) / "manifest.json").is_file()
+            if decide_action(settings.mode, exists) in (Action.RECORD, Action.VERIFY, Action.REPEAT):
+                needing.append(item.nodeid)
+    problem = missing_model_message(settings, needing)
+    if problem is not None:
+        raise pytest.UsageError(problem)
 
 
 # -- outcome bookkeeping ---------------------------------------------------------------------------------
@@ -482,10 +518,7 @@ def chatstream_live_model(pytestconfig: pytest.Config) -> tuple[Any, Any]:
             "plain pytest replays cassettes with mock_transformer."
         )
     if settings.model_path is None:
-        raise configuration_error(
-            f"--probe needs a model to record from; pass --probe-model=PATH, set {MODEL_ENV}, or set the ini "
-            "option chatstream_model_path to a local HF model directory (or a Hub id in the local HF cache)."
-        )
+        raise configuration_error(NO_MODEL_MESSAGE.format(env=MODEL_ENV))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from chatstream.engine.device import resolve_device

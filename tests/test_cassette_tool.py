@@ -114,7 +114,7 @@ def test_diff_names_the_first_differing_step_of_each_answer(recorded, tmp_path):
     assert (first["recorded_token"], first["live_token"]) == (was, now)
     assert [a["status"] for a in data["answers"][1:]].count("identical") >= 2  # the other answers still match
     code, text, _ = cassette_cmd("diff", recorded, other)
-    assert code == 1 and f"step 3: recorded token {was}" in text
+    assert code == 1 and f"step 3: A token {was}" in text
 
 
 def test_diff_of_recordings_with_other_seeds_reports_answers_on_one_side_only(recorded, tmp_path):
@@ -172,3 +172,40 @@ def test_prune_refuses_a_report_written_for_another_directory(recorded, tmp_path
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     code, _, err = cassette_cmd("prune", tmp_path / "two", "--yes")
     assert code == 4 and "was written for" in err
+
+
+def _model_with_vocab(directory, vocab_size):
+    """A one-layer random Llama of ``vocab_size`` tokens beside the bundled tokenizer's files."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(bundled_model_path() / name, directory / name)
+    return directory
+
+
+@pytest.mark.parametrize("vocab_size", [2000, 500], ids=["larger", "smaller"])
+def test_verify_with_a_model_of_another_vocabulary_says_so_and_exits_3(recorded, tmp_path, vocab_size):
+    other = _model_with_vocab(tmp_path / "other", vocab_size)
+    code, out, err = cassette_cmd("verify", recorded, "--model", other, "--json")
+    assert code == 3, err
+    assert "does not match the cassette" in err and f"the model's vocabulary has {vocab_size} tokens" in err
+    assert "Traceback" not in err and json.loads(out)["exit_code"] == 3
+
+
+def test_verify_of_a_folder_of_cassettes_names_one_instead_of_advising_a_rerecord(recorded):
+    folder = recorded.parent.parent  # .../cassettes, holding suite/chat
+    code, _, err = cassette_cmd("verify", folder, "--model", bundled_model_path())
+    assert code == 3
+    assert "is a folder of 1 cassette(s), not one cassette" in err and str(recorded) in err
+    assert "re-record" not in err
+
+
+def test_diff_names_the_two_recordings_a_and_b_not_recorded_and_live(recorded, tmp_path):
+    other = shutil.copytree(recorded, tmp_path / "other")
+    was, now = _change_token(other, 3)
+    code, text, _ = cassette_cmd("diff", recorded, other)
+    assert code == 1 and f"step 3: A token {was}" in text and f"B token {now}" in text
+    assert "live" not in text and "recorded token" not in text

@@ -91,6 +91,36 @@ def test_api_key_and_model_name_options_and_defaults_from_generation_params(monk
                                                    "repetition_penalty", "seed")}
 
 
+def test_metrics_key_option_and_its_environment_default(monkeypatch):
+    from chatstream.serving.cli import _chat_stream_kwargs, build_parser
+
+    monkeypatch.delenv("CHATSTREAM_METRICS_KEY", raising=False)
+    assert _chat_stream_kwargs(build_parser().parse_args(["serve", "--metrics-key", "m1"]))["metrics_key"] == "m1"
+    assert _chat_stream_kwargs(build_parser().parse_args(["serve", "--api-key", "k"]))["metrics_key"] is None
+    monkeypatch.setenv("CHATSTREAM_METRICS_KEY", "from-env")
+    assert _chat_stream_kwargs(build_parser().parse_args(["serve"]))["metrics_key"] == "from-env"
+
+
+@pytest.mark.parametrize("command", ["serve", "chat"])
+def test_model_help_says_hub_ids_from_the_local_cache_and_bundled_are_accepted(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a Hub id (org/name) already in the local HF cache (nothing is downloaded), or `bundled`" in out
+
+
+def test_chat_takes_the_generation_options_serve_takes(monkeypatch):
+    from chatstream.serving import console
+
+    seen = {}
+    monkeypatch.setattr(console, "run_console_chat", lambda generator, new_prompt: seen.update(p=generator.params))
+    assert main(["chat", "--model", "bundled", "--context-len", "512", "--repetition-penalty", "1.3",
+                 "--temperature", "0", "--max-new-tokens", "5"]) == 0
+    params = seen["p"]
+    assert (params.context_len, params.repetition_penalty, params.temperature, params.max_new_tokens) == (
+        512, 1.3, 0.0, 5)
+
+
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])

@@ -75,3 +75,40 @@ def test_source_tells_replay_mock_and_live_apart(tmp_path):
     assert source_of(object()) == "live"
     with pytest.raises(ValueError, match="source"):
         Metrics(source="recorded")
+
+
+def _metrics_client(**kwargs):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from chatstream.serving.chat_stream import ChatStream
+
+    chat_stream = ChatStream(use_mock_response=True, **kwargs)
+    app = FastAPI(lifespan=chat_stream.lifespan)
+    chat_stream.append_apis(app, {"include": ["openai", "metrics"]})
+    return TestClient(app)
+
+
+def test_metrics_are_open_without_a_metrics_key_even_with_an_api_key():
+    with _metrics_client(api_key="api-secret") as client:
+        assert client.get("/metrics").status_code == 200
+        assert client.get("/v1/models").status_code == 401
+
+
+def test_a_metrics_key_guards_metrics_with_a_bearer_token():
+    with _metrics_client(api_key="api-secret", metrics_key="scrape-secret") as client:
+        refused = client.get("/metrics")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert "chatstream" not in refused.text and refused.json()["error"] == "unauthorized"
+        assert client.get("/metrics", headers={"Authorization": "Bearer api-secret"}).status_code == 401
+        allowed = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert allowed.status_code == 200 and "chatstream_" in allowed.text
+
+
+@pytest.mark.parametrize("key", ["", 3])
+def test_a_metrics_key_must_be_a_non_empty_string(key):
+    from chatstream.exceptions import ConfigurationError
+    from chatstream.serving.chat_stream import ChatStream
+
+    with pytest.raises(ConfigurationError, match="metrics_key"):
+        ChatStream(use_mock_response=True, metrics_key=key)

@@ -53,3 +53,11 @@ def test_a_file_a_directory_without_config_and_one_without_a_tokenizer_are_each_
         shutil.copy(bundled_model_path() / name, model / name)
     with pytest.raises(ConfigurationError, match=r"no tokenizer files.*tokenizer.save_pretrained"):
         resolve_model_dir(model)
+
+
+def test_bundled_names_the_bundled_model_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_dir("bundled") == bundled_model_path()
+    (tmp_path / "bundled").mkdir()  # a directory of that name wins: it is what the path says
+    with pytest.raises(ConfigurationError, match=r"no config\.json"):
+        resolve_model_dir("bundled")

@@ -54,3 +54,8 @@ def test_a_spaced_model_outside_the_project_that_moved_the_rootdir_is_named(proj
 def test_probe_path_message_shows_the_spellings_that_work() -> None:
     message = probe_path_message("tset_x.py")
     assert "'tset_x.py'" in message and "--probe=all tests/test_x.py" in message
+
+
+def test_probe_path_message_lists_every_mode_repeat_included() -> None:
+    message = probe_path_message("foo")
+    assert "(all, missing, verify, repeat:N)" in message and "--probe=repeat:10" in message

@@ -104,7 +104,7 @@ def test_a_failing_test_keeps_its_old_cassette(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest("--probe")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "not written (test failed, existing cassette kept): 1",
+        "not written (test failed; the cassette on disk, if any, unchanged): 1",
         "  test_chat/test_greeting  (test_chat.py::test_greeting)",
     ])
     assert cassette_bytes(cassette) == before
@@ -145,6 +145,7 @@ def test_verify_passes_on_fresh_cassettes_and_reports_a_forged_divergence(
     greeting = report["test_chat.py::test_greeting"]
     assert greeting["status"] == "diverged" and greeting["first_divergent_step"] == 0
     assert greeting["recorded_token"] == 3 and greeting["live_token"] != 3
+    assert "live_dir" not in greeting  # the live recording was a temporary directory, gone by now
     assert report["test_chat.py::test_two_turns"]["status"] == "identical"
 
 
@@ -159,8 +160,10 @@ def test_probe_without_a_model_path_says_how_to_give_one(pytester: pytest.Pytest
     make_chat_project(pytester)
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest("--probe", "-k", "greeting")
-    result.assert_outcomes(errors=1, deselected=3)
-    result.stdout.fnmatch_lines(["*--probe needs a model to record from; pass --probe-model=PATH*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # one usage error before any test runs, not one per test
+    result.stderr.fnmatch_lines(["ERROR: --probe needs a model to record from; pass --probe-model=PATH*"
+                                 "Tests that would load it: test_chat.py::test_greeting."])
+    assert "error" not in result.stdout.str().lower()
 
 
 def test_probe_model_and_fidelity_on_the_command_line(pytester: pytest.Pytester) -> None:
@@ -202,7 +205,7 @@ def test_a_test_whose_fixture_teardown_fails_writes_no_cassette(pytester: pytest
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines([
         "*RuntimeError: teardown broke*",
-        "not written (test passed, a fixture teardown failed, existing cassette kept): 1",
+        "not written (test passed, a fixture teardown failed; the cassette on disk, if any, unchanged): 1",
         "  test_chat/test_greeting  (test_chat.py::test_greeting)",
     ])
     assert cassette_bytes(cassette) == before  # the old recording ("Hello"), not this run's ("Bye")

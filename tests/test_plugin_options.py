@@ -100,8 +100,9 @@ def test_probe_device_comes_from_the_command_line_then_the_ini(project: pytest.P
 def test_unknown_probe_mode_is_refused(project: pytest.Pytester) -> None:
     result = project.runpytest("--probe=replay")
     result.stderr.fnmatch_lines([
-        "ERROR: --probe got 'replay', which is neither a probe mode (all, missing, verify) nor an existing test "
-        "path. Write the mode with '=' (--probe=all, --probe=missing, --probe=verify)*"
+        "ERROR: --probe got 'replay', which is neither a probe mode (all, missing, verify, repeat:N) nor an "
+        "existing test path. Write the mode with '=' (--probe=all, --probe=missing, --probe=verify, "
+        "--probe=repeat:10)*"
     ])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 

@@ -115,3 +115,23 @@ def test_add_run_measures_after_the_last_run_and_fails_above_the_limit():
     assert failure.startswith("t.py::a: 3 live runs produced 2 distinct token sequences (at most 1 allowed")
     assert add_run([[[1]]], [[1]], lambda token: None, 2, "t.py::b", 1)[1] is None  # one sequence: within
     assert add_run([[[1]]], [[2]], lambda token: None, 2, "t.py::b", None)[1] is None  # no limit
+
+def test_a_token_the_recorded_calls_cannot_spell_is_decoded_with_the_live_tokenizer(tmp_path) -> None:
+    from _probe_support import ask, bundled
+
+    from chatstream.cassettes.recording import ProbeRecorder
+    from chatstream.engine.generation import ChatGenerator, GenerationParams
+    from chatstream.engine.token_sampler import TokenSamplerIsok
+    from pytest_chatstream._repeat import recorded_run
+
+    model, tokenizer = bundled()
+    with ProbeRecorder(tmp_path / "run") as recorder:
+        m, t, s = recorder.wrap(model, tokenizer, TokenSamplerIsok(seed=1))
+        ChatGenerator(m, t, "cpu", GenerationParams(max_new_tokens=20, temperature=1.0, seed=3), s).generate_text(
+            ask(t, "Hello"))
+    (answer,), describe = recorded_run(tmp_path / "run")
+    eos = answer[-1]
+    assert eos == tokenizer.eos_token_id and describe(eos) == f"⟨{eos}⟩"  # the recorded calls never decoded it
+    (answer,), describe = recorded_run(tmp_path / "run", tokenizer)
+    assert describe(eos) == tokenizer.decode([eos]) and "⟨" not in describe(eos)
+    assert describe(answer[0]) == tokenizer.decode([answer[0]])  # the others keep their recorded text

@@ -70,7 +70,7 @@ def test_teardown_failures_moved_cassettes_and_comparison_errors_are_listed_and_
     merged = Report(mode="verify")
     merged.merge(Report.from_json(worker.to_json()))
     lines = merged.lines()
-    assert "not written (test passed, a fixture teardown failed, existing cassette kept): 1" in lines
+    assert "not written (test passed, a fixture teardown failed; the cassette on disk, if any, unchanged): 1" in lines
     assert "  m/t  (m.py::t)" in lines and "m/t" in merged.used
     assert lines[-4].startswith("recorded by another test: 1 cassette(s)")
     assert lines[-3:] == ["  m.py::moved: m/moved names m.py::old", "comparison failed: 1 test(s)",

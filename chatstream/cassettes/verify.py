@@ -70,13 +70,15 @@ class VerifyResult:
             return head
         return f"{head}; step {self.first_divergent_step}: {self.step_summary()}"
 
-    def step_summary(self) -> str:
-        """What happened at the first divergent step, in words."""
+    def step_summary(self, sides: tuple[str, str] = ("recorded", "live")) -> str:
+        """What happened at the first divergent step, in words; ``sides`` names the two recordings
+        (``("A", "B")`` for ``cassette diff``, where neither is live)."""
+        first, second = sides
         if self.differs == "logits":
             return (f"both sides chose token {self.recorded_token} ({self.recorded_text!r}) but the logits differ: "
-                    f"at token {self.worst_token} ({self.worst_text!r}) recorded {self.recorded_logit:.6g}, live "
-                    f"{self.live_logit:.6g}; {self.reason}")
-        return (f"recorded token {self.recorded_token} ({self.recorded_text!r}), live token {self.live_token} "
+                    f"at token {self.worst_token} ({self.worst_text!r}) {first} {self.recorded_logit:.6g}, "
+                    f"{second} {self.live_logit:.6g}; {self.reason}")
+        return (f"{first} token {self.recorded_token} ({self.recorded_text!r}), {second} token {self.live_token} "
                 f"({self.live_text!r}); {self.reason}")
 
 

@@ -1,4 +1,5 @@
-"""Where a model comes from: a local HF model directory, or a Hub id already in the local HF cache.
+"""Where a model comes from: a local HF model directory, a Hub id already in the local HF cache, or
+``bundled``, the tiny model that ships with chatstream.
 
 Nothing here touches the network. Every check runs before the weights load, so a mistyped path or a
 directory without a tokenizer fails at once with a message that says what to do, not minutes later
@@ -11,7 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..bundled import bundled_model_path
 from ..exceptions import ConfigurationError
+
+BUNDLED = "bundled"
+"""The name that means the bundled tiny model (``chatstream.bundled``) wherever a model is asked for,
+unless a directory of that name exists."""
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model", "sentencepiece.bpe.model")
@@ -39,12 +45,15 @@ def _from_hub_cache(repo_id: str) -> Path | None:
 def resolve_model_dir(name_or_path: str | os.PathLike, *, what: str = "model") -> Path:
     """The local directory to load ``name_or_path`` from, checked: it exists, has a config.json and a tokenizer.
 
-    ``name_or_path`` is a directory, or a Hub id (``org/name``) whose snapshot is in the local HF cache.
+    ``name_or_path`` is a directory, a Hub id (``org/name``) whose snapshot is in the local HF cache, or
+    ``bundled`` (the tiny model that ships with chatstream).
     Raises ConfigurationError naming what is missing and how to get it. ``what`` names the argument in
     messages (``--model``, ``--probe-model``).
     """
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
+    if not path.exists() and text == BUNDLED:
+        path = bundled_model_path()
     if not path.exists() and _looks_like_hub_id(text):
         cached = _from_hub_cache(text)
         if cached is None:

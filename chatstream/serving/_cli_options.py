@@ -7,6 +7,9 @@ from typing import Any
 from ..engine.chat_prompt_presets import PROMPT_PRESETS
 from ..engine.generation import GenerationParams
 
+MODEL_HELP = ("local HF model directory, a Hub id (org/name) already in the local HF cache (nothing is downloaded), "
+              "or `bundled` (default: the bundled tiny model)")
+
 # the generation options of the command line: (GenerationParams field, type); defaults come from GenerationParams
 SAMPLING_OPTIONS: tuple[tuple[str, type], ...] = (
     ("max_new_tokens", int), ("context_len", int), ("temperature", float), ("top_k", int), ("top_p", float),

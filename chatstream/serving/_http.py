@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import inspect
 import json
 import logging
@@ -34,6 +35,12 @@ def error_response(status_code: int, error: str, detail: str, headers: Mapping[s
     """A JSON error: ``{"success": false, "error": <code>, "detail": <what to do>}``."""
     return JSONResponse({"success": False, "error": error, "detail": detail}, status_code,
                         headers={**NOSNIFF, **(headers or {})})
+
+
+def bearer_matches(request: Request, key: str) -> bool:
+    """Whether ``request`` carries ``key`` as ``Authorization: Bearer KEY`` (compared in constant time)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())
 
 
 async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:

@@ -33,6 +33,7 @@ from ..cassettes._cassette_generations import Generation, conversations, generat
 from ..cassettes._cassette_miss import MissExplainer
 from ..cassettes._unused_report import UNUSED_REPORT_NAME, read_unused_report
 from ..exceptions import CassetteError, ConfigurationError
+from ._tool_checks import folder_of_cassettes, vocabulary_mismatch
 
 EXIT_OK = 0
 EXIT_DIVERGED = 1
@@ -52,11 +53,11 @@ class ToolError(Exception):
 # -- reading cassettes ---------------------------------------------------------------------------------
 
 
-def _load(path: str | os.PathLike) -> fmt.Cassette:
+def _load(path: str | os.PathLike, command: str = "show") -> fmt.Cassette:
     try:
         return fmt.load_cassette(path)
     except CassetteError as error:
-        raise ToolError(str(error), EXIT_UNREADABLE) from None
+        raise ToolError(folder_of_cassettes(Path(path), command) or str(error), EXIT_UNREADABLE) from None
 
 
 def find_cassettes(directory: Path) -> list[Path]:
@@ -197,7 +198,7 @@ def diff_cassettes(a: str | os.PathLike, b: str | os.PathLike, *, rtol: float | 
     """``diff A B``: each answer of A against the same answer in B, classified as ``--probe=verify`` does."""
     from ..cassettes.verify import DEFAULT_TOP_K, STATUSES, compare_generations
 
-    _load(a), _load(b)  # the unreadable exit code, before comparing
+    _load(a, "diff"), _load(b, "diff")  # the unreadable exit code, before comparing
     compared = compare_generations(a, b, rtol=rtol, atol=atol, top_k=top_k or DEFAULT_TOP_K)
     status = max((c.result.status for c in compared), key=STATUSES.index, default="identical")
     data = {"command": "diff", "a": str(a), "b": str(b), "status": status,
@@ -255,8 +256,10 @@ def verify_cassette(path: str | os.PathLike, model: str, *, device: str | None =
     """``verify PATH --model M``: what ``pytest --probe=verify`` does, outside pytest."""
     from ..cassettes.verify import DEFAULT_TOP_K, compare_cassettes
 
-    cassette = _load(path)
+    cassette = _load(path, "verify")
     live_model, tokenizer, where = _load_live(model, device)
+    if problem := vocabulary_mismatch(cassette.manifest, live_model, tokenizer, model):
+        raise ToolError(problem, EXIT_UNREADABLE)
     temporary = live_dir is None
     target = Path(tempfile.mkdtemp(prefix="chatstream-verify-")) / "live" if temporary else Path(live_dir)
     try:
@@ -267,7 +270,7 @@ def verify_cassette(path: str | os.PathLike, model: str, *, device: str | None =
             shutil.rmtree(target.parent, ignore_errors=True)
     data = {"command": "verify", "path": str(path), "model": model, "device": str(where),
             "recorded_token_sampler": facts(cassette)["token_sampler"], "answers_not_rerun": skipped,
-            "live_dir": None if temporary else str(target), **result.to_dict()}
+            **result.to_dict(), "live_dir": None if temporary else str(target)}  # a temporary one is gone
     data["summary"] = str(result)
     return (EXIT_DIVERGED if result.status == "diverged" else EXIT_OK), data
 
@@ -376,7 +379,7 @@ def _step_summary(answer: dict) -> str:
     from ..cassettes.verify import VerifyResult
 
     fields = {k: v for k, v in answer.items() if k in VerifyResult.__dataclass_fields__}
-    return VerifyResult(**fields).step_summary()
+    return VerifyResult(**fields).step_summary(sides=("A", "B"))  # two recordings: neither is live
 
 
 # -- the command line ----------------------------------------------------------------------------------

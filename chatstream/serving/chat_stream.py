@@ -34,7 +34,7 @@ from ..exceptions import ConfigurationError
 from . import api as _api
 from . import extra_attributes
 from ._endpoints import EndpointsMixin
-from ._http import DEFAULT_MAX_BODY_BYTES, DEFAULT_SEND_TIMEOUT_SEC, FINISH_TOKEN
+from ._http import DEFAULT_MAX_BODY_BYTES, DEFAULT_SEND_TIMEOUT_SEC, FINISH_TOKEN, bearer_matches, error_response
 from .admission import Admission
 from .authorization import Gate
 from .client_roles import SESSION_ROLE_KEY, ClientRole, ClientRoles
@@ -121,6 +121,7 @@ class ChatStream(EndpointsMixin):
         max_history_turns: int | None = DEFAULT_MAX_HISTORY_TURNS,
         api_key: str | None = None,
         model_name: str | None = None,
+        metrics_key: str | None = None,
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
@@ -217,6 +218,10 @@ class ChatStream(EndpointsMixin):
                          self.send_timeout_sec),
             flush=self.probe_recorder.flush if self.probe_recorder is not None else None)
         self.openai = OpenAIServing(self._openai_context(api_key, model_name))
+        if metrics_key is not None and (not isinstance(metrics_key, str) or not metrics_key):
+            raise ConfigurationError(f"`metrics_key` (={metrics_key!r}) must be a non-empty string (pass api_key's "
+                                     "value to guard /metrics with the API key), or None to leave /metrics open.")
+        self.metrics_key = metrics_key
         self.queue_worker_task: asyncio.Task | None = None  # 0.3 attribute; no worker task is needed now
         self._limiter: tuple[Any, anyio.CapacityLimiter] | None = None
         self.chat_prompt_for_single_user_on_console: AbstractChatPrompt | None = None
@@ -412,7 +417,11 @@ class ChatStream(EndpointsMixin):
         return await self.openai.models(request)
 
     async def handle_metrics_request(self, request: Request | None = None) -> Response:
-        """``GET /metrics``: this ChatStream's Prometheus metrics (text exposition format)."""
+        """``GET /metrics``: this ChatStream's Prometheus metrics (text exposition format); with ``metrics_key``,
+        only for requests that send it as ``Authorization: Bearer KEY`` (else 401)."""
+        if self.metrics_key is not None and (request is None or not bearer_matches(request, self.metrics_key)):
+            return error_response(401, "unauthorized", "GET /metrics needs the metrics key, sent as "
+                                  "`Authorization: Bearer KEY`.", headers={"WWW-Authenticate": "Bearer"})
         return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     # -- app wiring --------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The ``chatstream`` command.
 
     chatstream serve                      # the bundled tiny model on http://127.0.0.1:8000/
-    chatstream serve --model PATH         # any local HF model directory
+    chatstream serve --model PATH         # a local HF model directory, or a Hub id in the local HF cache
     chatstream serve --mock               # no model: the generator mock
     chatstream chat                       # chat in the terminal (chatstream.serving.console)
     chatstream cassette list DIR          # list / show / diff / verify / prune cassettes (serving.cassette_tool)
@@ -22,10 +22,17 @@ from typing import Any
 
 from ..engine.generation import GenerationParams
 from ..exceptions import ConfigurationError
-from ._cli_options import add_sampling_arguments, add_stopping_arguments, generation_kwargs, prompt_class
+from ._cli_options import (
+    MODEL_HELP,
+    add_sampling_arguments,
+    add_stopping_arguments,
+    generation_kwargs,
+    prompt_class,
+)
 
 SECRET_ENV = "CHATSTREAM_SESSION_SECRET"
 API_KEY_ENV = "CHATSTREAM_API_KEY"
+METRICS_KEY_ENV = "CHATSTREAM_METRICS_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the chat page and the ChatStream API with uvicorn")
     model = serve.add_argument_group("model")
-    model.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
+    model.add_argument("--model", help=MODEL_HELP)
     model.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     model.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
                        help="batch the running streams' decode steps into one forward (default: when the model "
@@ -52,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--api-key", default=None,
                       help=f"require this key on the OpenAI API (/v1/...) as `Authorization: Bearer KEY` "
                            f"(default: ${API_KEY_ENV}, else no key)")
+    http.add_argument("--metrics-key", default=None,
+                      help=f"require this key on GET /metrics as `Authorization: Bearer KEY` (default: "
+                           f"${METRICS_KEY_ENV}, else /metrics is open, even with --api-key; give it the API key's "
+                           "value to guard both with one key)")
     http.add_argument("--model-name", default=None,
                       help="the model id the OpenAI API serves (default: the model directory's name)")
     http.add_argument("--locale", choices=("en", "ja"), default=None)
@@ -81,6 +92,7 @@ def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "session_cookie_secure": args.secure_cookies,
         "api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
         "model_name": args.model_name,
+        "metrics_key": args.metrics_key or os.environ.get(METRICS_KEY_ENV) or None,
         "client_roles": client_role_chat_page,  # browsers: the page and its chat; no other API
     }
 

@@ -58,12 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine.device import resolve_device
     from ..engine.model_source import resolve_model_dir
     from ..exceptions import ConfigurationError
-    from ._cli_options import add_sampling_arguments, add_stopping_arguments, generation_kwargs, prompt_class
+    from ._cli_options import (
+        MODEL_HELP,
+        add_sampling_arguments,
+        add_stopping_arguments,
+        generation_kwargs,
+        prompt_class,
+    )
 
     parser = argparse.ArgumentParser(prog="chatstream chat", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
+    parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    add_sampling_arguments(parser, ("temperature", "top_k", "top_p", "max_new_tokens", "seed"))
+    add_sampling_arguments(parser)  # the generation options serve has, with the same defaults
     add_stopping_arguments(parser)
     args = parser.parse_args(argv)
 
