@@ -41,6 +41,7 @@ from ._settings import (
     Action,
     Mode,
     Settings,
+    decide_action,
     is_probe_mode,
     missing_model_message,
     probe_on_command_line,
