@@ -195,6 +195,8 @@ async def main() -> None:
                 elapsed, body = await _chat(app)
                 if name == "replay" and body != recorded:
                     raise AssertionError("the replayed stream differs from the recorded one")
+                if name == "mock" and not (body.endswith(b"<::EOS::>") and len(body) >= len(recorded) // 2):
+                    raise AssertionError(f"the generator mock streamed {len(body)} bytes, not a whole long answer")
                 if round_:
                     times[name].append(elapsed)
         chunks = recorded.count(b"<::EOS::>")
