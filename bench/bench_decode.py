@@ -48,12 +48,12 @@ def main() -> None:
     model.generation_config = config
     input_tensor = torch.tensor([ids], device=device)
 
-    def run_engine() -> int:
-        return len(list(decode_tokens(model, ids, sampler=sampler, sampling=greedy, max_new_tokens=n,
-                                      eos_ids=set(), device=device)))
+    def run_engine() -> list[int]:
+        return list(decode_tokens(model, ids, sampler=sampler, sampling=greedy, max_new_tokens=n,
+                                  eos_ids=set(), device=device))
 
-    def run_generate() -> int:
-        return model.generate(input_tensor, generation_config=config).shape[1] - len(ids)
+    def run_generate() -> list[int]:
+        return model.generate(input_tensor, generation_config=config)[0, len(ids):].tolist()
 
     def timed(fn) -> float:
         if device.type == "cuda":
@@ -63,10 +63,12 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-        assert produced == n, f"expected {n} new tokens, got {produced}"
+        assert len(produced) == n, f"expected {n} new tokens, got {len(produced)}"
         return n / elapsed
 
-    run_engine(), run_generate()  # warm-up
+    # warm-up; both sides decode greedily from the same ids, so they must make the same tokens
+    same = sum(a == b for a, b in zip(run_engine(), run_generate(), strict=True))
+    print(f"tokens that agree between the two sides: {same}/{n}")
     engine, generate = [], []
     for _ in range(args.rounds):
         engine.append(timed(run_engine))

@@ -39,7 +39,9 @@ async def request_time(chat_stream: ChatStream, client: httpx.AsyncClient, turns
         start = time.perf_counter()
         response = await client.post("/chat_stream", json={"user_input": "and tomorrow?"})
         best = min(best, time.perf_counter() - start)
-        assert response.status_code == 200, response.text
+        assert response.status_code == 200 and response.text.endswith("<::EOS::>"), response.text
+        stored = await chat_stream.sessions.store.load(chat_stream.sessions._signer.unsign(session_id).decode())
+        assert len(stored["chat_prompt"][PROMPT_KEY]["chat_contents"]) == 2 * (turns + 1), "the turn was not stored"
     return best
 
 

@@ -76,6 +76,8 @@ def test_live_recorded_and_replayed_generations_are_byte_identical(model_type, t
     greedy = answer(model, tokenizer, temperature=0)
     sampled = answer(model, tokenizer, temperature=0.9, top_k=40, top_p=0.95, repetition_penalty=1.2, seed=7)
     assert greedy and sampled, "12 tokens of a random model decode to some text"
+    assert sampled != answer(model, tokenizer, temperature=0.9, top_k=40, top_p=0.95, repetition_penalty=1.2,
+                             seed=8), "sampling must show at these settings: another seed gives another answer"
 
     recorder = ProbeRecorder(tmp_path / model_type)
     rec_model, rec_tokenizer, rec_sampler = recorder.wrap(model, tokenizer)

@@ -89,20 +89,29 @@ def test_greedy_streams_batched_give_the_tokens_each_gives_alone(batched):
     assert generator.engine.peak_batch >= 4, "the streams should have shared forwards"
 
 
-def test_long_greedy_continuations_past_eos_match_alone(batched):
-    """128 tokens each, EOS ignored: long padded rows of different lengths still decode as alone."""
-    _model, tokenizer = bundled()
-    params = GenerationParams(temperature=0, max_new_tokens=128)
-    no_eos = GenerationParams(temperature=0, max_new_tokens=128)
-    generator = batched(capacity=8)
+def alone_full_length(model, tokenizer, text, params):
+    """``ChatGenerator``'s answer with EOS ignored, so it runs to ``params.max_new_tokens``."""
+    generator = ChatGenerator(model, tokenizer, "cpu", params)
     generator.eos_ids = set()
-    single = batched(capacity=1)
-    single.eos_ids = set()
-    prompts = [ids_of(tokenizer, text, params) for text in PROMPTS[:8]]
-    expected = [continuation(single, ids, no_eos, 128) for ids in prompts]
-    got = run_together([lambda ids=ids: continuation(generator, ids, no_eos, 128) for ids in prompts])
+    return generator.generate_text(ask(tokenizer, text))
+
+
+@pytest.mark.parametrize("params", [
+    GenerationParams(temperature=0, max_new_tokens=128),
+    GenerationParams(temperature=1.5, top_k=None, seed=7, max_new_tokens=128),
+], ids=["greedy", "sampled"])
+def test_long_continuations_past_eos_batched_match_the_per_stream_generator(batched, params):
+    """128 tokens each, EOS ignored: long padded rows of different lengths decode as ChatGenerator decodes each
+    alone, greedy and sampled (each stream's seeded draws are its own, whatever shares the batch)."""
+    model, tokenizer = bundled()
+    expected = [alone_full_length(model, tokenizer, text, params) for text in PROMPTS[:8]]
+    generator = batched(capacity=8, params=params)
+    generator.eos_ids = set()
+    got = run_together([lambda t=text: generator.generate_text(ask(tokenizer, t)) for text in PROMPTS[:8]])
     assert got == expected
-    assert generator.engine.peak_batch == 8 and single.engine.peak_batch == 1
+    assert generator.engine.peak_batch == 8
+    if params.temperature:  # the settings must be ones where sampling shows: another seed, another answer
+        assert alone_full_length(model, tokenizer, PROMPTS[0], params.replace(seed=8)) != expected[0]
 
 
 def test_streams_join_and_leave_a_running_batch(batched):

@@ -59,7 +59,7 @@ async def test_a_stalled_reader_times_out_and_frees_its_slot_and_session_lock(se
         sockets = [stalled_request(base_url, {"user_input": long_input}, cookie),
                    stalled_request(base_url, {"user_input": long_input})]
         try:
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 20  # a loaded machine takes a while to read two 3000-word requests
             while chat_stream.admission.stats()["running"] < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             assert chat_stream.admission.stats()["running"] == 2  # both stalled streams hold a slot
@@ -126,8 +126,9 @@ async def test_every_accepted_extreme_generates(tiny, change):
         assert (await client.post("/set_generation_params", json=change)).status_code == 200
         for turn, text in enumerate(("hello", "again"), start=1):
             chat = await client.post("/chat_stream", json={"user_input": text})
-            # an answer may be empty (EOS first, e.g. when a tiny penalty favours seen tokens), never broken
-            assert chat.status_code == 200 and (chat.text == "" or chat.text.endswith(EOS)), chat.text
+            # an answer may be empty (EOS first, e.g. when a tiny penalty favours seen tokens), never broken: even an
+            # empty answer is one chunk ending with the end-of-answer marker, so an empty body is a broken stream
+            assert chat.status_code == 200 and chat.text.endswith(EOS), chat.text
             history = (await client.get("/get_prompt")).json()["history"]["chat_contents"]
             assert len(history) == 2 * turn  # the turn completed (a failed one leaves the history as it was)
 
@@ -205,7 +206,7 @@ async def test_a_dropped_response_releases_its_slot_and_session_lock():
     assert chat_stream.sessions.lock(session_id).locked()
     del response, request
     gc.collect()
-    for _ in range(100):
+    for _ in range(1000):  # poll (up to 10 s): a loaded machine may take a while to run the finalizer's release
         if chat_stream.admission.stats()["running"] == 0:
             break
         await asyncio.sleep(0.01)

@@ -216,7 +216,9 @@ async def test_a_model_failing_mid_generation_ends_the_stream_and_changes_nothin
 
 
 async def test_the_event_loop_stays_responsive_while_the_model_generates(serve):
-    chat_stream, _ = slow_chat_stream(0.2, max_new_tokens=12)
+    # 1 s a forward: were the loop blocked by a step, each /health would wait for one (5 in a row: ~5 s), while
+    # on a free loop the 5 take milliseconds, even on a loaded machine; a bound of one step tells them apart
+    chat_stream, _ = slow_chat_stream(1.0, max_new_tokens=4)
     async with client(serve(app_for(chat_stream))) as http_client:
         generation = asyncio.create_task(http_client.post("/chat_stream", json={"user_input": "go"}))
         await until(lambda: _equals(load(http_client), "running", 1))
@@ -226,7 +228,7 @@ async def test_the_event_loop_stays_responsive_while_the_model_generates(serve):
             assert (await http_client.get("/health")).status_code == 200
             latencies.append(time.monotonic() - started)
         assert not generation.done()
-        assert max(latencies) < 0.5, latencies
+        assert sum(latencies) < 1.0, latencies
         assert (await generation).status_code == 200
 
 
@@ -239,8 +241,8 @@ async def test_disconnect_during_a_long_step_frees_the_slot_at_once(serve):
             assert response.status_code == 200
             await until(lambda: _equals(load(http_client), "running", 1))
         started = time.monotonic()
-        await until(lambda: _equals(load(http_client), "running", 0), timeout=3)
-        assert time.monotonic() - started < 2
+        await until(lambda: _equals(load(http_client), "running", 0), timeout=10)
+        assert time.monotonic() - started < 10  # far below the 30 s step it did not wait for
         chat_stream.chat_generator.initial_wait_sec = 0
         again = await http_client.post("/chat_stream", json={"regenerate": True})
         assert again.text.endswith("never sent" + EOS), "the slot serves the next request"

@@ -1,8 +1,15 @@
+from pathlib import Path
+
 import pytest
+from _probe_support import bundled
 from prometheus_client.parser import text_string_to_metric_families
 
+from chatstream.cassettes.replay import MockTransformer
+from chatstream.engine.generation import ChatGenerator
 from chatstream.engine.mock_generator import ChatGeneratorMock
 from chatstream.serving.metrics import Metrics, Outcome, RejectReason, source_of
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def scrape(metrics: Metrics) -> dict:
@@ -71,6 +78,12 @@ def test_each_instance_has_its_own_registry():
 
 
 def test_source_tells_replay_mock_and_live_apart(tmp_path):
+    cassette = next((ROOT / "fixtures" / "version-cassettes").iterdir())
+    mock = MockTransformer.from_path(cassette)
+    replaying = ChatGenerator(mock.get_model(), mock.get_tokenizer(), "cpu", token_sampler=mock.get_token_sampler())
+    assert source_of(replaying) == "replay"
+    model, tokenizer = bundled()
+    assert source_of(ChatGenerator(model, tokenizer, "cpu")) == "live"
     assert source_of(ChatGeneratorMock()) == "mock"
     assert source_of(object()) == "live"
     with pytest.raises(ValueError, match="source"):

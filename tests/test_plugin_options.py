@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -50,10 +52,14 @@ def test_marker_is_registered(project: pytest.Pytester) -> None:
 def test_fixtures_show_one_line_docstrings(project: pytest.Pytester) -> None:
     project.makepyfile("def test_x(): pass")
     result = project.runpytest("--fixtures")
+    lines = result.stdout.lines
     for name in ("chatstream_config", "chatstream_live_model", "mock_transformer", "chatstream_model",
                  "chatstream_tokenizer", "chatstream_token_sampler", "chat_stream", "chatstream_app",
                  "chatstream_client", "chatstream_sync_client", "chatstream_factory", "chatstream_device"):
-        result.stdout.fnmatch_lines([f"{name}*", "    *"])
+        header = next((i for i, line in enumerate(lines) if re.match(rf"{name}( \[[a-z]+ scope\])? -- ", line)), None)
+        assert header is not None, f"{name} is not listed by --fixtures"
+        doc = lines[header + 1]
+        assert re.match(r"    \S", doc) and "no docstring available" not in doc, f"{name} has no docstring: {doc!r}"
 
 
 @pytest.mark.parametrize(

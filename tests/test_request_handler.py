@@ -104,8 +104,11 @@ async def test_cancelled_stream_closes_the_model_iterator_and_reports_a_disconne
             pass
 
     task = asyncio.create_task(consume())
-    while generator.active == 0:
+    for _ in range(1000):  # poll (up to 10 s) until the generator runs
+        if generator.active:
+            break
         await asyncio.sleep(0.01)
+    assert generator.active == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -11,16 +11,16 @@ from chatstream.cassettes import cassette as fmt
 from chatstream.cassettes.recording import ProbeRecorder
 from chatstream.cassettes.verify import TOLERANCES, VerifyResult, compare_cassettes
 from chatstream.engine.generation import ChatGenerator, GenerationParams
-from chatstream.engine.token_sampler import TokenSamplerIsok
+from chatstream.engine.token_sampler import TokenSampler, TokenSamplerIsok
 from chatstream.exceptions import CassetteNotFound
 
 PARAMS = GenerationParams(max_new_tokens=12, temperature=1.2, seed=21)
 
 
-def _record(path, fidelity="exact", params=PARAMS, questions=("Hello", "Do you like cats?")):
+def _record(path, fidelity="exact", params=PARAMS, questions=("Hello", "Do you like cats?"), sampler=None):
     model, tokenizer = bundled()
     with ProbeRecorder(path, fidelity=fidelity) as recorder:
-        m, t, s = recorder.wrap(model, tokenizer, TokenSamplerIsok(seed=1))
+        m, t, s = recorder.wrap(model, tokenizer, sampler or TokenSamplerIsok(seed=1))
         generator = ChatGenerator(m, t, "cpu", params, s)
         for question in questions:
             "".join(generator.stream(ask(t, question)))
@@ -110,7 +110,28 @@ def test_a_token_outside_the_top_k_diverges_and_reports_both_tokens(recorded, tm
     assert f"step 4: recorded token {result.recorded_token}" in str(result) and "\n" not in str(result)
 
 
+class _SwervesAt(TokenSampler):
+    """TokenSamplerIsok, except that its ``step``-th call picks the least likely token: a live run that took
+    another path there, with the same prompt, parameters and seed."""
+
+    def __init__(self, step):
+        self.inner, self.step, self.calls = TokenSamplerIsok(seed=1), step, 0
+
+    def sample(self, logits, input_ids, params, generator=None):
+        token = self.inner.sample(logits, input_ids, params, generator)
+        self.calls += 1
+        return int(torch.argmin(logits)) if self.calls - 1 == self.step else token
+
+
 def test_a_live_run_that_took_another_path_diverges(recorded, tmp_path):
+    live = _record(tmp_path / "live", sampler=_SwervesAt(2))  # the same seed: only the tokens differ
+    result = compare_cassettes(recorded, live)
+    assert result.status == "diverged" and result.first_divergent_step == 2
+    assert result.differs == "token" and result.recorded_token != result.live_token
+    assert f"step 2: recorded token {result.recorded_token}" in str(result)
+
+
+def test_a_live_run_with_another_seed_is_never_found(recorded, tmp_path):
     live = _record(tmp_path / "live", params=PARAMS.replace(seed=22))
     result = compare_cassettes(recorded, live)
     assert result.status == "diverged" and result.first_divergent_step == 0

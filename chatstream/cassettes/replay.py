@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ class _Index:
         entries = table.get(key)
         if not entries:
             return None
+        if len(entries) == 1:  # the common case: a key recorded once replays it every time, no cursor needed
+            return entries[0]
         with self._lock:
             i = self._cursors[kind, key]
             self._cursors[kind, key] = i + 1
@@ -304,7 +306,7 @@ class MockModel:
                 "previous forward returned."
             )
         prefix_len = 0 if cache is None else len(cache)
-        new_ids = input_ids[0].tolist()
+        new_ids = input_ids.tolist()[0]
         hasher = (_EMPTY_HISTORY if cache is None else cache.hasher).extend(new_ids)
         mask = fmt.attention_mask_code(attention_mask, prefix_len + len(new_ids))
         entry = transformer._index.forward(fmt.forward_key(hasher.hexdigest(), prefix_len, mask))
@@ -484,14 +486,21 @@ class MockTokenSampler(TokenSampler):
 
     def __init__(self, transformer: MockTransformer) -> None:
         self._transformer = transformer
+        self._last_plan: tuple = (None, None, None)  # (params, vocab size, _plan's result) of the last call
 
     def sample(self, logits: torch.Tensor, input_ids: torch.Tensor, params: Any,
                generator: torch.Generator | None = None) -> int:
         vocab_size = logits.shape[-1]
-        if isinstance(params, Hashable):  # SamplingParams is frozen: its plan is built once
-            processors, params_json = _plan(params, vocab_size)
+        last = self._last_plan  # a generation passes one params object every step: skip even the cache lookup
+        if last[0] is params and last[1] == vocab_size:
+            processors, params_json = last[2]
         else:
-            processors, params_json = _plan.__wrapped__(params, vocab_size)
+            try:  # SamplingParams is frozen: its plan is built once
+                plan = _plan(params, vocab_size)
+            except TypeError:  # unhashable params
+                plan = _plan.__wrapped__(params, vocab_size)
+            self._last_plan = (params, vocab_size, plan)
+            processors, params_json = plan
         apply_processors(processors, input_ids, logits)
         seed = generator.initial_seed() if generator is not None else None
         entry = self._transformer._index.sample(fmt.sample_key(self._history_hash(input_ids), params_json, seed))
