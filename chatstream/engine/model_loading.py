@@ -130,8 +130,9 @@ def check_fits(needed: int, free: int, *, what: str, dtype: torch.dtype | None, 
 def check_checkpoint_fits(path: str | os.PathLike, dtype: str | torch.dtype | None, device: torch.device) -> None:
     """Raise ModelTooLargeError when the checkpoint at ``path``, loaded in ``dtype``, cannot fit ``device``."""
     torch_dtype = resolve_dtype(dtype)
-    check_fits(checkpoint_size(path).bytes_as(torch_dtype), free_memory(device), what=f"the model {path}",
-               dtype=torch_dtype, device=device)
+    size = checkpoint_size(path)
+    check_fits(size.bytes_as(torch_dtype), free_memory(device), what=f"the model {path}",
+               dtype=torch_dtype or size.dtype, device=device)
 
 
 def load_model(
@@ -187,4 +188,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _gib(count: int) -> str:
-    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+    if count >= 2**30:
+        return f"{count / 2**30:.2f} GiB"
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.1f} KiB"
