@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "MockTokenizer": "cassettes.replay",
     "MockTransformer": "cassettes.replay",
     "ModelCacheError": "exceptions",
+    "ModelTooLargeError": "exceptions",
     "ProbeRecorder": "cassettes.recording",
     "PromptTooLongError": "exceptions",
     "SamplingParams": "engine.sampling",
