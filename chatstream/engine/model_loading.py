@@ -118,12 +118,12 @@ def check_fits(needed: int, free: int, *, what: str, dtype: torch.dtype | None, 
     if needed <= free:
         return
     shown = _dtype_name(dtype) if dtype is not None else "its own dtype"
-    smaller = "" if dtype in (torch.bfloat16, torch.float16) else (
-        " Load it in half the memory with dtype 'bfloat16' (`--dtype bfloat16`),")
+    options = ["use another device with more free memory (`--device`)", "or a smaller model"]
+    if dtype not in (torch.bfloat16, torch.float16):
+        options.insert(0, "load it in half the memory with dtype 'bfloat16' (`--dtype bfloat16`)")
     raise ModelTooLargeError(
         f"{what} needs {_gib(needed)} for its weights alone in {shown}, but {device} has only {_gib(free)} free; "
-        f"it was not loaded.{smaller or ' Use'} another device with more free memory (`--device`), or a smaller "
-        "model."
+        f"it was not loaded. To serve it, {', '.join(options)}."
     )
 
 
