@@ -18,7 +18,10 @@ streams' tokens agree between the sides (all greedy) is printed. Each figure is 
 (aggregate generated tokens/s). Then the time to first token of a request that joins a running batch of 8,
 against the same request on an idle engine.
 
-    python bench/bench_batching.py [--new-tokens 128] [--rounds 3] [--streams 1,4,8,16]
+    python bench/bench_batching.py [--new-tokens 128] [--rounds 3] [--streams 1,4,8,16] [--model DIR]
+
+``--model DIR`` (e.g. the real SmolLM2-135M-Instruct that tools/real_model.py builds) measures that model
+too, after the bundled one, and prints its table and ratios beside the bundled model's.
 
 The last line reads ``batched/serial at 8 streams: <r>x; batched/transformers-CB at 8: <r>x, at 16: <r>x``;
 targets: batched at 8 streams >= 3x its own 1-stream rate, and >= 1.0x transformers' CB at 8 and 16.
@@ -176,12 +179,17 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", default="1,4,8,16")
+    parser.add_argument("--model", default=None, help="a model directory to measure beside the bundled model")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    for path in [bundled_model_path(), *([args.model] if args.model else [])]:
+        bench(args, path)
+
+
+def bench(args: argparse.Namespace, path) -> None:
+    """Every figure for the model at ``path``."""
     n = args.new_tokens
     counts = [int(s) for s in args.streams.split(",")]
-
-    path = bundled_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     cb_model = copy.deepcopy(model)
@@ -190,7 +198,7 @@ def main() -> None:
     serial.eos_ids = set()  # every stream makes exactly n tokens
 
     rates: dict[str, dict[int, float]] = {"batched": {}, "serial": {}, "transformers-CB": {}}
-    print(f"bundled model, CPU, {torch.get_num_threads()} torch thread(s), {n} new tokens per stream, "
+    print(f"model {path}, CPU, {torch.get_num_threads()} torch thread(s), {n} new tokens per stream, "
           f"best of {args.rounds}; aggregate generated tokens/s")
     print(f"{'streams':>8} {'batched':>10} {'serial':>10} {'transformers-CB':>16} {'same tokens (b=s, b=CB)':>24}")
     for count in counts:

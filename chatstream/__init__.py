@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "MockTokenizer": "cassettes.replay",
     "MockTransformer": "cassettes.replay",
     "ModelCacheError": "exceptions",
+    "ModelTooLargeError": "exceptions",
     "ProbeRecorder": "cassettes.recording",
     "PromptTooLongError": "exceptions",
     "SamplingParams": "engine.sampling",

@@ -2,6 +2,7 @@
 
     ChatStreamError
     ├── ConfigurationError (also a ValueError)   bad constructor or CLI argument
+    │   └── ModelTooLargeError                   the weights do not fit the device's free memory
     ├── PromptTooLongError (also a ValueError)   the prompt cannot fit the context even alone
     ├── ModelCacheError                          the model did not keep the KV cache it was given
     ├── CassetteError                            a cassette cannot be read, written or replayed
@@ -22,6 +23,10 @@ class ChatStreamError(Exception):
 
 class ConfigurationError(ChatStreamError, ValueError):
     """An argument has a value that cannot work; the message names it and what to use instead."""
+
+
+class ModelTooLargeError(ConfigurationError):
+    """A model's weights, at the dtype asked for, need more memory than the device has free; checked before loading."""
 
 
 class PromptTooLongError(ChatStreamError, ValueError):

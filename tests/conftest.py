@@ -1,8 +1,10 @@
 import contextlib
+import importlib.util
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -19,6 +21,28 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "chatstream"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ["pytester"]  # the plugin tests run pytest in pytest
+
+
+def _real_model_tool():
+    """tools/real_model.py (tools/ is no package), for where the real model lives and whether it is built."""
+    path = Path(__file__).resolve().parent.parent / "tools" / "real_model.py"
+    spec = importlib.util.spec_from_file_location("_real_model_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """The real chat model's directory (SmolLM2-135M-Instruct, built by tools/real_model.py into
+    $CHATSTREAM_REAL_MODEL or ~/.cache/chatstream/smollm2-135m-instruct); the test is skipped when it is absent.
+    Tests that use it carry the `real_model` marker."""
+    tool = _real_model_tool()
+    path = tool.default_real_model_dir()
+    if not (path / "config.json").is_file():
+        pytest.skip(f"the real chat model is not built at {path}: run `python tools/real_model.py` (needs "
+                    f"`pip install \"chatstream[real-model]\"`), or point ${tool.ENV} at a built copy")
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,8 @@ EOS = "<::EOS::>"
         (["serve", "--mock", "--stop", ""], "non-empty"),
         (["serve", "--mock", "--eos-token-id", "-3"], "token id"),
         (["serve", "--prompt-preset", "alpaca"], "invalid choice"),
+        (["serve", "--dtype", "int8"], "invalid choice"),
+        (["chat", "--dtype", "float64"], "invalid choice"),
         (["chat", "--model", "/nonexistent/model"], "does not exist"),
     ],
 )
@@ -60,6 +62,19 @@ def test_a_model_directory_without_a_tokenizer_exits_2_naming_what_is_missing(tm
         main(["serve", "--model", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "no tokenizer files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["serve", "chat"])
+def test_a_model_too_large_for_the_free_memory_exits_2_before_loading(command, monkeypatch, capsys):
+    from chatstream.engine import model_loading
+
+    monkeypatch.setattr(model_loading, "free_memory", lambda device: 1024)
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs 3.1 MiB for its weights alone in float32, but cpu has only 1.0 KiB free; it was not loaded." in err
+    assert "--dtype bfloat16" in err
 
 
 def test_stopping_and_preset_options_reach_chat_stream():
@@ -158,8 +173,9 @@ async def test_health_is_503_while_the_loader_runs(serve):
 
 
 @contextlib.contextmanager
-def chatstream_serve(*args):
-    """Run `chatstream serve --port 0 ...` in a subprocess; yields the URL it prints when ready."""
+def chatstream_serve(*args, logs=None):
+    """Run `chatstream serve --port 0 ...` in a subprocess; yields the URL it prints when ready. Its stderr is
+    appended to ``logs`` (a list) once it has stopped."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "chatstream.serving.cli", "serve", "--port", "0", *args]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
@@ -184,11 +200,15 @@ def chatstream_serve(*args):
                 raise
             finally:
                 watchdog.cancel()
-        assert process.returncode == 130, process.stderr.read()
+        stderr = process.stderr.read()
+        assert process.returncode == 130, stderr
+        if logs is not None:
+            logs.append(stderr)
 
 
 def test_serve_defaults_to_the_bundled_model_and_serves_the_page():
-    with chatstream_serve("--max-new-tokens", "8", "--api-key", "k") as url, \
+    logs = []
+    with chatstream_serve("--max-new-tokens", "8", "--api-key", "k", "--dtype", "bfloat16", logs=logs) as url, \
             httpx.Client(base_url=url, timeout=60) as client:
         assert client.get("/health").json()["status"] == "ok"
         assert "chatstream.js" in client.get("/").text
@@ -200,6 +220,7 @@ def test_serve_defaults_to_the_bundled_model_and_serves_the_page():
             assert reply.choices[0].message.content and reply.usage.completion_tokens <= 8
         assert client.post("/v1/chat/completions", json={}).status_code == 401, "the key is required"
         assert "chatstream_requests_total" in client.get("/metrics").text
+    assert "[chatstream] loaded tiny-chat: 0.8M parameters, bfloat16, on cpu; weights 1.5 MiB" in logs[0]
 
 
 def test_serve_mock_with_limits_and_the_pages_roles():

@@ -3,7 +3,8 @@
 # `python` on PATH (a venv if one is active).
 # - torch: kept if already installed (bring your own CUDA build); otherwise torch==2.13.0, which on the
 #   project's CPU machines resolves to the local CPU wheel.
-# - the package, editable, with its dev extras (pytest, pytest-asyncio, xdist, ruff, playwright), at the exact
+# - the package, editable, with its dev extras (pytest, pytest-asyncio, xdist, ruff, playwright) and the real-model
+#   extra (gguf, for tools/real_model.py), at the exact
 #   releases in constraints.txt, which CI tested (made by `bash tools/lock.sh`). With a torch other than
 #   2.13.0, torch's own requirements are left to it; on a Python other than the lock's, the newest releases
 #   pyproject.toml allows are installed instead, with a warning.
@@ -41,7 +42,7 @@ sys.stdout.writelines(line for line in open(sys.argv[1]) if name(line) not in to
 EOF
   CONSTRAINTS="$WORK/constraints-without-torch.txt"
 fi
-python -m pip install -c "$CONSTRAINTS" -e ".[dev]"
+python -m pip install -c "$CONSTRAINTS" -e ".[dev,real-model]"
 if command -v pyenv >/dev/null 2>&1; then
   pyenv rehash  # a pyenv python: make its new commands (pytest, chatstream) callable at once
 fi

@@ -11,40 +11,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from tqdm import tqdm
 
+from ..engine.model_loading import load_model as load_model  # its home before engine.model_loading
 from .api import append_apis
 from .chat_stream import ChatStream
 from .client_roles import client_role_chat_page
 
 logger = logging.getLogger("chatstream")
-
-
-def load_model(path: str | Path, device: Any = None, *, progress: bool = True) -> tuple[Any, Any]:
-    """Load a local HF causal LM directory (tokenizer, weights, device) with a progress bar on stderr."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..engine.device import resolve_device
-    from ..engine.model_source import resolve_model_dir
-
-    device = resolve_device(device)
-    path = resolve_model_dir(path)
-    with tqdm(total=3, desc=f"loading {Path(path).name}", unit="step", disable=not progress) as bar:
-        bar.set_postfix_str("tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        bar.update()
-        bar.set_postfix_str("weights")
-        model = AutoModelForCausalLM.from_pretrained(path)
-        bar.update()
-        bar.set_postfix_str(f"to {device}")
-        model = model.to(device).eval()
-        bar.update()
-    return model, tokenizer
 
 
 def serve_the_page(chat_stream: ChatStream) -> None:

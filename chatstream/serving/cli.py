@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.generation import GenerationParams
+from ..engine.model_loading import DTYPES
 from ..exceptions import ConfigurationError
 from ._cli_options import (
     MODEL_HELP,
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = serve.add_argument_group("model")
     model.add_argument("--model", help=MODEL_HELP)
     model.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    model.add_argument("--dtype", default="auto", choices=tuple(DTYPES),
+                       help="the weights' dtype on the device (default: auto, the checkpoint's own)")
     model.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
                        help="batch the running streams' decode steps into one forward (default: when the model "
                             "allows it; see docs/batching.md)")
@@ -98,20 +101,23 @@ def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | None:
-    """Fail before listening when an argument cannot work; returns the model directory (None for --mock)."""
+    """Fail before listening when an argument cannot work (a model too large for the device included); returns
+    the model directory (None for --mock)."""
     from ..bundled import bundled_model_path
     from ..engine.device import resolve_device
+    from ..engine.model_loading import check_checkpoint_fits
     from ..engine.model_source import resolve_model_dir
     from .admission import Admission
 
     try:
         Admission(args.concurrency, args.queue_size)
         GenerationParams(**generation_kwargs(args))
-        if args.device is not None:
-            resolve_device(args.device)
+        device = resolve_device(args.device)
         if args.mock:
             return None
-        return resolve_model_dir(args.model, what="--model") if args.model else bundled_model_path()
+        path = resolve_model_dir(args.model, what="--model") if args.model else bundled_model_path()
+        check_checkpoint_fits(path, args.dtype, device)
+        return path
     except ConfigurationError as error:
         parser.error(str(error).replace("num_of_concurrent_executions", "--concurrency")
                      .replace("max_queue_size", "--queue-size"))
@@ -129,7 +135,8 @@ def serve(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from .app import create_app, load_model
+    from ..engine.model_loading import load_model
+    from .app import create_app
     from .chat_stream import ChatStream
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     [%(name)s] %(message)s")
@@ -139,7 +146,7 @@ def serve(argv: list[str] | None = None) -> int:
         if path is None:
             return ChatStream(use_mock_response=True, mock_params={
                 "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
-        model, tokenizer = load_model(path, args.device)
+        model, tokenizer = load_model(path, args.device, args.dtype)
         return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
                           chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching, **kwargs)
 

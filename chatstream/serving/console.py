@@ -51,11 +51,10 @@ def run_console_chat(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from ..bundled import bundled_model_path
     from ..engine.chat_prompt import ChatPromptFromTemplate
     from ..engine.device import resolve_device
+    from ..engine.model_loading import DTYPES, check_checkpoint_fits, load_model
     from ..engine.model_source import resolve_model_dir
     from ..exceptions import ConfigurationError
     from ._cli_options import (
@@ -69,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatstream chat", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument("--dtype", default="auto", choices=tuple(DTYPES),
+                        help="the weights' dtype on the device (default: auto, the checkpoint's own)")
     add_sampling_arguments(parser)  # the generation options serve has, with the same defaults
     add_stopping_arguments(parser)
     args = parser.parse_args(argv)
@@ -77,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         path = resolve_model_dir(args.model, what="--model") if args.model else bundled_model_path()
         device = resolve_device(args.device)
         params = GenerationParams(**generation_kwargs(args))
+        check_checkpoint_fits(path, args.dtype, device)
     except ConfigurationError as error:
         parser.error(str(error))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+    model, tokenizer = load_model(path, device, args.dtype, progress=False)
     generator = ChatGenerator(model, tokenizer, device, params)
     preset = prompt_class(args.prompt_preset)
     print(f"chatting with {path} on {device}; /clear forgets, /exit quits")
