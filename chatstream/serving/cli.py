@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--queue-size", type=int, default=5, help="requests that may wait (default: 5)")
     http.add_argument("--session-secret", default=None,
                       help=f"secret that signs session cookies (default: ${SECRET_ENV}, else random per process)")
+    http.add_argument("--session-store", default=None, metavar="URL",
+                      help="where conversations are kept: sqlite:///PATH, redis://[:password@]host:port/db "
+                           "(rediss:// for TLS) or memory (default: a SQLite file under $XDG_STATE_HOME/chatstream, "
+                           "else ~/.local/state/chatstream; see docs/sessions.md)")
+    http.add_argument("--replica-name", default=None,
+                      help="this process's name in /health, /get_load and /metrics (default: hostname:pid)")
     http.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)")
     http.add_argument("--api-key", default=None,
                       help=f"require this key on the OpenAI API (/v1/...) as `Authorization: Bearer KEY` "
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from .client_roles import client_role_chat_page
+    from .session_stores import default_store_url
 
     return {
         "num_of_concurrent_executions": args.concurrency,
@@ -81,6 +88,8 @@ def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "session_cookie_secure": args.secure_cookies,
         "api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
         "model_name": args.model_name,
+        "session_store": args.session_store or default_store_url(),
+        "replica_name": args.replica_name,
         "client_roles": client_role_chat_page,  # browsers: the page and its chat; no other API
     }
 
@@ -91,9 +100,12 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
     from ..engine.device import resolve_device
     from ..engine.model_source import resolve_model_dir
     from .admission import Admission
+    from .session_stores import open_session_store
 
     try:
         Admission(args.concurrency, args.queue_size)
+        if args.session_store is not None:
+            open_session_store(args.session_store)  # a bad URL fails before listening (nothing connects yet)
         GenerationParams(**generation_kwargs(args))
         if args.device is not None:
             resolve_device(args.device)
