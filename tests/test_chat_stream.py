@@ -215,7 +215,8 @@ async def test_clear_context_load_resource_usage_and_feedback():
         assert (await client.post("/clear_context")).json()["success"] is True
         assert (await client.get("/get_prompt")).json()["prompt"] is None
         worker = (await client.get("/get_load")).json()["chatstream_workers"][0]
-        assert worker == {"name": "node:0", "replica": chat_stream.replica_name, "processing": 0, "running": 0, "waiting": 0, "max_processing": 2,
+        assert worker == {"name": "node:0", "replica": chat_stream.replica_name,
+                          "processing": 0, "running": 0, "waiting": 0, "max_processing": 2,
                           "max_waiting": 5, "ready": True}
         usage = (await client.get("/get_resource_usage")).json()["memory_usage"][0]
         assert usage["cpu"]["used_memory"] > 0 and usage["cpu"]["total_memory"] >= usage["cpu"]["used_memory"]

@@ -149,7 +149,7 @@ class SqliteSessionStore(SessionStore):
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
     def describe(self) -> str:
-        return f"sqlite:///{self.path}"
+        return f"sqlite://{self.path}"
 
     async def aclose(self) -> None:
         def close() -> None:
