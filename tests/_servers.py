@@ -98,17 +98,20 @@ class Replica:
             if match:
                 self.url = match.group(1)
                 # keep reading stdout so the server never blocks on a full pipe
-                threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()
-                threading.Thread(target=lambda: [None for _ in self.process.stderr], daemon=True).start()
+                self._drains = [threading.Thread(target=lambda stream=stream: [None for _ in stream], daemon=True)
+                                for stream in (self.process.stdout, self.process.stderr)]
+                for drain in self._drains:
+                    drain.start()
                 return
+        errors = self.process.stderr.read()
         self.stop()
-        raise AssertionError(f"serve exited before it was ready: {lines} {self.process.stderr.read()}")
+        raise AssertionError(f"serve exited before it was ready: {lines} {errors}")
 
     def kill(self) -> None:
         """SIGKILL: no clean-up at all (a crashed replica)."""
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
-        self._watchdog.cancel()
+        self._close()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -118,7 +121,14 @@ class Replica:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        self._close()
+
+    def _close(self) -> None:
         self._watchdog.cancel()
+        for drain in getattr(self, "_drains", []):
+            drain.join(5)
+        self.process.stdout.close()
+        self.process.stderr.close()
 
 
 @contextlib.contextmanager
