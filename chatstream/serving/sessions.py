@@ -179,7 +179,7 @@ class SessionLock:
     """The lock of one session: this process's ``asyncio.Lock``, then the store's lease (when it has one).
 
     ``acquire()`` waits for both; ``release()`` frees them (the lease in a background task, so that it
-    can be called where 0.3 code released an ``asyncio.Lock``); ``async with`` waits for the release.
+    can be called where 0.3 code released an ``asyncio.Lock``).
     """
 
     def __init__(self, local: asyncio.Lock, make_lease: Callable[[], Lease | None]) -> None:
@@ -201,31 +201,30 @@ class SessionLock:
             raise
         return True
 
-    async def release_async(self) -> None:
-        lease, self._lease = self._lease, None
-        try:
-            if lease is not None:
-                await lease.release()
-        except Exception:  # the store is down: the lease runs out by itself
-            logging.getLogger("chatstream").warning("could not release a session lease; it runs out in %ss",
-                                                    lease.lease_sec)
-        finally:
-            self._local.release()
-
     def release(self) -> None:
-        if self._lease is None:
-            self._local.release()
-            return
-        task = asyncio.get_running_loop().create_task(self.release_async())
-        _releasing.add(task)
-        task.add_done_callback(_releasing.discard)
+        """Free the local lock now and give the lease back in the background (retried while the store fails,
+        so a store blip neither blocks this process's next request nor keeps the session locked)."""
+        lease, self._lease = self._lease, None
+        self._local.release()
+        if lease is not None:
+            task = asyncio.get_running_loop().create_task(_give_back(lease))
+            _releasing.add(task)
+            task.add_done_callback(_releasing.discard)
 
     async def __aenter__(self) -> SessionLock:
         await self.acquire()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await self.release_async()
+        self.release()
+
+
+async def _give_back(lease: Lease) -> None:
+    try:
+        await lease.release()
+    except Exception:  # the store stayed down: the lease runs out by itself
+        logging.getLogger("chatstream").warning("could not give a session lease back; it runs out in %ss",
+                                                lease.lease_sec)
 
 
 _releasing: set[asyncio.Task] = set()  # lease releases under way (kept referenced until they end)

@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 DEFAULT_LEASE_SEC = 30.0  # how long a crashed replica's lock can outlive it
 DEFAULT_DURABLE_IDLE_SEC = 30 * 24 * 3600  # a durable store forgets a session unused this long
 LEASE_POLL_SEC = 0.02
+LEASE_RETRY_SEC = 0.1  # between two tries to give a lease back while the store fails
 
 logger = logging.getLogger("chatstream")
 
@@ -92,7 +93,16 @@ class Lease(ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
-        await self._drop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lease_sec
+        while True:  # a store blip must not leave the session locked for a whole lease: retry until it runs out
+            try:
+                await self._drop()
+                return
+            except SessionStoreError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(LEASE_RETRY_SEC)
 
 
 class SessionStore(ABC):

@@ -11,6 +11,7 @@ connects again on the next call. The URL's password is kept out of ``describe()`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.parse
 import weakref
 from typing import Any
@@ -170,9 +171,8 @@ class _RedisLease(Lease):
     async def _drop(self) -> None:
         import redis.exceptions
 
-        try:
-            await self.lock.release()
-        except redis.exceptions.LockError:
-            pass  # it ran out and was taken (or is gone): nothing of ours to release
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            pass  # the server is down: the lease runs out by itself
+        async def work() -> None:
+            with contextlib.suppress(redis.exceptions.LockError):  # it ran out and was taken: nothing of ours
+                await self.lock.release()
+
+        await self.store._call(work())  # a server that is down raises SessionStoreUnavailable: retried

@@ -146,7 +146,11 @@ class SqliteSessionStore(SessionStore):
         return _SqliteLease(self, session_id)
 
     async def check(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        def work(conn: sqlite3.Connection) -> None:  # can this process write (a locked file cannot)?
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+
+        await self._run(work)
 
     def describe(self) -> str:
         return f"sqlite://{self.path}"
