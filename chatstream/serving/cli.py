@@ -117,31 +117,46 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
                      .replace("max_queue_size", "--queue-size"))
 
 
+def build_chat_stream(args: argparse.Namespace, path: Path | None, kwargs: dict[str, Any] | None = None) -> Any:
+    """The ChatStream ``chatstream serve ARGS`` serves (``path``: the model directory ``_check`` found, None for
+    the mock); loads the model. Ray Serve's replicas build theirs with it too (chatstream.serving.ray)."""
+    from .app import load_model
+    from .chat_stream import ChatStream
+
+    kwargs = kwargs if kwargs is not None else _chat_stream_kwargs(args)
+    if path is None:
+        return ChatStream(use_mock_response=True, mock_params={
+            "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
+    model, tokenizer = load_model(path, args.device)
+    return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
+                      chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching, **kwargs)
+
+
+def parse_serve_args(argv: list[str]) -> tuple[argparse.Namespace, Path | None]:
+    """``chatstream serve``'s options parsed and checked: (args, the model directory or None for --mock)."""
+    parser = build_parser()
+    args = parser.parse_args(["serve", *argv])
+    return args, _check(args, parser)
+
+
 def _url(host: str, port: int) -> str:
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
 def serve(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(["serve", *(argv or [])])
-    path = _check(args, parser)
+    args, path = parse_serve_args(list(argv or []))
 
     import uvicorn
 
-    from .app import create_app, load_model
+    from .app import create_app
     from .chat_stream import ChatStream
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     [%(name)s] %(message)s")
     kwargs = _chat_stream_kwargs(args)
 
     def loader() -> ChatStream:
-        if path is None:
-            return ChatStream(use_mock_response=True, mock_params={
-                "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
-        model, tokenizer = load_model(path, args.device)
-        return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
-                          chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching, **kwargs)
+        return build_chat_stream(args, path, kwargs)
 
     config = uvicorn.Config(None, host=args.host, port=args.port, log_level=args.log_level, ws="none",
                             timeout_graceful_shutdown=5)
