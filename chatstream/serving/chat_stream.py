@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -173,6 +174,8 @@ class ChatStream(EndpointsMixin):
                                          "use_mock_response or chat_generator.")
             from ..cassettes.probe import start_probe
 
+            if probe_name is None and replica_name is not None:  # replicas record side by side (a replay set)
+                probe_name = re.sub(r"[^A-Za-z0-9._-]", "-", replica_name)
             self.model, self.tokenizer, self.token_sampler, self.probe_recorder = start_probe(
                 model, tokenizer, self.token_sampler, parent_dir=probe_dir, name=probe_name,
                 fidelity=probe_fidelity, sampling=self.generation_params.to_dict())
