@@ -202,14 +202,30 @@ class SessionLock:
         return True
 
     def release(self) -> None:
-        """Free the local lock now and give the lease back in the background (retried while the store fails,
-        so a store blip neither blocks this process's next request nor keeps the session locked)."""
+        """Give the lease back (in a background task, so that 0.3 code can release it like an asyncio.Lock),
+        then free the local lock: this process's next request of the session wakes at once instead of
+        polling the lease. While the store fails, the local lock is freed at once and the lease retried in
+        the background, so a store blip neither blocks this process nor keeps the session locked."""
         lease, self._lease = self._lease, None
+        if lease is None:
+            self._local.release()
+            return
+        task = asyncio.get_running_loop().create_task(self._give_back(lease))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
+
+    async def _give_back(self, lease: Lease) -> None:
+        try:
+            await lease.release(retry=False)
+        except Exception:
+            self._local.release()
+            try:
+                await lease.release()
+            except Exception:  # the store stayed down: the lease runs out by itself
+                logging.getLogger("chatstream").warning("could not give a session lease back; it runs out in "
+                                                        "%ss", lease.lease_sec)
+            return
         self._local.release()
-        if lease is not None:
-            task = asyncio.get_running_loop().create_task(_give_back(lease))
-            _releasing.add(task)
-            task.add_done_callback(_releasing.discard)
 
     async def __aenter__(self) -> SessionLock:
         await self.acquire()
@@ -217,14 +233,6 @@ class SessionLock:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         self.release()
-
-
-async def _give_back(lease: Lease) -> None:
-    try:
-        await lease.release()
-    except Exception:  # the store stayed down: the lease runs out by itself
-        logging.getLogger("chatstream").warning("could not give a session lease back; it runs out in %ss",
-                                                lease.lease_sec)
 
 
 _releasing: set[asyncio.Task] = set()  # lease releases under way (kept referenced until they end)

@@ -87,7 +87,8 @@ class Lease(ABC):
             except SessionStoreError as error:  # the store is down: the commit will fail, the lease expires
                 logger.warning("could not renew a session lease: %s", error)
 
-    async def release(self) -> None:
+    async def release(self, retry: bool = True) -> None:
+        """Give the lease up; ``retry``: while the store fails, try again until the lease would have run out."""
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,7 +101,7 @@ class Lease(ABC):
                 await self._drop()
                 return
             except SessionStoreError:
-                if loop.time() > deadline:
+                if not retry or loop.time() > deadline:
                     raise
                 await asyncio.sleep(LEASE_RETRY_SEC)
 
