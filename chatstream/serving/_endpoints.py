@@ -55,7 +55,6 @@ def authorized(api_name: str, browser_only: bool = False) -> Callable[[Endpoint]
                 return caller.respond(await method(self, request, caller, *args, **kwargs))
             except SessionStoreUnavailable as error:  # raised before a byte was sent: nothing half-written
                 self.logger.warning("session store unavailable: %s", error)
-                self.sessions.store_failure = str(error)
                 return error_response(503, "session_store_unavailable", self.eloc.t("store_unavailable"),
                                       {"Retry-After": str(max(1, self.retry_after_sec))})
 
@@ -198,9 +197,7 @@ class EndpointsMixin:
         body["session_store"] = {"store": store.describe(), "ok": True}
         try:
             await store.check()
-            self.sessions.store_failure = None
         except SessionStoreError as error:
-            self.sessions.store_failure = str(error)
             body["session_store"].update(ok=False, error=str(error))
             if self.is_ready:
                 body["status"] = "session_store_unavailable"

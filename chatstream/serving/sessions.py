@@ -259,7 +259,6 @@ class SessionManager:
         self._warned = False
         self._locks: weakref.WeakValueDictionary[str, SessionLock] = weakref.WeakValueDictionary()
         self.store: SessionStore = MemorySessionStore()
-        self.store_failure: str | None = None  # the last store failure a request met, until a call succeeds
         self.secure = False
         self._signer = TimestampSigner(process_secret(), salt="chatstream.session")
         self._secret_given = False

@@ -326,9 +326,10 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
                         try:  # atomic and guarded: refused when another replica wrote the history meanwhile
                             await session.update(chat_prompt=prompt, guard=("chat_prompt",),
                                                  **{REGENERATION_KEY: list(regeneration)})
-                        except SessionStoreError:  # nothing was written: the stream must not look complete
+                        except SessionStoreError as error:  # nothing was written: the stream must not look complete
                             self.logger.exception("the turn's history could not be saved; the session is as it was")
-                            message = Outcome.STORE_UNAVAILABLE.value
+                            message = (Outcome.STORE_UNAVAILABLE if isinstance(error, SessionStoreUnavailable)
+                                       else Outcome.ERROR).value
                             session.data["chat_prompt"] = ctx.prompt_from_dict(before)
                             raise
                     else:  # roll back: the stored history is untouched; undo the live copy too
@@ -474,7 +475,6 @@ class ChatTurns:
     def _store_unavailable(self, error: SessionStoreUnavailable, counted: bool = False) -> Response:
         """The 503 of a turn whose session store could not be reached (``counted``: its outcome is recorded)."""
         self.context.logger.warning("session store unavailable: %s", error)
-        self.context.sessions.store_failure = str(error)
         self.metrics.count_rejection(ENDPOINT, RejectReason.STORE_UNAVAILABLE)
         if not counted:
             self.metrics.count_outcome(ENDPOINT, Outcome.STORE_UNAVAILABLE)
