@@ -5,6 +5,9 @@
     │   └── ModelTooLargeError                   the weights do not fit the device's free memory
     ├── PromptTooLongError (also a ValueError)   the prompt cannot fit the context even alone
     ├── ModelCacheError                          the model did not keep the KV cache it was given
+    ├── SessionStoreError                        a session store cannot keep or give back a session
+    │   ├── SessionStoreUnavailable              the store cannot be reached now (a 503 with Retry-After)
+    │   └── SessionConflictError                 the conversation changed under a turn (another writer)
     ├── CassetteError                            a cassette cannot be read, written or replayed
     │   ├── CassetteNotFound                     no cassette at the expected path
     │   ├── CassetteFormatError                  corrupt, truncated or future-version file
@@ -35,6 +38,18 @@ class PromptTooLongError(ChatStreamError, ValueError):
 
 class ModelCacheError(ChatStreamError):
     """The model ignored the KV cache the decode loop passed it (a wrong cache argument name)."""
+
+
+class SessionStoreError(ChatStreamError):
+    """A session store cannot keep or give back a session (a value written by a newer version, a bad URL...)."""
+
+
+class SessionStoreUnavailable(SessionStoreError):
+    """The session store cannot be reached now (server down, disk full, file locked); retry later."""
+
+
+class SessionConflictError(SessionStoreError):
+    """The stored conversation changed while a turn ran (another writer committed first); nothing was written."""
 
 
 class CassetteError(ChatStreamError):

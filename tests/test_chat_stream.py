@@ -112,7 +112,9 @@ async def test_health_is_503_until_started_and_after_stopped():
         refused = await client.post("/chat_stream", json={"user_input": "hi"})
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         async with chat_stream.lifespan():
-            assert (await client.get("/health")).json() == {"status": "ok", "name": "node:0"}
+            assert (await client.get("/health")).json() == {
+                "status": "ok", "name": "node:0", "replica": chat_stream.replica_name,
+                "session_store": {"store": "memory", "ok": True}}
             assert (await client.post("/chat_stream", json={"user_input": "hi"})).status_code == 200
         assert (await client.get("/health")).status_code == 503
 
@@ -213,7 +215,8 @@ async def test_clear_context_load_resource_usage_and_feedback():
         assert (await client.post("/clear_context")).json()["success"] is True
         assert (await client.get("/get_prompt")).json()["prompt"] is None
         worker = (await client.get("/get_load")).json()["chatstream_workers"][0]
-        assert worker == {"name": "node:0", "processing": 0, "running": 0, "waiting": 0, "max_processing": 2,
+        assert worker == {"name": "node:0", "replica": chat_stream.replica_name,
+                          "processing": 0, "running": 0, "waiting": 0, "max_processing": 2,
                           "max_waiting": 5, "ready": True}
         usage = (await client.get("/get_resource_usage")).json()["memory_usage"][0]
         assert usage["cpu"]["used_memory"] > 0 and usage["cpu"]["total_memory"] >= usage["cpu"]["used_memory"]

@@ -8,8 +8,17 @@
 #   releases in constraints.txt, which CI tested (made by `bash tools/lock.sh`). With a torch other than
 #   2.13.0, torch's own requirements are left to it; on a Python other than the lock's, the newest releases
 #   pyproject.toml allows are installed instead, with a warning.
-# - Debian's chromium for the browser test, when apt-get is there and chromium is not.
+# - Debian's chromium for the browser test and redis-server for the session-store tests, when apt-get is there
+#   and they are not.
+# - with --ray: also chatstream[ray] (Ray Serve, for the tests marked `ray`; CI's locked leg passes it).
 set -euo pipefail
+EXTRAS="dev,real-model"
+for arg in "$@"; do
+  case "$arg" in
+    --ray) EXTRAS="dev,real-model,ray" ;;
+    *) echo "usage: bash tools/setup.sh [--ray]" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 TORCH=2.13.0
 CONSTRAINTS=constraints.txt
@@ -42,12 +51,16 @@ sys.stdout.writelines(line for line in open(sys.argv[1]) if name(line) not in to
 EOF
   CONSTRAINTS="$WORK/constraints-without-torch.txt"
 fi
-python -m pip install -c "$CONSTRAINTS" -e ".[dev,real-model]"
+python -m pip install -c "$CONSTRAINTS" -e ".[$EXTRAS]"
 if command -v pyenv >/dev/null 2>&1; then
   pyenv rehash  # a pyenv python: make its new commands (pytest, chatstream) callable at once
 fi
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  # shellcheck disable=SC2086 # one word per package
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 echo "chatstream set up: $(python -c 'import chatstream, torch; print(chatstream.__version__, "torch", torch.__version__)')"

@@ -27,6 +27,7 @@ from ..exceptions import CassetteError, CassetteFormatError, CassetteMiss, Confi
 from . import cassette as fmt
 from ._cassette_miss import MissExplainer
 from ._cassette_places import resolve_cassette_dir
+from ._cassette_set import load_cassette_or_set
 from ._cassette_values import (
     GENERATE_CALL,
     RECORDED_TOKENIZER_METHODS,
@@ -535,7 +536,7 @@ class MockTransformer:
             raise ConfigurationError(f"`wait_sec` (={wait_sec!r}) must be a number of seconds >= 0.")
         self.path = resolve_cassette_dir(parent_dir_path, dirname)
         self.wait_sec = wait_sec
-        self.cassette = fmt.load_cassette(self.path)
+        self.cassette = load_cassette_or_set(self.path)  # one cassette, or a replica set as one
         self.manifest = self.cassette.manifest
         self._index = _Index(self.cassette)
         self._local = threading.local()  # per thread: the MockCache of the last forward

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine.generation import GenerationParams
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, SessionStoreError, SessionStoreUnavailable
 from ._http import (
     NOSNIFF,
     PARAM_ALIASES,
@@ -46,12 +46,17 @@ def authorized(api_name: str, browser_only: bool = False) -> Callable[[Endpoint]
     def wrap(method: Endpoint) -> Endpoint:
         @functools.wraps(method)
         async def endpoint(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
-            caller = await self.gate.authorize(request, api_name)
-            if isinstance(caller, Response):
-                return caller
-            if browser_only and caller.session is None:
-                return caller.respond(error_response(400, "no_session", self.eloc.t("no_session")))
-            return caller.respond(await method(self, request, caller, *args, **kwargs))
+            try:
+                caller = await self.gate.authorize(request, api_name)
+                if isinstance(caller, Response):
+                    return caller
+                if browser_only and caller.session is None:
+                    return caller.respond(error_response(400, "no_session", self.eloc.t("no_session")))
+                return caller.respond(await method(self, request, caller, *args, **kwargs))
+            except SessionStoreUnavailable as error:  # raised before a byte was sent: nothing half-written
+                self.logger.warning("session store unavailable: %s", error)
+                return error_response(503, "session_store_unavailable", self.eloc.t("store_unavailable"),
+                                      {"Retry-After": str(max(1, self.retry_after_sec))})
 
         return endpoint
 
@@ -139,7 +144,8 @@ class EndpointsMixin:
     @authorized("get_load")
     async def handle_get_load_request(self, request: Request, caller: Caller) -> Response:
         stats = self.admission.stats()
-        worker = {"name": self.name, "processing": stats["running"], "running": stats["running"],
+        worker = {"name": self.name, "replica": self.replica_name, "processing": stats["running"],
+                  "running": stats["running"],
                   "waiting": stats["waiting"], "max_processing": stats["max_running"],
                   "max_waiting": stats["max_waiting"], "ready": self.is_ready}
         return JSONResponse({"success": True, "message": "success", "chatstream_workers": [worker]})
@@ -181,11 +187,22 @@ class EndpointsMixin:
         }
 
     async def handle_health_request(self, request: Request | None = None) -> Response:
-        """200 when ready to serve, 503 before ``start_queue_worker`` / after ``stop_queue_worker``."""
-        body: dict[str, Any] = {"status": "ok" if self.is_ready else "starting", "name": self.name}
+        """200 when ready to serve; 503 before ``start_queue_worker`` / after ``stop_queue_worker``, and while
+        the session store cannot be reached (``session_store.ok`` false, the error without any password)."""
+        body: dict[str, Any] = {"status": "ok" if self.is_ready else "starting", "name": self.name,
+                                "replica": self.replica_name}
         if self.probe_recorder is not None:  # a failing recorder (full disk) shows here, it keeps what it has
             body["probe_recording"] = self.probe_recorder.stats
-        return JSONResponse(body, status_code=200 if self.is_ready else 503, headers=NOSNIFF)
+        store = self.sessions.store
+        body["session_store"] = {"store": store.describe(), "ok": True}
+        try:
+            await store.check()
+        except SessionStoreError as error:
+            body["session_store"].update(ok=False, error=str(error))
+            if self.is_ready:
+                body["status"] = "session_store_unavailable"
+        ok = body["status"] == "ok"
+        return JSONResponse(body, status_code=200 if ok else 503, headers=NOSNIFF)
 
     # -- web UI ------------------------------------------------------------------------------------
 

@@ -234,7 +234,7 @@ async def unless_disconnected(request: Request, wait: Callable[[], Awaitable[Any
     True when ``wait()`` completed. ``wait`` must be cancellation-safe (``asyncio.Lock.acquire``,
     ``Ticket.wait``): a cancelled wait must leave nothing held.
     """
-    completed = False
+    completed, error = False, None
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:
@@ -245,8 +245,12 @@ async def unless_disconnected(request: Request, wait: Callable[[], Awaitable[Any
         try:
             await wait()
             completed = True
+        except Exception as raised:  # re-raised as itself below, not inside the task group's ExceptionGroup
+            error = raised
         finally:
             group.cancel_scope.cancel()
+    if error is not None:
+        raise error
     return completed
 
 

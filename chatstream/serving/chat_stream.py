@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -61,6 +64,11 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigurationError(f"`{name}` (={value!r}) must be an integer >= {minimum}.")
     return value
+
+
+def default_replica_name() -> str:
+    """``hostname:pid``: what tells replicas apart in /health, /get_load and /metrics by default."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _default_logger() -> logging.Logger:
@@ -109,7 +117,7 @@ class ChatStream(EndpointsMixin):
         probe_fidelity: Any = None,
         chat_generator: Any = None,
         session_secret: str | bytes | None = None,
-        session_store: SessionStore | None = None,
+        session_store: SessionStore | str | None = None,
         session_cookie_secure: bool = False,
         max_request_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         retry_after_sec: int = 1,
@@ -122,12 +130,17 @@ class ChatStream(EndpointsMixin):
         api_key: str | None = None,
         model_name: str | None = None,
         metrics_key: str | None = None,
+        replica_name: str | None = None,
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
         if mock_type is not None:  # 0.3's console_chat_mock.py passes mock_type="round"
             mock_params = {**(mock_params or {}), "type": mock_type}
         self.name = name
+        if replica_name is not None and (not isinstance(replica_name, str) or not replica_name):
+            raise ConfigurationError(f"`replica_name` (={replica_name!r}) must be a non-empty string, or None for "
+                                     "hostname:pid.")
+        self.replica_name = replica_name or default_replica_name()
         self.admission = Admission(num_of_concurrent_executions, max_queue_size)
         self.too_many_request_as_http_error = bool(too_many_request_as_http_error)
         self.generation_params = GenerationParams(
@@ -161,6 +174,8 @@ class ChatStream(EndpointsMixin):
                                          "use_mock_response or chat_generator.")
             from ..cassettes.probe import start_probe
 
+            if probe_name is None and replica_name is not None:  # replicas record side by side (a replay set)
+                probe_name = re.sub(r"[^A-Za-z0-9._-]", "-", replica_name)
             self.model, self.tokenizer, self.token_sampler, self.probe_recorder = start_probe(
                 model, tokenizer, self.token_sampler, parent_dir=probe_dir, name=probe_name,
                 fidelity=probe_fidelity, sampling=self.generation_params.to_dict())
@@ -206,7 +221,7 @@ class ChatStream(EndpointsMixin):
         self.set_client_roles(client_roles)
         self._ready = False
         self.metrics = Metrics(source_of(self.chat_generator), running=lambda: self.admission.running,
-                               waiting=lambda: self.admission.waiting)
+                               waiting=lambda: self.admission.waiting, replica=self.replica_name)
         self.request_handler = request_handler if request_handler is not None else SimpleSessionRequestHandler()
         self.turn_context = TurnContext(
             sessions=self.sessions, generator=self.chat_generator, params_for=self.generation_params_for,
@@ -319,9 +334,13 @@ class ChatStream(EndpointsMixin):
             raise ConfigurationError(self._no_model)
 
     async def stop_queue_worker(self) -> None:
-        """Stop taking chat requests (503) and close the probe recorder, if any."""
+        """Stop taking chat requests (503), close the probe recorder, if any, and the session store's connections."""
         self._ready = False
         self.close()
+        try:
+            await self.sessions.store.aclose()
+        except Exception:  # closing is best effort: the store may be down
+            self.logger.warning("the session store did not close cleanly", exc_info=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

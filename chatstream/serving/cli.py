@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--queue-size", type=int, default=5, help="requests that may wait (default: 5)")
     http.add_argument("--session-secret", default=None,
                       help=f"secret that signs session cookies (default: ${SECRET_ENV}, else random per process)")
+    http.add_argument("--session-store", default=None, metavar="URL",
+                      help="where conversations are kept: sqlite:///PATH, redis://[:password@]host:port/db "
+                           "(rediss:// for TLS) or memory (default: a SQLite file under $XDG_STATE_HOME/chatstream, "
+                           "else ~/.local/state/chatstream; see docs/sessions.md)")
+    http.add_argument("--replica-name", default=None,
+                      help="this process's name in /health, /get_load and /metrics (default: hostname:pid)")
     http.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)")
     http.add_argument("--api-key", default=None,
                       help=f"require this key on the OpenAI API (/v1/...) as `Authorization: Bearer KEY` "
@@ -84,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from .client_roles import client_role_chat_page
+    from .session_stores import default_store_url
 
     return {
         "num_of_concurrent_executions": args.concurrency,
@@ -96,6 +103,8 @@ def _chat_stream_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
         "model_name": args.model_name,
         "metrics_key": args.metrics_key or os.environ.get(METRICS_KEY_ENV) or None,
+        "session_store": args.session_store or default_store_url(),
+        "replica_name": args.replica_name,
         "client_roles": client_role_chat_page,  # browsers: the page and its chat; no other API
     }
 
@@ -108,9 +117,12 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
     from ..engine.model_loading import check_checkpoint_fits
     from ..engine.model_source import resolve_model_dir
     from .admission import Admission
+    from .session_stores import open_session_store
 
     try:
         Admission(args.concurrency, args.queue_size)
+        if args.session_store is not None:
+            open_session_store(args.session_store)  # a bad URL fails before listening (nothing connects yet)
         GenerationParams(**generation_kwargs(args))
         device = resolve_device(args.device)
         if args.mock:
@@ -123,19 +135,38 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
                      .replace("max_queue_size", "--queue-size"))
 
 
+def build_chat_stream(args: argparse.Namespace, path: Path | None, kwargs: dict[str, Any] | None = None) -> Any:
+    """The ChatStream ``chatstream serve ARGS`` serves (``path``: the model directory ``_check`` found, None for
+    the mock); loads the model. Ray Serve's replicas build theirs with it too (chatstream.serving.ray)."""
+    from ..engine.model_loading import load_model
+    from .chat_stream import ChatStream
+
+    kwargs = kwargs if kwargs is not None else _chat_stream_kwargs(args)
+    if path is None:
+        return ChatStream(use_mock_response=True, mock_params={
+            "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
+    model, tokenizer = load_model(path, args.device, args.dtype)
+    return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
+                      chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching, **kwargs)
+
+
+def parse_serve_args(argv: list[str]) -> tuple[argparse.Namespace, Path | None]:
+    """``chatstream serve``'s options parsed and checked: (args, the model directory or None for --mock)."""
+    parser = build_parser()
+    args = parser.parse_args(["serve", *argv])
+    return args, _check(args, parser)
+
+
 def _url(host: str, port: int) -> str:
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
 def serve(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(["serve", *(argv or [])])
-    path = _check(args, parser)
+    args, path = parse_serve_args(list(argv or []))
 
     import uvicorn
 
-    from ..engine.model_loading import load_model
     from .app import create_app
     from .chat_stream import ChatStream
 
@@ -143,12 +174,7 @@ def serve(argv: list[str] | None = None) -> int:
     kwargs = _chat_stream_kwargs(args)
 
     def loader() -> ChatStream:
-        if path is None:
-            return ChatStream(use_mock_response=True, mock_params={
-                "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
-        model, tokenizer = load_model(path, args.device, args.dtype)
-        return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
-                          chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching, **kwargs)
+        return build_chat_stream(args, path, kwargs)
 
     config = uvicorn.Config(None, host=args.host, port=args.port, log_level=args.log_level, ws="none",
                             timeout_graceful_shutdown=5)

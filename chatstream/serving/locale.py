@@ -22,6 +22,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "ChatStream is not ready yet (the model is loading or start_queue_worker() has not run).",
         "ja": "ChatStream はまだ準備ができていません（モデルの読み込み中か start_queue_worker() が未実行です）。",
     },
+    "store_unavailable": {
+        "en": "The session store cannot be reached right now; nothing was changed. Please try again shortly.",
+        "ja": "セッションストアに接続できません。何も変更されていません。しばらくしてから再度お試しください。",
+    },
     "forbidden": {
         "en": "The client role '{role}' may not call '{api}'.",
         "ja": "クライアントロール '{role}' は '{api}' を呼び出せません。",

@@ -20,7 +20,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # of ``Metrics.render()``
 SOURCES = ("live", "replay", "mock")
@@ -43,6 +51,7 @@ class Outcome(str, enum.Enum):
     REJECTED = "rejected"  # queue full: 429 (or 0.3's in-band too_many_requests)
     DISCONNECTED_BEFORE_STREAMING = "client_disconnected_before_streaming"
     DISCONNECTED_WHILE_STREAMING = "client_disconnected_while_streaming"
+    STORE_UNAVAILABLE = "session_store_unavailable"  # 503: the session store could not be reached
     ERROR = "error"
 
 
@@ -55,6 +64,7 @@ class RejectReason(str, enum.Enum):
     PROMPT_TOO_LONG = "prompt_too_long"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
+    STORE_UNAVAILABLE = "session_store_unavailable"
 
 
 _DISCONNECT_STAGE = {Outcome.DISCONNECTED_BEFORE_STREAMING: "queued", Outcome.DISCONNECTED_WHILE_STREAMING: "streaming"}
@@ -78,13 +88,16 @@ class Metrics:
     """The metric families of one ChatStream. ``running`` / ``waiting`` are read at scrape time."""
 
     def __init__(self, source: str = "live", running: Callable[[], float] | None = None,
-                 waiting: Callable[[], float] | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 waiting: Callable[[], float] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 replica: str | None = None) -> None:
         if source not in SOURCES:
             raise ValueError(f"`source` (={source!r}) must be one of {SOURCES}.")
         self.source = source
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if replica is not None:  # which replica answered a scrape (behind a load balancer or Ray Serve)
+            Info("chatstream_replica", "The replica this ChatStream runs as.", registry=r).info({"replica": replica})
         self.requests = Counter("chatstream_requests", "Chat requests by endpoint and outcome.",
                                 ["endpoint", "outcome", "source"], registry=r)
         self.rejections = Counter("chatstream_request_rejections", "Requests refused before generation, by reason.",

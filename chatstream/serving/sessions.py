@@ -1,11 +1,14 @@
 """Server-side sessions: a replaceable store, a signed cookie that carries only the session id.
 
-``SessionStore`` is the interface an application replaces (a database, Redis...); it keeps plain JSON
-dicts. ``MemorySessionStore`` is the default: bounded (least recently used sessions go first) and
-idle sessions expire. ``SessionManager`` signs the session id into an ``HttpOnly``, ``SameSite=Lax``
-cookie with itsdangerous, using the secret the application passes; without one it uses a random
-per-process secret and logs a warning once. ``lock(session_id)`` gives the one lock per session that
-keeps two requests of one session from interleaving their history (per process).
+``SessionStore`` is the interface an application replaces; the stores ChatStream brings are chosen by
+URL (``session_stores.open_session_store``: ``memory``, ``sqlite:///PATH``, ``redis://...``; see
+docs/sessions.md). ``MemorySessionStore`` is ``ChatStream(...)``'s default. ``SessionManager`` signs the
+session id into an ``HttpOnly``, ``SameSite=Lax`` cookie with itsdangerous, using the secret the
+application passes; without one it uses a random per-process secret and logs a warning once.
+``lock(session_id)`` gives the one lock per session that keeps two requests of one session from
+interleaving their history: a per-process lock, plus the store's lease when the store is shared.
+Writes are revision-checked (``HttpSession.update``): a write based on stale data is retried on the
+latest data, and a turn's commit is refused (``SessionConflictError``) when its history changed meanwhile.
 
 When the app brings its own session middleware, as ChatStream 0.3 apps do (``fastsession``'s
 ``FastSessionMiddleware`` sets ``request.state.session``, an object with ``get_session()``), ChatStream
@@ -16,13 +19,9 @@ the app's session dict as a live object, as 0.3 did, so ``get_session()["chat_pr
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
-import time
 import weakref
-from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -31,12 +30,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..engine.chat_prompt import AbstractChatPrompt
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, SessionConflictError
+from .session_stores import MemorySessionStore, SessionStore, open_session_store
+from .session_stores.base import Lease
 
 SESSION_COOKIE_NAME = "chatstream_session"
 PROMPT_KEY = "__chatstream_prompt__"
 _STATE_ATTR = "chatstream_session"
 _process_secret: str | None = None
+_WRITE_TRIES = 8  # revision-checked writes retried on the latest data before giving up
 
 
 def process_secret() -> str:
@@ -45,92 +47,6 @@ def process_secret() -> str:
     if _process_secret is None:
         _process_secret = secrets.token_urlsafe(32)
     return _process_secret
-
-
-class SessionStore(ABC):
-    """Where session data lives. Values are JSON-able dicts; implementations may be remote."""
-
-    @abstractmethod
-    async def load(self, session_id: str) -> dict | None:
-        """The data saved under ``session_id``, or None when there is none (or it expired)."""
-
-    @abstractmethod
-    async def save(self, session_id: str, data: dict) -> None:
-        """Keep ``data`` (a JSON-able dict) under ``session_id``."""
-
-    @abstractmethod
-    async def delete(self, session_id: str) -> None:
-        """Forget ``session_id``."""
-
-    async def opened_by_cookie(self, session_id: str) -> None:  # noqa: B027 - optional hook, no-op by default
-        """A client came back with a signed cookie naming ``session_id``: it is an established session.
-
-        Stores that evict may keep established sessions over ones that were never used twice (anonymous
-        calls without a cookie each make one), as ``MemorySessionStore`` does.
-        """
-
-
-class MemorySessionStore(SessionStore):
-    """The default store: in this process's memory, as JSON text, bounded and expiring.
-
-    Sessions whose cookie never came back (every cookieless call makes one) are evicted first, least
-    recently used first; established sessions (``opened_by_cookie``) go only when no other is left, so
-    a flood of anonymous calls cannot wipe the users' histories and roles.
-    """
-
-    def __init__(
-        self,
-        max_sessions: int = 10_000,
-        idle_timeout_sec: float = 24 * 3600,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
-            raise ConfigurationError(f"`max_sessions` (={max_sessions!r}) must be an integer >= 1.")
-        if not isinstance(idle_timeout_sec, (int, float)) or idle_timeout_sec <= 0:
-            raise ConfigurationError(f"`idle_timeout_sec` (={idle_timeout_sec!r}) must be a number > 0.")
-        self.max_sessions = max_sessions
-        self.idle_timeout_sec = idle_timeout_sec
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()  # established sessions
-        self._new: OrderedDict[str, tuple[float, str]] = OrderedDict()  # never opened by cookie yet
-
-    def __len__(self) -> int:
-        return len(self._entries) + len(self._new)
-
-    def _table(self, session_id: str) -> OrderedDict[str, tuple[float, str]] | None:
-        if session_id in self._entries:
-            return self._entries
-        return self._new if session_id in self._new else None
-
-    async def load(self, session_id: str) -> dict | None:
-        table = self._table(session_id)
-        if table is None:
-            return None
-        entry = table[session_id]
-        if self._clock() - entry[0] > self.idle_timeout_sec:
-            del table[session_id]
-            return None
-        table.move_to_end(session_id)
-        return json.loads(entry[1])
-
-    async def save(self, session_id: str, data: dict) -> None:
-        text = json.dumps(data, ensure_ascii=False)  # also proves the data is JSON-able
-        table = self._table(session_id)
-        if table is None:
-            table = self._new
-        table[session_id] = (self._clock(), text)
-        table.move_to_end(session_id)
-        while len(self) > self.max_sessions:
-            (self._new or self._entries).popitem(last=False)
-
-    async def delete(self, session_id: str) -> None:
-        self._entries.pop(session_id, None)
-        self._new.pop(session_id, None)
-
-    async def opened_by_cookie(self, session_id: str) -> None:
-        entry = self._new.pop(session_id, None)
-        if entry is not None:
-            self._entries[session_id] = entry
 
 
 def _jsonable(data: dict) -> dict:
@@ -152,32 +68,50 @@ class HttpSession:
         self.session_id = session_id
         self.data = data
         self.is_new = is_new
+        self._loaded: dict = {}  # the stored data as reload() read it (what a guarded update compares with)
 
     def get_session(self) -> dict:
         return self.data
 
     async def reload(self) -> None:
         """Read the latest stored data (after taking the session's lock, to see the previous turn)."""
-        latest = await self.store.load(self.session_id) or {}
+        latest, _ = await self.store.load_revision(self.session_id)
+        self._loaded = dict(latest or {})
         self.data.clear()
-        self.data.update(latest)
+        self.data.update(latest or {})
 
     async def save(self) -> None:
         await self.store.save(self.session_id, _jsonable(self.data))
 
-    async def update(self, **values: Any) -> None:
-        """Set keys on the latest stored data (so concurrent requests' other keys are kept) and save."""
-        latest = await self.store.load(self.session_id) or {}
-        latest.update(_jsonable(values))
+    async def update(self, *, guard: tuple[str, ...] = (), **values: Any) -> None:
+        """Set keys on the latest stored data (so concurrent requests' other keys are kept) and save.
+
+        The write is revision-checked: when another writer saved in between, it is redone on the newer
+        data. ``guard`` names keys that must still hold what ``reload()`` read (a turn guards its history):
+        when one changed, nothing is written and ``SessionConflictError`` is raised.
+        """
+        await self._write(lambda latest: latest.update(_jsonable(values)), guard)
         self.data.update(values)
-        await self.store.save(self.session_id, latest)
 
     async def remove(self, *keys: str) -> None:
-        latest = await self.store.load(self.session_id) or {}
+        await self._write(lambda latest: [latest.pop(key, None) for key in keys], ())
         for key in keys:
-            latest.pop(key, None)
             self.data.pop(key, None)
-        await self.store.save(self.session_id, latest)
+
+    async def _write(self, change: Callable[[dict], Any], guard: tuple[str, ...]) -> None:
+        for _ in range(_WRITE_TRIES):
+            latest, revision = await self.store.load_revision(self.session_id)
+            latest = latest or {}
+            changed = [key for key in guard if latest.get(key) != self._loaded.get(key)]
+            if changed:
+                raise SessionConflictError(f"session data {changed} changed while this request ran (another "
+                                           "request of the session wrote first); nothing was saved, send it again.")
+            change(latest)
+            if await self.store.save_if(self.session_id, latest, revision):
+                self._loaded.update({key: latest.get(key) for key in guard})
+                return
+        raise SessionConflictError(f"the session was written by others {_WRITE_TRIES} times while this request "
+                                   "tried to save it; nothing was saved, send it again.")
 
 
 class AppSession(HttpSession):
@@ -210,8 +144,8 @@ class AppSession(HttpSession):
     async def save(self) -> None:
         self._save()
 
-    async def update(self, **values: Any) -> None:
-        self.data.update(values)
+    async def update(self, *, guard: tuple[str, ...] = (), **values: Any) -> None:
+        self.data.update(values)  # the app's middleware keeps the live dict: nothing to compare
         self._save()
 
     async def remove(self, *keys: str) -> None:
@@ -251,6 +185,69 @@ def browser_session_data(request: Request, sessions: SessionManager | None) -> d
     return session.data if session is not None else None
 
 
+class SessionLock:
+    """The lock of one session: this process's ``asyncio.Lock``, then the store's lease (when it has one).
+
+    ``acquire()`` waits for both; ``release()`` frees them (the lease in a background task, so that it
+    can be called where 0.3 code released an ``asyncio.Lock``).
+    """
+
+    def __init__(self, local: asyncio.Lock, make_lease: Callable[[], Lease | None]) -> None:
+        self._local, self._make_lease = local, make_lease
+        self._lease: Lease | None = None
+
+    def locked(self) -> bool:
+        return self._local.locked()
+
+    async def acquire(self) -> bool:
+        await self._local.acquire()
+        try:
+            lease = self._make_lease()
+            if lease is not None:
+                await lease.acquire()
+            self._lease = lease
+        except BaseException:
+            self._local.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        """Give the lease back (in a background task, so that 0.3 code can release it like an asyncio.Lock),
+        then free the local lock: this process's next request of the session wakes at once instead of
+        polling the lease. While the store fails, the local lock is freed at once and the lease retried in
+        the background, so a store blip neither blocks this process nor keeps the session locked."""
+        lease, self._lease = self._lease, None
+        if lease is None:
+            self._local.release()
+            return
+        task = asyncio.get_running_loop().create_task(self._give_back(lease))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
+
+    async def _give_back(self, lease: Lease) -> None:
+        try:
+            await lease.release(retry=False)
+        except Exception:
+            self._local.release()
+            try:
+                await lease.release()
+            except Exception:  # the store stayed down: the lease runs out by itself
+                logging.getLogger("chatstream").warning("could not give a session lease back; it runs out in "
+                                                        "%ss", lease.lease_sec)
+            return
+        self._local.release()
+
+    async def __aenter__(self) -> SessionLock:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
+_releasing: set[asyncio.Task] = set()  # lease releases under way (kept referenced until they end)
+
+
 class SessionManager:
     """Opens the session of a request from its signed cookie and sets the cookie on new sessions."""
 
@@ -270,7 +267,7 @@ class SessionManager:
         self.logger = logger or logging.getLogger("chatstream")
         self._random_secret_warning = random_secret_warning
         self._warned = False
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: weakref.WeakValueDictionary[str, SessionLock] = weakref.WeakValueDictionary()
         self.store: SessionStore = MemorySessionStore()
         self.secure = False
         self._signer = TimestampSigner(process_secret(), salt="chatstream.session")
@@ -278,16 +275,18 @@ class SessionManager:
         self.configure(store=store, secret=secret, secure=secure)
 
     def configure(
-        self, *, store: SessionStore | None = None, secret: str | bytes | None = None, secure: bool | None = None
+        self, *, store: SessionStore | str | None = None, secret: str | bytes | None = None,
+        secure: bool | None = None
     ) -> None:
-        """Replace the store, the signing secret or the cookie's Secure flag (None keeps the current one)."""
+        """Replace the store (a SessionStore or a URL: memory, sqlite:///PATH, redis://...), the signing secret
+        or the cookie's Secure flag (None keeps the current one)."""
         if store is not None:
-            if not isinstance(store, SessionStore):
+            if not isinstance(store, (SessionStore, str)):
                 raise ConfigurationError(
-                    f"the session store must be a chatstream.SessionStore, got {type(store).__name__}; "
+                    f"the session store must be a chatstream.SessionStore or a URL, got {type(store).__name__}; "
                     "wrap your storage in a SessionStore subclass (load/save/delete)."
                 )
-            self.store = store
+            self.store = open_session_store(store)
         if secret is not None:
             if not isinstance(secret, (str, bytes)) or len(secret) < 16:
                 raise ConfigurationError("the session secret must be a str or bytes of at least 16 characters.")
@@ -296,11 +295,12 @@ class SessionManager:
         if secure is not None:
             self.secure = bool(secure)
 
-    def lock(self, session_id: str) -> asyncio.Lock:
-        """The lock of one session (kept while anyone holds a reference to it)."""
+    def lock(self, session_id: str) -> SessionLock:
+        """The lock of one session: per process (kept while anyone holds a reference to it), plus the
+        store's cross-process lease when the store has one."""
         lock = self._locks.get(session_id)
-        if lock is None:
-            lock = asyncio.Lock()
+        if lock is None:  # one object per session: only the holder of its local lock sets its lease
+            lock = SessionLock(asyncio.Lock(), lambda: self.store.lease(session_id))
             self._locks[session_id] = lock
         return lock
 

@@ -41,7 +41,7 @@ from ..engine.chat_prompt import AbstractChatPrompt
 from ..engine.events import FinishEvent, TokenEvent, generation_events
 from ..engine.generation import GenerationParams, check_prompt_fits, trim_history
 from ..engine.token_sampler import draw_seed
-from ..exceptions import ConfigurationError, PromptTooLongError
+from ..exceptions import ConfigurationError, PromptTooLongError, SessionStoreError, SessionStoreUnavailable
 from ._driver import drive
 from ._http import (
     DEV_TOOL_HEADER,
@@ -323,7 +323,15 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
                     if message in (SUCCESS, DISCONNECTED_WHILE_STREAMING):  # commit
                         if ctx.max_history_turns is not None:  # the stored history is bounded
                             trim_history(prompt, ctx.max_history_turns)
-                        await session.update(chat_prompt=prompt, **{REGENERATION_KEY: list(regeneration)})
+                        try:  # atomic and guarded: refused when another replica wrote the history meanwhile
+                            await session.update(chat_prompt=prompt, guard=("chat_prompt",),
+                                                 **{REGENERATION_KEY: list(regeneration)})
+                        except SessionStoreError as error:  # nothing was written: the stream must not look complete
+                            self.logger.exception("the turn's history could not be saved; the session is as it was")
+                            message = (Outcome.STORE_UNAVAILABLE if isinstance(error, SessionStoreUnavailable)
+                                       else Outcome.ERROR).value
+                            session.data["chat_prompt"] = ctx.prompt_from_dict(before)
+                            raise
                     else:  # roll back: the stored history is untouched; undo the live copy too
                         session.data["chat_prompt"] = ctx.prompt_from_dict(before)
             finally:
@@ -399,7 +407,10 @@ class ChatTurns:
             return self._refuse(RejectReason.NOT_READY, Outcome.NOT_READY, error_response(
                 503, "not_ready", loc.t("not_ready"), {"Retry-After": "1"}))
         body, parsed = await self.parse(request, request_body)
-        caller = await self.gate.authorize(request, ENDPOINT)
+        try:
+            caller = await self.gate.authorize(request, ENDPOINT)
+        except SessionStoreUnavailable as error:
+            return self._store_unavailable(error)
         if isinstance(caller, Response):
             return self._refuse(RejectReason.FORBIDDEN, Outcome.FORBIDDEN, caller)
         if isinstance(parsed, Response):
@@ -437,6 +448,9 @@ class ChatTurns:
                 await release(request, DISCONNECTED_BEFORE_STREAMING)
                 return Response(status_code=499)
             response = await self.handler.process_request(request, body, release)
+        except SessionStoreUnavailable as error:  # before the first byte: nothing was written
+            await release(request, Outcome.STORE_UNAVAILABLE.value)
+            return caller.respond(self._store_unavailable(error, counted=True))
         except Exception:
             self.context.logger.exception("the request handler failed")
             await release(request, PROCESS_REQUEST_ERROR)
@@ -457,6 +471,15 @@ class ChatTurns:
         else:
             await release(request, Outcome.REJECTED.value)
         return caller.respond(response)
+
+    def _store_unavailable(self, error: SessionStoreUnavailable, counted: bool = False) -> Response:
+        """The 503 of a turn whose session store could not be reached (``counted``: its outcome is recorded)."""
+        self.context.logger.warning("session store unavailable: %s", error)
+        self.metrics.count_rejection(ENDPOINT, RejectReason.STORE_UNAVAILABLE)
+        if not counted:
+            self.metrics.count_outcome(ENDPOINT, Outcome.STORE_UNAVAILABLE)
+        return error_response(503, "session_store_unavailable", self.context.locale.t("store_unavailable"),
+                              {"Retry-After": str(max(1, self.settings.retry_after_sec))})
 
     def _too_many_requests(self) -> Response:
         stats = self.admission.stats()
