@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
                        help="batch the running streams' decode steps into one forward (default: when the model "
                             "allows it; see docs/batching.md)")
+    model.add_argument("--prefix-cache-mb", type=float, default=None, metavar="MB",
+                       help="memory for cached prompt prefixes, reused by later requests (default: 512 on CPU, "
+                            "a tenth of a GPU's memory up to 4096; 0 turns it off; see docs/prefix-cache.md)")
     model.add_argument("--mock", action="store_true", help="no model: stream fixed texts (the generator mock)")
     model.add_argument("--mock-type", choices=("round", "long", "echo"), default="round")
     model.add_argument("--mock-time-per-token", type=float, default=0.05, metavar="SEC")
@@ -90,11 +93,13 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
     from ..bundled import bundled_model_path
     from ..engine.device import resolve_device
     from ..engine.model_source import resolve_model_dir
+    from ..engine.prefix_cache import check_prefix_cache_mb
     from .admission import Admission
 
     try:
         Admission(args.concurrency, args.queue_size)
         GenerationParams(**generation_kwargs(args))
+        check_prefix_cache_mb(args.prefix_cache_mb)
         if args.device is not None:
             resolve_device(args.device)
         if args.mock:
@@ -129,7 +134,8 @@ def serve(argv: list[str] | None = None) -> int:
                 "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
         model, tokenizer = load_model(path, args.device)
         return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
-                          chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching, **kwargs)
+                          chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching,
+                          prefix_cache_mb=args.prefix_cache_mb, **kwargs)
 
     config = uvicorn.Config(None, host=args.host, port=args.port, log_level=args.log_level, ws="none",
                             timeout_graceful_shutdown=5)

@@ -57,12 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine.chat_prompt import ChatPromptFromTemplate
     from ..engine.device import resolve_device
     from ..engine.model_source import resolve_model_dir
+    from ..engine.prefix_cache import check_prefix_cache_mb
     from ..exceptions import ConfigurationError
     from ._cli_options import add_sampling_arguments, add_stopping_arguments, generation_kwargs, prompt_class
 
     parser = argparse.ArgumentParser(prog="chatstream chat", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="local HF model directory (default: the bundled tiny model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument("--prefix-cache-mb", type=float, default=None, metavar="MB",
+                        help="memory for cached prompt prefixes (default: the device's; 0: off)")
     add_sampling_arguments(parser, ("temperature", "top_k", "top_p", "max_new_tokens", "seed"))
     add_stopping_arguments(parser)
     args = parser.parse_args(argv)
@@ -71,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         path = resolve_model_dir(args.model, what="--model") if args.model else bundled_model_path()
         device = resolve_device(args.device)
         params = GenerationParams(**generation_kwargs(args))
+        check_prefix_cache_mb(args.prefix_cache_mb)
     except ConfigurationError as error:
         parser.error(str(error))
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-    generator = ChatGenerator(model, tokenizer, device, params)
+    generator = ChatGenerator(model, tokenizer, device, params, prefix_cache_mb=args.prefix_cache_mb)
     preset = prompt_class(args.prompt_preset)
     print(f"chatting with {path} on {device}; /clear forgets, /exit quits")
     run_console_chat(generator, (lambda: ChatPromptFromTemplate(tokenizer)) if preset is None else preset)
