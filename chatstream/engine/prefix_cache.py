@@ -12,8 +12,10 @@ What can be reused depends on the cache's layers:
   be cut from them (*croppable*);
 - a sliding-window layer is croppable while it has dropped nothing (the history is shorter than its
   window); once it has, only the whole entry continues (a new prompt that extends all of its ids);
-- linear-attention / state-space layers hold a running state: only the whole entry continues;
-- any other layer, or a cache without layers, is not stored; the reason is logged once.
+- linear-attention / state-space layers (mamba) hold a running state, which transformers' forwards
+  (5.24) cannot continue over several new tokens with a full-history mask (mamba's masks the new
+  positions only): such caches are not stored, and neither is a cache with other layers, or without
+  layers; the reason is logged once.
 
 A cache class of its own (the replay ``MockCache``) takes part by providing ``copy_prefix(n)`` and
 ``nbytes``. Probe mode tags a cache with the token history it holds (``HISTORY_TAG``); a copy of the
@@ -94,8 +96,6 @@ def _layer_kind(layer: Any) -> str | None:
     if kind is DynamicSlidingWindowLayer:
         held = layer.keys.shape[-2] if getattr(layer, "is_initialized", False) else 0
         return _CROPPABLE if held == getattr(layer, "cumulative_length", held) else _WHOLE
-    if "LinearAttention" in kind.__name__ and kind.__module__ == "transformers.cache_utils":
-        return _WHOLE  # a running state (mamba, linear attention): continued as it is, never cut
     return None
 
 
@@ -109,7 +109,10 @@ def _reuse_kind(cache: Any) -> tuple[str | None, str]:
     kinds = [_layer_kind(layer) for layer in layers]
     if None in kinds:
         odd = sorted({type(layer).__name__ for layer, kind in zip(layers, kinds, strict=True) if kind is None})
-        return None, f"{', '.join(odd)} cache layers cannot be copied safely"
+        if any("LinearAttention" in name for name in odd):
+            return None, (f"its {', '.join(odd)} cache layers hold a running (state-space) state, which a forward "
+                          "cannot continue over a multi-token prompt suffix")
+        return None, f"its {', '.join(odd)} cache layers cannot be cut or copied safely"
     return (_CROPPABLE if all(k == _CROPPABLE for k in kinds) else _WHOLE), ""
 
 
