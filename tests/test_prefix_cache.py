@@ -250,3 +250,40 @@ def test_real_model_ten_turns_same_text_with_the_cache_on_and_off():
     off = converse(ChatGenerator(model, tokenizer, "cpu", params, prefix_cache_mb=0), tokenizer, 10, params)
     assert [t for t, *_ in on] == [t for t, *_ in off]
     assert all(c > 0 for *_, c in on[1:])
+
+
+# -- serving: the OpenAI usage and /metrics ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batching", [False, True])
+async def test_a_resent_openai_history_reports_cached_tokens_and_the_metrics_count_them(batching):
+    import httpx
+    from fastapi import FastAPI
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from chatstream.serving.chat_stream import ChatStream
+    from pytest_chatstream import lifespan
+
+    model, tokenizer = bundled()
+    chat_stream = ChatStream(model=model, tokenizer=tokenizer, device="cpu", temperature=0, max_new_tokens=12,
+                             batching=batching)
+    app = FastAPI(lifespan=chat_stream.lifespan)
+    chat_stream.append_apis(app, {"all": True})
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is a cat?"}]
+    usages = []
+    async with lifespan(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                base_url="http://testserver") as http:
+        for question in ("Name a colour.", "Say hello."):
+            reply = (await http.post("/v1/chat/completions", json={"model": "tiny-chat", "messages": messages})).json()
+            usages.append(reply["usage"])
+            messages += [reply["choices"][0]["message"], {"role": "user", "content": question}]
+        metrics = {sample.name: sample.value for family in text_string_to_metric_families(
+            (await http.get("/metrics")).text) for sample in family.samples if "prefix_cache" in sample.name}
+    assert usages[0]["prompt_tokens_details"]["cached_tokens"] == 0
+    cached = usages[1]["prompt_tokens_details"]["cached_tokens"]
+    assert usages[0]["prompt_tokens"] < cached < usages[1]["prompt_tokens"]
+    assert metrics["chatstream_prefix_cache_hits_total"] == 1 and metrics["chatstream_prefix_cache_misses_total"] == 1
+    assert metrics["chatstream_prefix_cache_reused_prompt_tokens_total"] == cached
+    assert metrics["chatstream_prefix_cache_computed_prompt_tokens_total"] == (
+        usages[0]["prompt_tokens"] + usages[1]["prompt_tokens"] - cached)
+    assert 0 < metrics["chatstream_prefix_cache_bytes"] <= metrics["chatstream_prefix_cache_budget_bytes"]
