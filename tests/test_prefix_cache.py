@@ -287,3 +287,17 @@ async def test_a_resent_openai_history_reports_cached_tokens_and_the_metrics_cou
     assert metrics["chatstream_prefix_cache_computed_prompt_tokens_total"] == (
         usages[0]["prompt_tokens"] + usages[1]["prompt_tokens"] - cached)
     assert 0 < metrics["chatstream_prefix_cache_bytes"] <= metrics["chatstream_prefix_cache_budget_bytes"]
+
+
+def test_history_trimming_keeps_a_stable_start_so_a_long_conversation_keeps_hitting_the_cache():
+    """Past context_len, turns are dropped in steps of half the turns that fit: most turns still extend the
+    previous prompt (cache hits), instead of every turn dropping one more turn and missing."""
+    model, tokenizer = bundled()
+    params = GREEDY.replace(context_len=200, max_new_tokens=12)
+    turns = converse(ChatGenerator(model, tokenizer, "cpu", params), tokenizer, 16, params)
+    assert max(prompt for _, prompt, _ in turns) + 12 <= 200
+    trimmed_from = next(i for i, (_, prompt, _) in enumerate(turns) if i and prompt < turns[i - 1][1])
+    misses = [i for i, (*_, cached) in enumerate(turns) if i and cached <= len(tokenizer(SYSTEM)["input_ids"])]
+    assert trimmed_from < 10 and len(misses) <= (16 - trimmed_from) // 2, (trimmed_from, misses)
+    plain = converse(ChatGenerator(model, tokenizer, "cpu", params, prefix_cache_mb=0), tokenizer, 16, params)
+    assert [t for t, *_ in turns] == [t for t, *_ in plain]

@@ -151,6 +151,9 @@ def build_input_ids(
 
     While prompt + ``max_new_tokens`` exceeds ``context_len``, the oldest turns are dropped (never the
     system message nor the current request); if that is not enough, fewer new tokens are allowed.
+    Turns are dropped in steps of half the turns that fit (``_stable_drop``), so the kept history
+    starts at the same turn for several turns in a row and the prefix cache keeps serving it, instead
+    of every new turn dropping one more old one and changing the prompt from its start.
     ``chat_prompt`` itself is never changed.
 
     Cost: one tokenisation of the whole prompt when it fits. When it does not, the number of newest
@@ -211,7 +214,7 @@ def _ids_of_newest_turns_that_fit(
     while bad is None:  # gallop: 1, 2, 4, ... kept turns until one does not fit
         step = min(good * 2, most)
         if step == good:
-            return ids_keeping(good)
+            return ids_keeping(len(starts) - _stable_drop(len(starts) - good, good))
         if fits(step):
             good = step
         else:
@@ -222,7 +225,15 @@ def _ids_of_newest_turns_that_fit(
             good = middle
         else:
             bad = middle
-    return ids_keeping(good)
+    return ids_keeping(len(starts) - _stable_drop(len(starts) - good, good))
+
+
+def _stable_drop(fewest: int, fitting: int) -> int:
+    """How many oldest turns to drop when at least ``fewest`` must go and ``fitting`` turns fit: ``fewest``
+    rounded up to a multiple of half of ``fitting``. As a conversation grows by a turn, the count stays
+    the same for that many turns, so the kept prompt keeps its start (and its cached prefix)."""
+    step = max(1, fitting // 2)
+    return min(-(-fewest // step) * step, fewest + fitting - 1)
 
 
 def trim_history(chat_prompt: AbstractChatPrompt, max_turns: int) -> None:
