@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import itertools
 import os
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def test_a_ten_turn_greedy_conversation_is_the_same_with_the_cache_on_and_off(ki
     assert [text for text, *_ in on] == [text for text, *_ in off]
     assert on[0][2] == 0 and all(cached > 0 for *_, cached in on[1:])
     # each later turn prefills about its new tokens only: the previous prompt and answer come from the cache
-    for (_, prompt_before, _), (_, prompt, cached) in zip(on, on[1:]):
+    for (_, prompt_before, _), (_, prompt, cached) in itertools.pairwise(on):
         assert prompt_before < cached < prompt
 
 
