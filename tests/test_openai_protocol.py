@@ -88,5 +88,6 @@ def test_reply_shapes():
     assert data["choices"][0] == {"index": 0, "delta": {"content": "é"}, "logprobs": {"content": [{"token": "é"}]},
                                   "finish_reason": None}
     whole = completion("chatcmpl-1", 5, "m", "hi", "length", 3, 2)
-    assert whole["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert whole["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                              "prompt_tokens_details": {"cached_tokens": 0}}
     assert whole["choices"][0]["message"] == {"role": "assistant", "content": "hi"}

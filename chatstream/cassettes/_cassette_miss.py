@@ -17,6 +17,17 @@ _SHOW_IDS = 12
 _SHOW_CHARS = 160
 
 
+def _cut_prefix(known: dict[str, list[int]], prefix_hash: str | None, length: int) -> list[int]:
+    """The first ``length`` ids of a known history whose hash is ``prefix_hash``: the history a forward
+    continued from a prefix-cache copy (a cut of an earlier history, never a forward's own); [] if none."""
+    if prefix_hash is None:
+        return []
+    for ids in reversed(known.values()):  # the newest history is the likeliest
+        if len(ids) >= length and fmt.HistoryHasher().extend(ids[:length]).hexdigest() == prefix_hash:
+            return ids[:length]
+    return []
+
+
 def _first_difference(a: Sequence, b: Sequence) -> int:
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
@@ -45,8 +56,11 @@ class MissExplainer:
         """Every recorded forward's whole history, by its history hash."""
         known: dict[str, list[int]] = {}
         for forward in self.cassette.forwards():
-            prefix = known.get(forward.get("ph", ""), []) if forward["n"] else []
-            if len(prefix) == forward["n"]:
+            n = forward["n"]
+            prefix = known.get(forward.get("ph", "")) if n else []
+            if prefix is None:  # a prefix-cache hit: the cache held a cut of an earlier history
+                prefix = _cut_prefix(known, forward.get("ph"), n)
+            if len(prefix) == n:
                 known.setdefault(forward["h"], prefix + forward["ids"])
         return known
 

@@ -100,6 +100,12 @@ class TokenHistory:
         except RuntimeError:  # a tensor that requires grad
             return torch.equal(ids.reshape(-1), self._buffer[: self._length])
 
+    def prefix(self, length: int) -> TokenHistory:
+        """A new, independent history of the first ``length`` ids (the whole history: the same hash)."""
+        if length == self._length:
+            return type(self)(self.ids, self.hasher)
+        return type(self)(self._array[:length].tolist())
+
     def append(self, new_ids: list[int], hasher: HistoryHasher) -> None:
         """Extend the history in place; ``hasher`` must hash the result (``self.hasher.extend(new_ids)``)."""
         end = self._length + len(new_ids)
@@ -148,6 +154,12 @@ def forward_key(history: str, prefix_len: int, mask: str | list[int] | None) -> 
     """A forward's address: its whole history's hash, how much of it the cache held, and the mask."""
     mask_part = "-" if mask is None else "1" if mask == "ones" else "m" + history_hash(mask)
     return f"{history}/{prefix_len}/{mask_part}"
+
+
+def history_forward_key(history: str, mask: str | list[int] | None) -> str:
+    """A forward's address without how much of it the cache held: the last position's logits depend on the
+    whole history only, so a forward recorded after a whole prefill answers one split by a prefix cache."""
+    return forward_key(history, -1, mask)
 
 
 def sample_key(history: str, params: dict | str, seed: int | None) -> str:

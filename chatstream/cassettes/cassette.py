@@ -33,6 +33,7 @@ from ._cassette_values import TokenHistory as TokenHistory
 from ._cassette_values import attention_mask_code as attention_mask_code
 from ._cassette_values import canonical_json as canonical_json
 from ._cassette_values import forward_key as forward_key
+from ._cassette_values import history_forward_key as history_forward_key
 from ._cassette_values import history_hash as history_hash
 from ._cassette_values import recorded_output_problem
 from ._cassette_values import sample_key as sample_key

@@ -25,6 +25,7 @@ import torch
 from ..engine.batch_rows import ROWS_ATTR, Row, split_rows
 from ..engine.generation import accepts_logits_to_keep
 from ..engine.model_cache import cache_kwargs, cache_length, decode_attention_mask, output_cache
+from ..engine.prefix_cache import HISTORY_TAG
 from ..engine.token_sampler import TokenSamplerIsok
 from ..exceptions import CassetteError, ConfigurationError
 from . import cassette as fmt
@@ -32,7 +33,7 @@ from ._cassette_manifest import build_manifest
 from ._cassette_values import GENERATE_CALL, encode_value, generate_call_args, normalize_arg
 from ._cassette_values import RECORDED_TOKENIZER_METHODS as RECORDED_TOKENIZER_METHODS  # re-exported
 
-CACHE_TAG = "_chatstream_probe_history"
+CACHE_TAG = HISTORY_TAG  # the prefix cache gives a copy of a tagged cache its own, cut tag
 _logger = logging.getLogger("chatstream")
 _RETURNS_SELF_ON_MODEL = ("to", "cuda", "cpu", "eval", "train", "half", "float", "bfloat16", "requires_grad_")
 

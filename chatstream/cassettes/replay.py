@@ -43,9 +43,11 @@ class _Index:
 
     def __init__(self, cassette: fmt.Cassette) -> None:
         self._forwards: dict[str, list[dict]] = defaultdict(list)
+        self._by_history: dict[str, list[dict]] = defaultdict(list)  # the same, whatever the cache held
         self._samples: dict[str, list[dict]] = defaultdict(list)
         for f in cassette.forwards():
             self._forwards[fmt.forward_key(f["h"], f["n"], f["m"])].append(f)
+            self._by_history[fmt.history_forward_key(f["h"], f["m"])].append(f)
         for s in cassette.samples():
             self._samples[fmt.sample_key(s["h"], s["params"], s["seed"])].append(s)
         self.calls: dict[str, Any] = {}
@@ -70,8 +72,11 @@ class _Index:
             self._cursors[kind, key] = i + 1
         return entries[min(i, len(entries) - 1)]
 
-    def forward(self, key: str) -> dict | None:
-        return self._take("forward", self._forwards, key)
+    def forward(self, key: str, history_key: str) -> dict | None:
+        """The forward recorded for ``key``; else one recorded for the same whole history split elsewhere
+        (a prefix cache hit on one side only): its last position's logits are the ones asked for."""
+        found = self._take("forward", self._forwards, key)
+        return found if found is not None else self._take("history", self._by_history, history_key)
 
     def sample(self, key: str) -> dict | None:
         return self._take("sample", self._samples, key)
@@ -88,6 +93,14 @@ class MockCache(fmt.TokenHistory):
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return len(self)
+
+    def copy_prefix(self, length: int) -> MockCache:
+        """A new MockCache of the first ``length`` ids (what the prefix cache reuses)."""
+        return self.prefix(length)
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * len(self)
 
     @classmethod
     def stack_rows(cls, handles: list[MockCache], lengths: list[int]) -> MockBatchCache:
@@ -113,6 +126,10 @@ class MockBatchCache:
 
     def unstack_rows(self, lengths: list[int]) -> None:
         """Nothing to give back: each row's MockCache is already up to date."""
+
+    def copy_row(self, index: int, length: int) -> MockCache:
+        """A new MockCache of row ``index`` (its MockCache is up to date)."""
+        return self.chatstream_rows[index].copy_prefix(length)
 
     def __repr__(self) -> str:
         return f"MockBatchCache(rows={len(self.chatstream_rows)}, width={self.width})"
@@ -310,7 +327,8 @@ class MockModel:
         new_ids = input_ids.tolist()[0]
         hasher = (_EMPTY_HISTORY if cache is None else cache.hasher).extend(new_ids)
         mask = fmt.attention_mask_code(attention_mask, prefix_len + len(new_ids))
-        entry = transformer._index.forward(fmt.forward_key(hasher.hexdigest(), prefix_len, mask))
+        entry = transformer._index.forward(fmt.forward_key(hasher.hexdigest(), prefix_len, mask),
+                                           fmt.history_forward_key(hasher.hexdigest(), mask))
         if entry is None:
             asked = (cache.ids if cache is not None else []) + new_ids
             raise CassetteMiss(transformer._explain.forward(prefix_len, asked, mask))
@@ -341,7 +359,8 @@ class MockModel:
                                     f"{row.past_len} positions; stack the MockCaches this model returned.")
             hasher = handle.hasher.extend(row.new_ids)
             mask = fmt.attention_mask_code(row.mask, row.past_len + len(row.new_ids))
-            entry = transformer._index.forward(fmt.forward_key(hasher.hexdigest(), row.past_len, mask))
+            entry = transformer._index.forward(fmt.forward_key(hasher.hexdigest(), row.past_len, mask),
+                                               fmt.history_forward_key(hasher.hexdigest(), mask))
             if entry is None:
                 raise CassetteMiss(transformer._explain.forward(row.past_len, handle.ids + row.new_ids, mask))
             found.append((handle, row.new_ids, hasher, entry))

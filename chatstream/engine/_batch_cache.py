@@ -13,6 +13,7 @@ providing ``stack_rows(handles, lengths)`` (a classmethod); the cache it returns
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from ..exceptions import ConfigurationError
 from .batch_rows import ROWS_ATTR
 from .model_cache import cache_argument
+from .prefix_cache import HISTORY_TAG
 
 
 def batching_unsupported(model: Any) -> str | None:
@@ -101,3 +103,26 @@ def unstack_rows(cache: Any, lengths: Sequence[int]) -> None:
         for i, (row, length) in enumerate(zip(rows, lengths, strict=True)):
             row.keys = batched.keys[i : i + 1, :, width - length :]
             row.values = batched.values[i : i + 1, :, width - length :]
+
+
+def copy_row(cache: Any, index: int, length: int) -> Any:
+    """A new, compact single-row cache of row ``index`` of the stacked ``cache`` (its last ``length``
+    positions: the row's own, padding dropped); ``cache`` is untouched. What the prefix cache keeps of a
+    stream that ends while it is stacked."""
+    custom = getattr(cache, "copy_row", None)
+    if custom is not None:
+        return custom(index, length)
+    handle = getattr(cache, ROWS_ATTR)[index]
+    new = copy.copy(handle)
+    layers = []
+    for batched, own in zip(cache.layers, handle.layers, strict=True):
+        layer = copy.copy(own)
+        width = batched.keys.shape[2]
+        layer.keys = batched.keys[index : index + 1, :, width - length :].clone()
+        layer.values = batched.values[index : index + 1, :, width - length :].clone()
+        layers.append(layer)
+    new.layers = layers
+    tag = handle.__dict__.get(HISTORY_TAG)
+    if tag is not None:
+        new.__dict__[HISTORY_TAG] = tag.prefix(length)
+    return new

@@ -21,13 +21,15 @@ from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .events import FinishEvent, FinishReason, GenerationEvent, check_top_logprobs, text_deltas
 from .generation import GenerationParams, answer_eos_ids, answer_stop_strings, build_input_ids, eos_token_ids
+from .prefix_cache import make_prefix_cache
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 
 class BatchedChatGenerator:
     """Generates chat answers for up to ``capacity`` streams at once, one batched forward per step.
 
-    Raises ``ConfigurationError`` at construction for a model whose cache cannot be batched
+    ``prefix_cache_mb`` as ChatGenerator's (docs/prefix-cache.md). Raises ``ConfigurationError`` at
+    construction for a model whose cache cannot be batched
     (see ``chatstream.engine._batch_cache.batching_unsupported``); serve such a model with ``ChatGenerator``
     (``ChatStream(batching=False)``).
     """
@@ -41,6 +43,7 @@ class BatchedChatGenerator:
         token_sampler: TokenSampler | None = None,
         num_gpus: int | None = None,
         capacity: int = 2,
+        prefix_cache_mb: float | None = None,
     ) -> None:
         if model is None or tokenizer is None:
             raise ConfigurationError("a model and a tokenizer are needed to generate; pass both.")
@@ -56,7 +59,8 @@ class BatchedChatGenerator:
         self.params = params or GenerationParams()
         self.token_sampler = token_sampler or TokenSamplerIsok(seed=self.params.seed)
         self.eos_ids = eos_token_ids(model, tokenizer)
-        self.engine = BatchEngine(model, self.token_sampler, self.device, capacity)
+        self.prefix_cache = make_prefix_cache(prefix_cache_mb, self.device)
+        self.engine = BatchEngine(model, self.token_sampler, self.device, capacity, self.prefix_cache)
 
     def stream(
         self,

@@ -23,12 +23,13 @@ from typing import Any
 import torch
 
 from ..exceptions import ConfigurationError
-from ._batch_cache import stack_rows, unstack_rows
+from ._batch_cache import copy_row, stack_rows, unstack_rows
 from .batch_rows import ROWS_ATTR
 from .detokenizer import StreamingDetokenizer
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent
 from .generation import accepts_logits_to_keep
 from .model_cache import cache_argument, decode_attention_mask, output_cache
+from .prefix_cache import PrefixCache, copy_prefix
 from .sampling import SamplingParams, sampled_logprobs
 from .token_sampler import TokenSampler
 
@@ -49,6 +50,7 @@ class _Sequence:
         self.history[0, :prompt_len] = torch.tensor(input_ids, dtype=torch.long)
         self.length = prompt_len  # ids in the history: the prompt and every token fed so far
         self.cache_len = 0  # positions the model's cache holds for this row
+        self.reused = 0  # prompt positions taken from the prefix cache
         self.produced = 0
         self.max_new_tokens = max_new_tokens
         self.sampling = sampling
@@ -94,7 +96,8 @@ class BatchEngine:
     every sequence of that step (each iterator raises the error); the engine goes on with the others.
     """
 
-    def __init__(self, model: Any, sampler: TokenSampler, device: torch.device, capacity: int) -> None:
+    def __init__(self, model: Any, sampler: TokenSampler, device: torch.device, capacity: int,
+                 prefix_cache: PrefixCache | None = None) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ConfigurationError(f"`capacity` (={capacity!r}) must be an integer >= 1: the most sequences "
                                      "one forward runs (ChatStream passes num_of_concurrent_executions).")
@@ -102,6 +105,7 @@ class BatchEngine:
         self.sampler = sampler
         self.device = device
         self.capacity = capacity
+        self.prefix_cache = prefix_cache if prefix_cache is not None and prefix_cache.enabled else None
         self.cache_name = cache_argument(model)
         self.decode_mask = decode_attention_mask(model)  # it resumes from its cache, with or without one
         self.logits_to_keep = accepts_logits_to_keep(model)
@@ -194,14 +198,28 @@ class BatchEngine:
         if sequence.done:
             return
         sequence.done = True
+        if error is None:
+            self._keep_prefix(sequence)
         if error is not None:
             sequence.out.put(error)
         else:
             tail = sequence.detokenizer.finish() if reason is not FinishReason.CANCELLED and \
                 not sequence.detokenizer.stopped else ""
-            sequence.out.put(FinishEvent(tail, reason, sequence.prompt_len, sequence.produced + eos))
+            sequence.out.put(FinishEvent(tail, reason, sequence.prompt_len, sequence.produced + eos, sequence.reused))
             sequence.out.put(_END)
         sequence.handle = None
+
+    def _keep_prefix(self, sequence: _Sequence) -> None:
+        """Give the prefix cache a compact copy of the row's cache (the handle may be a stale row of the
+        stacked cache, or a view into an earlier one)."""
+        if self.prefix_cache is None or sequence.handle is None or not sequence.cache_len:
+            return
+        with torch.inference_mode():
+            if len(self._batch) > 1 and sequence in self._batch:
+                kept = copy_row(self._batch_cache, self._batch.index(sequence), sequence.cache_len)
+            else:
+                kept = copy_prefix(sequence.handle, sequence.cache_len)
+            self.prefix_cache.store(sequence.history[0, : sequence.cache_len], kept)
 
     def _forward(self, **kwargs: Any) -> Any:
         if self.logits_to_keep:
@@ -213,7 +231,12 @@ class BatchEngine:
         """The sequence's prompt alone (batch size 1, as the unbatched loop), then its first token."""
         try:
             ids = sequence.history[:, : sequence.length]
-            output = self._forward(input_ids=ids, attention_mask=torch.ones_like(ids), **{self.cache_name: None})
+            cache = None
+            if self.prefix_cache is not None:
+                with torch.inference_mode():
+                    cache, sequence.reused = self.prefix_cache.take(ids[0].tolist())
+            output = self._forward(input_ids=ids[:, sequence.reused :], attention_mask=torch.ones_like(ids),
+                                   **{self.cache_name: cache})
             sequence.handle = output_cache(output)
             sequence.cache_len = sequence.length
             self._take(sequence, output.logits[:, -1, :])

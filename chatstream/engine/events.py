@@ -43,12 +43,14 @@ class TokenEvent:
 @dataclass(frozen=True)
 class FinishEvent:
     """The end of an answer: the last text held back (e.g. a possible stop-string start), the reason,
-    and the usage counts (the prompt after truncation; generated tokens, EOS included)."""
+    and the usage counts (the prompt after truncation; generated tokens, EOS included; the prompt tokens
+    taken from the prefix cache instead of prefilled)."""
 
     text: str
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
 
 
 GenerationEvent = TokenEvent | FinishEvent

@@ -21,6 +21,7 @@ from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent, check_top_logprobs, text_deltas
 from .model_cache import cache_argument, decode_attention_mask, output_cache
+from .prefix_cache import PrefixCache, make_prefix_cache
 from .sampling import SamplingParams, sampled_logprobs
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
@@ -150,6 +151,9 @@ def build_input_ids(
 
     While prompt + ``max_new_tokens`` exceeds ``context_len``, the oldest turns are dropped (never the
     system message nor the current request); if that is not enough, fewer new tokens are allowed.
+    Turns are dropped in steps of half the turns that fit (``_stable_drop``), so the kept history
+    starts at the same turn for several turns in a row and the prefix cache keeps serving it, instead
+    of every new turn dropping one more old one and changing the prompt from its start.
     ``chat_prompt`` itself is never changed.
 
     Cost: one tokenisation of the whole prompt when it fits. When it does not, the number of newest
@@ -210,7 +214,7 @@ def _ids_of_newest_turns_that_fit(
     while bad is None:  # gallop: 1, 2, 4, ... kept turns until one does not fit
         step = min(good * 2, most)
         if step == good:
-            return ids_keeping(good)
+            return ids_keeping(len(starts) - _stable_drop(len(starts) - good, good))
         if fits(step):
             good = step
         else:
@@ -221,7 +225,15 @@ def _ids_of_newest_turns_that_fit(
             good = middle
         else:
             bad = middle
-    return ids_keeping(good)
+    return ids_keeping(len(starts) - _stable_drop(len(starts) - good, good))
+
+
+def _stable_drop(fewest: int, fitting: int) -> int:
+    """How many oldest turns to drop when at least ``fewest`` must go and ``fitting`` turns fit: ``fewest``
+    rounded up to a multiple of half of ``fitting``. As a conversation grows by a turn, the count stays
+    the same for that many turns, so the kept prompt keeps its start (and its cached prefix)."""
+    step = max(1, fitting // 2)
+    return min(-(-fewest // step) * step, fewest + fitting - 1)
 
 
 def trim_history(chat_prompt: AbstractChatPrompt, max_turns: int) -> None:
@@ -264,11 +276,16 @@ def decode_tokens(
     device: torch.device,
     generator: torch.Generator | None = None,
     on_sample: Callable[[torch.Tensor, torch.Tensor, int], None] | None = None,
+    prefix_cache: PrefixCache | None = None,
+    on_reuse: Callable[[int], None] | None = None,
 ) -> Iterator[int]:
     """Yield generated token ids one by one: prefill once, then one KV-cached step per token.
 
     ``on_sample(logits, history, token)``, when given, sees each step's last-position logits ``(1, vocab)``,
     the history the sampler got and the token it chose (an EOS too), before the token is yielded.
+    ``prefix_cache``, when given, supplies the longest cached prefix of the prompt (only the rest is
+    prefilled; ``on_reuse(n)`` hears how many ids were reused) and keeps the cache when the loop ends or
+    is closed (not when a step raised).
     """
     # Each step runs under inference mode; the mode is left before each yield so the caller's code
     # between tokens runs as it would without this loop (what @torch.inference_mode() does on a generator).
@@ -280,30 +297,40 @@ def decode_tokens(
         attention_mask = torch.ones_like(history)
         # A CPU buffer takes each new token through a NumPy view of its memory (~50 ns, not ~2 us).
         history_row = history.numpy()[0] if history.device.type == "cpu" else history[0]
-        step_input = history[:, :prompt_len]
+        cache, reused = prefix_cache.take(input_ids) if prefix_cache is not None else (None, 0)
+        step_input = history[:, reused:prompt_len]
+    if on_reuse is not None:
+        on_reuse(reused)
     extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     cache_name = cache_argument(model)
     decode_mask = decode_attention_mask(model)  # once per model: it resumes from its cache, with or without one
-    cache = None
-    token = -1
-    for step in range(max_new_tokens):
-        length = prompt_len + step
-        with inference:
-            mask = attention_mask[:, :length]
-            if step:
-                history_row[length - 1] = token
-                step_input = history[:, length - 1 : length]
-                mask = mask if decode_mask else None
-            extra[cache_name] = cache
-            output = model(input_ids=step_input, attention_mask=mask, use_cache=True, **extra)
-            cache = output_cache(output)
-            logits = output.logits.select(1, -1)
-            token = sampler.sample(logits, history[:, :length], sampling, generator)
-            if on_sample is not None:
-                on_sample(logits, history[:, :length], token)
-        if token in eos_ids:
-            return
-        yield token
+    token, cached = -1, 0
+    try:
+        for step in range(max_new_tokens):
+            length = prompt_len + step
+            with inference:
+                mask = attention_mask[:, :length]
+                if step:
+                    history_row[length - 1] = token
+                    step_input = history[:, length - 1 : length]
+                if (step or reused) and not decode_mask:
+                    mask = None  # a model that resumes only unmasked (mamba) gets none after its cache starts
+                extra[cache_name] = cache
+                output = model(input_ids=step_input, attention_mask=mask, use_cache=True, **extra)
+                cache, cached = output_cache(output), length
+                logits = output.logits.select(1, -1)
+                token = sampler.sample(logits, history[:, :length], sampling, generator)
+                if on_sample is not None:
+                    on_sample(logits, history[:, :length], token)
+            if token in eos_ids:
+                return
+            yield token
+    except Exception:
+        cache = None  # a step failed part-way: its cache may be half-updated
+        raise
+    finally:
+        if prefix_cache is not None and cached:
+            prefix_cache.store(history[0, :cached], cache)
 
 
 class ChatGenerator:
@@ -317,7 +344,10 @@ class ChatGenerator:
         params: GenerationParams | None = None,
         token_sampler: TokenSampler | None = None,
         num_gpus: int | None = None,
+        prefix_cache_mb: float | None = None,
     ) -> None:
+        """``prefix_cache_mb``: the budget of the prefix cache (docs/prefix-cache.md); None: the device's
+        default (``chatstream.engine.prefix_cache.default_prefix_cache_mb``), 0: off."""
         if model is None or tokenizer is None:
             raise ConfigurationError(
                 "a model and a tokenizer are needed to generate; pass both, or use the generator mock "
@@ -330,6 +360,7 @@ class ChatGenerator:
         self.params = params or GenerationParams()
         self.token_sampler = token_sampler or TokenSamplerIsok(seed=self.params.seed)
         self.eos_ids = eos_token_ids(model, tokenizer)
+        self.prefix_cache = make_prefix_cache(prefix_cache_mb, self.device)
 
     def stream(
         self,
@@ -365,6 +396,7 @@ class ChatGenerator:
         def score(logits: torch.Tensor, history: torch.Tensor, token: int) -> None:
             scored[:] = [sampled_logprobs(sampling, history, logits, token, logprobs)]
 
+        reused: list[int] = []  # how many prompt ids the prefix cache supplied
         tokens = decode_tokens(
             self.model,
             input_ids,
@@ -375,6 +407,8 @@ class ChatGenerator:
             device=self.device,
             generator=make_generator(params.seed),
             on_sample=score if logprobs is not None else None,
+            prefix_cache=self.prefix_cache if self.prefix_cache.enabled else None,
+            on_reuse=reused.append,
         )
         count, reason = 0, None
         try:
@@ -397,7 +431,7 @@ class ChatGenerator:
         finally:
             tokens.close()
         tail = detokenizer.finish() if reason is not FinishReason.CANCELLED else ""  # a stopped answer ends as it is
-        yield FinishEvent(tail, reason, len(input_ids), count)
+        yield FinishEvent(tail, reason, len(input_ids), count, reused[0] if reused else 0)
 
     def generate_text(self, chat_prompt: AbstractChatPrompt, params: GenerationParams | None = None) -> str:
         """The whole answer at once (console use, tests)."""

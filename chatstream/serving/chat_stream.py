@@ -131,6 +131,7 @@ class ChatStream(EndpointsMixin):
         model_name: str | None = None,
         metrics_key: str | None = None,
         replica_name: str | None = None,
+        prefix_cache_mb: float | None = None,
     ) -> None:
         self.eloc = Locale(locale)
         self.logger = logger or _default_logger()
@@ -196,7 +197,8 @@ class ChatStream(EndpointsMixin):
 
             self.chat_generator = BatchedChatGenerator(self.model, self.tokenizer, device, self.generation_params,
                                                        self.token_sampler, num_gpus,
-                                                       capacity=self.admission.max_running)
+                                                       capacity=self.admission.max_running,
+                                                       prefix_cache_mb=prefix_cache_mb)
             self._batched = self.chat_generator
             self.device = self.chat_generator.device
         elif model is None and tokenizer is None and not use_mock_response:
@@ -210,7 +212,7 @@ class ChatStream(EndpointsMixin):
                 generation_params=self.generation_params)
         else:
             self.chat_generator = ChatGenerator(self.model, self.tokenizer, device, self.generation_params,
-                                                self.token_sampler, num_gpus)
+                                                self.token_sampler, num_gpus, prefix_cache_mb=prefix_cache_mb)
             self.device = self.chat_generator.device
         self.chat_prompt_clazz = chat_prompt_clazz
         self._prompt_factory, self._prompt_kwargs = self._prompt_class(chat_prompt_clazz)
@@ -221,7 +223,8 @@ class ChatStream(EndpointsMixin):
         self.set_client_roles(client_roles)
         self._ready = False
         self.metrics = Metrics(source_of(self.chat_generator), running=lambda: self.admission.running,
-                               waiting=lambda: self.admission.waiting, replica=self.replica_name)
+                               waiting=lambda: self.admission.waiting, replica=self.replica_name,
+                               prefix_cache=getattr(self.chat_generator, "prefix_cache", None))
         self.request_handler = request_handler if request_handler is not None else SimpleSessionRequestHandler()
         self.turn_context = TurnContext(
             sessions=self.sessions, generator=self.chat_generator, params_for=self.generation_params_for,

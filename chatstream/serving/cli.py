@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
                        help="batch the running streams' decode steps into one forward (default: when the model "
                             "allows it; see docs/batching.md)")
+    model.add_argument("--prefix-cache-mb", type=float, default=None, metavar="MB",
+                       help="memory for cached prompt prefixes, reused by later requests (default: 512 on CPU, "
+                            "a tenth of a GPU's memory up to 4096; 0 turns it off; see docs/prefix-cache.md)")
     model.add_argument("--mock", action="store_true", help="no model: stream fixed texts (the generator mock)")
     model.add_argument("--mock-type", choices=("round", "long", "echo"), default="round")
     model.add_argument("--mock-time-per-token", type=float, default=0.05, metavar="SEC")
@@ -116,6 +119,7 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
     from ..engine.device import resolve_device
     from ..engine.model_loading import check_checkpoint_fits
     from ..engine.model_source import resolve_model_dir
+    from ..engine.prefix_cache import check_prefix_cache_mb
     from .admission import Admission
     from .session_stores import open_session_store
 
@@ -124,6 +128,7 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | 
         if args.session_store is not None:
             open_session_store(args.session_store)  # a bad URL fails before listening (nothing connects yet)
         GenerationParams(**generation_kwargs(args))
+        check_prefix_cache_mb(args.prefix_cache_mb)
         device = resolve_device(args.device)
         if args.mock:
             return None
@@ -147,7 +152,8 @@ def build_chat_stream(args: argparse.Namespace, path: Path | None, kwargs: dict[
             "type": args.mock_type, "time_per_token_sec": args.mock_time_per_token}, **kwargs)
     model, tokenizer = load_model(path, args.device, args.dtype)
     return ChatStream(model=model, tokenizer=tokenizer, device=args.device,
-                      chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching, **kwargs)
+                      chat_prompt_clazz=prompt_class(args.prompt_preset), batching=args.batching,
+                      prefix_cache_mb=args.prefix_cache_mb, **kwargs)
 
 
 def parse_serve_args(argv: list[str]) -> tuple[argparse.Namespace, Path | None]:

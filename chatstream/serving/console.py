@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine.device import resolve_device
     from ..engine.model_loading import DTYPES, check_checkpoint_fits, load_model
     from ..engine.model_source import resolve_model_dir
+    from ..engine.prefix_cache import check_prefix_cache_mb
     from ..exceptions import ConfigurationError
     from ._cli_options import (
         MODEL_HELP,
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     parser.add_argument("--dtype", default="auto", choices=tuple(DTYPES),
                         help="the weights' dtype on the device (default: auto, the checkpoint's own)")
+    parser.add_argument("--prefix-cache-mb", type=float, default=None, metavar="MB",
+                        help="memory for cached prompt prefixes (default: the device's; 0: off)")
     add_sampling_arguments(parser)  # the generation options serve has, with the same defaults
     add_stopping_arguments(parser)
     args = parser.parse_args(argv)
@@ -79,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         params = GenerationParams(**generation_kwargs(args))
         check_checkpoint_fits(path, args.dtype, device)
+        check_prefix_cache_mb(args.prefix_cache_mb)
     except ConfigurationError as error:
         parser.error(str(error))
     model, tokenizer = load_model(path, device, args.dtype, progress=False)
-    generator = ChatGenerator(model, tokenizer, device, params)
+    generator = ChatGenerator(model, tokenizer, device, params, prefix_cache_mb=args.prefix_cache_mb)
     preset = prompt_class(args.prompt_preset)
     print(f"chatting with {path} on {device}; /clear forgets, /exit quits")
     run_console_chat(generator, (lambda: ChatPromptFromTemplate(tokenizer)) if preset is None else preset)

@@ -29,6 +29,7 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # of ``Metrics.render()``
 SOURCES = ("live", "replay", "mock")
@@ -85,11 +86,12 @@ def source_of(generator: Any) -> str:
 
 
 class Metrics:
-    """The metric families of one ChatStream. ``running`` / ``waiting`` are read at scrape time."""
+    """The metric families of one ChatStream. ``running`` / ``waiting`` are read at scrape time, and so is
+    ``prefix_cache`` (the generator's ``chatstream.engine.prefix_cache.PrefixCache``, when it has one)."""
 
     def __init__(self, source: str = "live", running: Callable[[], float] | None = None,
                  waiting: Callable[[], float] | None = None, clock: Callable[[], float] = time.perf_counter,
-                 replica: str | None = None) -> None:
+                 replica: str | None = None, prefix_cache: Any = None) -> None:
         if source not in SOURCES:
             raise ValueError(f"`source` (={source!r}) must be one of {SOURCES}.")
         self.source = source
@@ -122,6 +124,8 @@ class Metrics:
             self.running.labels(source).set_function(running)
         if waiting is not None:
             self.waiting.labels(source).set_function(waiting)
+        if prefix_cache is not None:
+            r.register(_PrefixCacheCollector(prefix_cache, source))
 
     def request(self, endpoint: str) -> RequestTimer:
         """A timer for one admitted request, started now."""
@@ -141,6 +145,39 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format (``CONTENT_TYPE``)."""
         return generate_latest(self.registry)
+
+
+class _PrefixCacheCollector:
+    """The prefix cache's counts (docs/prefix-cache.md), read from its ``stats`` at scrape time."""
+
+    _COUNTERS = (("hits", "chatstream_prefix_cache_hits", "Requests that reused a cached prompt prefix."),
+                 ("misses", "chatstream_prefix_cache_misses", "Requests that found no cached prompt prefix."),
+                 ("reused_tokens", "chatstream_prefix_cache_reused_prompt_tokens",
+                  "Prompt tokens taken from the prefix cache instead of prefilled."),
+                 ("computed_tokens", "chatstream_prefix_cache_computed_prompt_tokens", "Prompt tokens prefilled."),
+                 ("evictions", "chatstream_prefix_cache_evictions", "Cached prefixes evicted to stay in budget."))
+    _GAUGES = (("bytes", "chatstream_prefix_cache_bytes", "Bytes the cached prefixes hold."),
+               ("budget_bytes", "chatstream_prefix_cache_budget_bytes", "The prefix cache's budget (0: off)."),
+               ("entries", "chatstream_prefix_cache_entries", "Cached prefixes held."))
+
+    def __init__(self, prefix_cache: Any, source: str) -> None:
+        self._cache, self._source = prefix_cache, source
+
+    def describe(self) -> list:
+        return [*self._families(None)]
+
+    def collect(self) -> list:
+        return [*self._families(self._cache.stats)]
+
+    def _families(self, stats: Any) -> list:
+        families = []
+        for kinds, family in ((self._COUNTERS, CounterMetricFamily), (self._GAUGES, GaugeMetricFamily)):
+            for field, name, documentation in kinds:
+                metric = family(name, documentation, labels=["source"])
+                if stats is not None:
+                    metric.add_metric([self._source], getattr(stats, field))
+                families.append(metric)
+        return families
 
 
 class RequestTimer:

@@ -193,9 +193,11 @@ def logprob_entry(token: str, logprob: float, top: list[tuple[str, float]]) -> d
             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]}
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:
+    """OpenAI's usage object; ``cached_tokens``: prompt tokens the prefix cache supplied (as OpenAI reports its own)."""
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 def chunk(cid: str, created: int, model: str, delta: dict, finish_reason: str | None = None,
@@ -206,9 +208,10 @@ def chunk(cid: str, created: int, model: str, delta: dict, finish_reason: str | 
     return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [choice]}
 
 
-def usage_chunk(cid: str, created: int, model: str, prompt_tokens: int, completion_tokens: int) -> dict:
+def usage_chunk(cid: str, created: int, model: str, prompt_tokens: int, completion_tokens: int,
+                cached_tokens: int = 0) -> dict:
     return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-            "usage": usage(prompt_tokens, completion_tokens)}
+            "usage": usage(prompt_tokens, completion_tokens, cached_tokens)}
 
 
 def sse(data: dict) -> bytes:
@@ -216,13 +219,13 @@ def sse(data: dict) -> bytes:
 
 
 def completion(cid: str, created: int, model: str, text: str, finish_reason: str, prompt_tokens: int,
-               completion_tokens: int, logprobs: list | None = None) -> dict:
+               completion_tokens: int, logprobs: list | None = None, cached_tokens: int = 0) -> dict:
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "logprobs": {"content": logprobs} if logprobs is not None else None,
                      "finish_reason": finish_reason}],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
     }
 
 

@@ -239,7 +239,7 @@ class OpenAIServing:
         await release(Outcome.SUCCESS, finish)
         return JSONResponse(proto.completion(cid, render.created, ctx.model_name, text, finish.finish_reason.value,
                                              finish.prompt_tokens, finish.completion_tokens,
-                                             entries if parsed.logprobs else None))
+                                             entries if parsed.logprobs else None, finish.cached_tokens))
 
     async def _check_fits(self, prompt: AbstractChatPrompt, params: GenerationParams) -> None:
         try:  # tokenizes the history: not on the event loop
@@ -290,7 +290,7 @@ class OpenAIServing:
             tail = proto.sse(proto.chunk(cid, created, model, {}, finish.finish_reason.value))
             if parsed.include_usage:
                 tail += proto.sse(proto.usage_chunk(cid, created, model, finish.prompt_tokens,
-                                                    finish.completion_tokens))
+                                                    finish.completion_tokens, finish.cached_tokens))
             yield tail + proto.DONE_LINE
             outcome = Outcome.SUCCESS
         except (anyio.get_cancelled_exc_class(), GeneratorExit):

@@ -1,0 +1,169 @@
+"""Multi-turn chat with and without the prefix cache (issue 20): a turn should cost its new tokens only.
+
+Starts a real `chatstream serve` subprocess on loopback (greedy, 48 new tokens), twice: with the prefix
+cache (its default budget) and with `--prefix-cache-mb 0`. Against each, after one warm-up request:
+
+1. one `/chat_stream` session of 10 turns: time to first token (TTFT) of each turn;
+2. 8 concurrent sessions of 3 turns each: generated tokens per second;
+3. the OpenAI endpoint, one conversation whose whole history is resent on each of 10 calls: TTFT per call.
+
+The last line: `TTFT turn 10 / turn 1: <r>x (cache off: <r0>x); 8-session tokens/s cache on/off: <s>x`.
+Targets: r <= 1.3 and s >= 1.0; and the OpenAI call 10 within 1.3x of call 1 (printed above it).
+Run with OMP_NUM_THREADS=1 on a shared machine (both servers then get one thread each).
+
+    python bench/bench_multiturn.py [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.cookiejar
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+QUESTIONS = [f"Question {i}: tell me something about the number {i * 7} and why it matters." for i in range(10)]
+MAX_NEW_TOKENS = 48
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(model: str | None, cache_mb: float | None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "chatstream.serving.cli", "serve", "--port", str(port), "--temperature", "0",
+               "--max-new-tokens", str(MAX_NEW_TOKENS), "--concurrency", "8", "--queue-size", "16",
+               "--log-level", "warning"]
+    if model:
+        command += ["--model", model]
+    if cache_mb is not None:
+        command += ["--prefix-cache-mb", str(cache_mb)]
+    process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise SystemExit("the server did not start")
+        time.sleep(0.2)
+
+
+async def chat_turn(client: httpx.AsyncClient, text: str) -> tuple[float, int]:
+    """(TTFT seconds, characters answered) of one /chat_stream turn in the client's session."""
+    sent, first, last = time.perf_counter(), None, b""
+    async with client.stream("POST", "/chat_stream", json={"user_input": text}) as response:
+        assert response.status_code == 200, response.status_code
+        async for data in response.aiter_bytes():
+            if first is None and data.strip(b"<::EOS::>\n "):
+                first = time.perf_counter() - sent
+            last = data or last
+    return (first if first is not None else time.perf_counter() - sent), len(last)
+
+
+def session_client(url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=url, timeout=300)
+
+
+async def one_session(url: str, turns: int) -> list[float]:
+    async with session_client(url) as client:
+        return [(await chat_turn(client, QUESTIONS[i]))[0] for i in range(turns)]
+
+
+async def sessions_throughput(url: str, sessions: int, turns: int) -> float:
+    """Generated tokens per second of ``sessions`` concurrent sessions of ``turns`` turns (token counts read
+    from /metrics before and after)."""
+    before = generated_tokens(url)
+    started = time.perf_counter()
+    await asyncio.gather(*(one_session(url, turns) for _ in range(sessions)))
+    return (generated_tokens(url) - before) / (time.perf_counter() - started)
+
+
+def generated_tokens(url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "chatstream_generation_tokens_total")
+
+
+async def openai_resent(url: str, calls: int) -> tuple[list[float], list[int]]:
+    """TTFT of each call of one conversation whose whole history is resent; and its cached_tokens."""
+    no_cookies = httpx.Cookies(http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])))
+    messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant."}]
+    ttfts, cached = [], []
+    async with httpx.AsyncClient(base_url=url, timeout=300, cookies=no_cookies) as client:
+        model = (await client.get("/v1/models")).json()["data"][0]["id"]
+        for i in range(calls):
+            messages.append({"role": "user", "content": QUESTIONS[i]})
+            body = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+            sent, first, text = time.perf_counter(), None, ""
+            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                assert response.status_code == 200, response.status_code
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    chunk = json.loads(line[6:])
+                    if chunk.get("usage"):
+                        cached.append(chunk["usage"].get("prompt_tokens_details", {}).get("cached_tokens", 0))
+                    for choice in chunk["choices"]:
+                        content = choice["delta"].get("content")
+                        if content:
+                            first = first if first is not None else time.perf_counter() - sent
+                            text += content
+            ttfts.append(first if first is not None else time.perf_counter() - sent)
+            messages.append({"role": "assistant", "content": text})
+    return ttfts, cached
+
+
+async def measure(url: str) -> dict:
+    await one_session(url, 1)  # warm-up, its own session
+    turns = await one_session(url, 10)
+    throughput = await sessions_throughput(url, 8, 3)
+    openai_ttfts, cached = await openai_resent(url, 10)
+    return {"turns": turns, "throughput": throughput, "openai": openai_ttfts, "cached": cached}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="local HF model directory (default: the bundled tiny model)")
+    args = parser.parse_args()
+    results = {}
+    for label, cache_mb in (("on", None), ("off", 0)):
+        process, url = start(args.model, cache_mb)
+        try:
+            results[label] = asyncio.run(measure(url))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    print(f"model: {args.model or 'bundled tiny-chat'}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    for label, result in results.items():
+        turns = " ".join(f"{t * 1000:.0f}" for t in result["turns"])
+        openai = " ".join(f"{t * 1000:.0f}" for t in result["openai"])
+        print(f"cache {label:3s}: /chat_stream TTFT per turn (ms): {turns}")
+        print(f"cache {label:3s}: 8 sessions x 3 turns: {result['throughput']:.1f} generated tokens/s")
+        print(f"cache {label:3s}: OpenAI resent history TTFT per call (ms): {openai}; cached_tokens: "
+              f"{result['cached']}")
+    on, off = results["on"], results["off"]
+    print(f"OpenAI resent history TTFT call 10 / call 1: {on['openai'][-1] / on['openai'][0]:.2f}x "
+          f"(cache off: {off['openai'][-1] / off['openai'][0]:.2f}x; target <= 1.3x)")
+    print(f"TTFT turn 10 / turn 1: {on['turns'][-1] / on['turns'][0]:.2f}x "
+          f"(cache off: {off['turns'][-1] / off['turns'][0]:.2f}x); "
+          f"8-session tokens/s cache on/off: {on['throughput'] / off['throughput']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
