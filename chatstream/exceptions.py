@@ -45,3 +45,8 @@ class CassetteFormatError(CassetteError):
 
 class CassetteMiss(CassetteError):
     """The replayed code made a call that the cassette never recorded."""
+
+
+class ConstraintError(ConfigurationError):
+    """A decoding constraint (JSON schema, regex, grammar) that the grammar library cannot compile, or a
+    token that breaks it (a replayed cassette whose recorded token the grammar refuses)."""

@@ -17,11 +17,12 @@ import torch
 
 from ..exceptions import ConfigurationError, PromptTooLongError
 from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
+from .constraints import Constraint, ConstraintState, compiler_of
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent, check_top_logprobs, text_deltas
 from .model_cache import cache_argument, check_cache_kept, output_cache
-from .sampling import SamplingParams, sampled_logprobs
+from .sampling import SamplingParams, normalize_logit_bias, sampled_logprobs
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
@@ -49,8 +50,16 @@ class GenerationParams:
     seed: int | None = None
     stop_strings: tuple[str, ...] = ()
     eos_token_ids: tuple[int, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    constraint: Constraint | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "logit_bias", normalize_logit_bias(self.logit_bias))
+        if isinstance(self.constraint, dict):  # from JSON (a session store)
+            object.__setattr__(self, "constraint", Constraint.from_dict(self.constraint))
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise ConfigurationError(f"`constraint` (={self.constraint!r:.60}) must be a "
+                                     "chatstream.engine.constraints.Constraint (e.g. Constraint.json_schema(schema)).")
         # Lists (from JSON: sessions, request bodies) become tuples, so the params stay hashable and frozen.
         for name in ("stop_strings", "eos_token_ids"):
             value = getattr(self, name)
@@ -88,6 +97,8 @@ class GenerationParams:
             repetition_penalty_method=self.repetition_penalty_method,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
+            logit_bias=self.logit_bias,
+            constraint=self.constraint.key if self.constraint is not None else None,
         )
 
     def replace(self, **changes: Any) -> GenerationParams:
@@ -103,6 +114,13 @@ class GenerationParams:
         """A JSON-ready dict (tuples as lists)."""
         data = dataclasses.asdict(self)
         data.update(stop_strings=list(self.stop_strings), eos_token_ids=list(self.eos_token_ids))
+        for name in ("logit_bias", "constraint"):  # only when set: other params' dicts stay as they were
+            if not data[name]:
+                del data[name]
+        if self.logit_bias:
+            data["logit_bias"] = [list(pair) for pair in self.logit_bias]
+        if self.constraint is not None:
+            data["constraint"] = self.constraint.to_dict()
         return data
 
 
@@ -264,11 +282,13 @@ def decode_tokens(
     device: torch.device,
     generator: torch.Generator | None = None,
     on_sample: Callable[[torch.Tensor, torch.Tensor, int], None] | None = None,
+    constraint: ConstraintState | None = None,
 ) -> Iterator[int]:
     """Yield generated token ids one by one: prefill once, then one KV-cached step per token.
 
     ``on_sample(logits, history, token)``, when given, sees each step's last-position logits ``(1, vocab)``,
     the history the sampler got and the token it chose (an EOS too), before the token is yielded.
+    ``constraint`` masks each step's logits before the sampler and follows the tokens it chose.
     """
     # Each step runs under inference mode; the mode is left before each yield so the caller's code
     # between tokens runs as it would without this loop (what @torch.inference_mode() does on a generator).
@@ -297,7 +317,11 @@ def decode_tokens(
             if step == 1:  # once: a model that ignored the cache it was given must not generate on
                 check_cache_kept(model, cache_name, cache, length)
             logits = output.logits.select(1, -1)
+            if constraint is not None:
+                logits = constraint.mask(logits)
             token = sampler.sample(logits, history[:, :length], sampling, generator)
+            if constraint is not None:
+                constraint.advance(token)
             if on_sample is not None:
                 on_sample(logits, history[:, :length], token)
         if token in eos_ids:
@@ -359,6 +383,8 @@ class ChatGenerator:
         detokenizer = StreamingDetokenizer(self.tokenizer, answer_stop_strings(chat_prompt, params),
                                            context_ids=input_ids)
         sampling = params.sampling
+        eos_ids = answer_eos_ids(self.eos_ids, params)
+        constraint = None if params.constraint is None else compiler_of(self).start(params.constraint, eos_ids)
         scored: list[tuple[float, tuple[tuple[int, float], ...]]] = []  # the last token's logprobs
 
         def score(logits: torch.Tensor, history: torch.Tensor, token: int) -> None:
@@ -370,10 +396,11 @@ class ChatGenerator:
             sampler=self.token_sampler,
             sampling=sampling,
             max_new_tokens=max_new_tokens,
-            eos_ids=answer_eos_ids(self.eos_ids, params),
+            eos_ids=eos_ids,
             device=self.device,
             generator=make_generator(params.seed),
             on_sample=score if logprobs is not None else None,
+            constraint=constraint,
         )
         count, reason = 0, None
         try:
