@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from ..engine.chat_prompt import ChatContent, ChatPromptFromTemplate
-from ..engine.constraints import Constraint
+from ..engine.constraints import JSON_OPTIONS, Constraint
 from . import openai_protocol as proto
 
 
@@ -77,6 +77,7 @@ def response_constraint(request: proto.ChatCompletionRequest, fmt: ToolFormat | 
     schemas = [_call_schema(tool, fmt) for tool in _chosen_tools(request)]
     schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     if fmt is ToolFormat.HERMES:
+        schema = {**schema, "x-guidance": JSON_OPTIONS}  # compact JSON inside the Lark grammar too
         grammar = f'start: "{HERMES_OPEN}\\n" call "\\n{HERMES_CLOSE}"\ncall: %json {json.dumps(schema)}'
         return Constraint.lark(grammar)
     return Constraint.json_schema(schema)
