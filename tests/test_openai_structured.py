@@ -17,6 +17,7 @@ from chatstream.cassettes.replay import MockTransformer
 from chatstream.engine.chat_prompt import ChatPromptFromTemplate
 from chatstream.engine.constraints import Constraint
 from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.exceptions import CassetteMiss, ConstraintError
 from chatstream.serving.chat_stream import ChatStream
 from pytest_chatstream import lifespan
 
@@ -242,6 +243,6 @@ def test_a_constrained_generation_records_its_constraint_and_replays_byte_identi
     replay = ChatGenerator(mock.get_model(), mock.get_tokenizer(), "cpu", params, mock.get_token_sampler())
     assert "".join(replay.stream(ask(mock.get_tokenizer()))) == live
     other = params.replace(constraint=Constraint.json_object())  # another constraint: not what was recorded
-    with pytest.raises(Exception, match="cassette|record"):
+    with pytest.raises((CassetteMiss, ConstraintError), match="never recorded"):
         "".join(ChatGenerator(mock.get_model(), mock.get_tokenizer(), "cpu", other,
                               mock.get_token_sampler()).stream(ask(mock.get_tokenizer())))

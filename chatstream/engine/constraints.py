@@ -120,18 +120,19 @@ def _byte_decoder() -> dict[str, int]:
 
 
 def token_bytes(names: list[str | None]) -> list[bytes]:
-    """The bytes each token stands for, from ``convert_ids_to_tokens``: byte-level BPE (GPT-2, Llama 3,
-    SmolLM, Qwen) or SentencePiece (``▁`` for a space, ``<0xNN>`` byte fallback)."""
+    """The bytes each token stands for, from ``convert_ids_to_tokens``: SentencePiece vocabularies (``▁`` for
+    a space, ``<0xNN>`` byte fallback; Llama 2, Mistral) or byte-level BPE (GPT-2, Llama 3, SmolLM, Qwen)."""
     decoder = _byte_decoder()
+    sentencepiece = any("\u2581" in name for name in names if name)
     out = []
     for name in names:
         name = name or ""
-        if all(ch in decoder for ch in name):
-            out.append(bytes(decoder[ch] for ch in name))
-        elif len(name) == 6 and name.startswith("<0x") and name.endswith(">"):
+        if sentencepiece and len(name) == 6 and name.startswith("<0x") and name.endswith(">"):
             out.append(bytes([int(name[3:5], 16)]))
-        else:
+        elif sentencepiece or not all(ch in decoder for ch in name):
             out.append(name.replace("\u2581", " ").encode())
+        else:
+            out.append(bytes(decoder[ch] for ch in name))
     return out
 
 
