@@ -239,6 +239,9 @@ def test_a_constrained_generation_records_its_constraint_and_replays_byte_identi
     segments = [json.loads(f.read_text()) for f in (tmp_path / "structured").glob("segment-*.json")]
     keys = {p.get("constraint") for seg in segments for p in seg.get("params", [])}
     assert keys == {params.constraint.key}, "each sample records the stream's constraint"
+    assert {seg["format_version"] for seg in segments} == {2}, "segments with constraints are format version 2"
+    manifest = json.loads((tmp_path / "structured" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
     mock = MockTransformer.from_path(tmp_path / "structured")
     replay = ChatGenerator(mock.get_model(), mock.get_tokenizer(), "cpu", params, mock.get_token_sampler())
     assert "".join(replay.stream(ask(mock.get_tokenizer()))) == live
