@@ -139,6 +139,22 @@ def choice_params(params: GenerationParams, choice: int) -> GenerationParams:
     return params.replace(seed=draw_seed(params.seed, 0, choice, params.sampling))
 
 
+def started_together(choices: list[Iterator]) -> Iterator:
+    """The items of each of ``choices`` in turn, each started (its first item taken) before any is read on:
+    a batched generator then decodes the n choices in one batch. Closing it closes them all."""
+    try:
+        firsts = [next(choice, None) for choice in choices]
+        for first, choice in zip(firsts, choices, strict=True):
+            if first is not None:
+                yield first
+            yield from choice
+    finally:
+        for choice in choices:
+            close = getattr(choice, "close", None)
+            if close is not None:
+                close()
+
+
 class _Render:
     """Turns generation events into reply pieces, in the worker thread (decoding logprob tokens and
     serialising chunks off the event loop)."""
@@ -260,8 +276,9 @@ class OpenAIServing:
         def make(should_stop: Callable[[], bool]) -> Iterator[tuple[GenerationEvent, Any]]:
             if parsed.n == 1:
                 return render(generation_events(ctx.generator, prompt, params, should_stop, parsed.top_logprobs_count))
-            return (piece for choice in range(parsed.n) for piece in render(generation_events(
-                ctx.generator, prompt, choice_params(params, choice), should_stop, parsed.top_logprobs_count)))
+            return started_together([render(generation_events(
+                ctx.generator, prompt, choice_params(params, choice), should_stop, parsed.top_logprobs_count))
+                for choice in range(parsed.n)])
 
         if parsed.stream:
             response = EventStreamResponse(self._stream(make, render, parsed, timer, release))  # n == 1
@@ -301,6 +318,8 @@ class OpenAIServing:
         return prompt, tools.tool_format(tokenizer.chat_template)
 
     async def _check_constraint(self, params: GenerationParams) -> None:
+        if params.constraint is None:
+            return
         try:  # compiles the schema (once; kept): not on the event loop
             await anyio.to_thread.run_sync(check_constraint, self.context.generator, params.constraint)
         except ConstraintError as error:
