@@ -2,7 +2,8 @@
 
     ChatStreamError
     ├── ConfigurationError (also a ValueError)   bad constructor or CLI argument
-    │   └── ModelTooLargeError                   the weights do not fit the device's free memory
+    │   ├── ModelTooLargeError                   the weights do not fit the device's free memory
+    │   └── ConstraintError                      a schema/grammar that cannot compile, or a token it refuses
     ├── PromptTooLongError (also a ValueError)   the prompt cannot fit the context even alone
     ├── ModelCacheError                          the model did not keep the KV cache it was given
     ├── SessionStoreError                        a session store cannot keep or give back a session
@@ -66,6 +67,11 @@ class CassetteFormatError(CassetteError):
 
 class CassetteMiss(CassetteError):
     """The replayed code made a call that the cassette never recorded."""
+
+
+class ConstraintError(ConfigurationError):
+    """A decoding constraint (JSON schema, regex, grammar) that the grammar library cannot compile, or a
+    token that breaks it (a replayed cassette whose recorded token the grammar refuses)."""
 
 
 class Removed03Error(ChatStreamError, ImportError):

@@ -115,7 +115,7 @@ def test_truncated_manifest_names_the_file(cassette_dir):
 
 def test_future_format_version_is_refused_with_upgrade_hint(cassette_dir):
     fmt.write_manifest(cassette_dir, _manifest(format_version=fmt.FORMAT_VERSION + 1))
-    with pytest.raises(CassetteFormatError, match=r"format_version 2 is newer than this chatstream reads .*upgrade"):
+    with pytest.raises(CassetteFormatError, match=r"format_version 3 is newer than this chatstream reads .*upgrade"):
         fmt.load_cassette(cassette_dir)
 
 

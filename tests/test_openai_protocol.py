@@ -42,7 +42,7 @@ def test_a_full_request_is_read_once_into_what_the_generator_needs():
     assert not plain.include_usage and plain.stream is False
 
 
-@pytest.mark.parametrize("field", ["tools", "response_format", "logit_bias", "tool_choice"])
+@pytest.mark.parametrize("field", ["audio", "modalities", "prediction", "web_search_options"])
 def test_unsupported_fields_are_refused_by_name(field):
     error = refused(**{field: {"type": "json_object"}})
     assert field in error.message and error.param == field and error.code == "unsupported_parameter"
@@ -50,14 +50,21 @@ def test_unsupported_fields_are_refused_by_name(field):
 
 @pytest.mark.parametrize(
     ("changes", "param", "fragment"),
-    [({"n": 2}, "n", "`n` (=2) must be 1"),
+    [({"n": 2, "stream": True}, "n", "`n` > 1 is not streamed"),
+     ({"n": 9}, "n", "less than or equal to 8"),
+     ({"tool_choice": "auto"}, "tool_choice", "needs `tools`"),
+     ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {
+         "type": "function", "function": {"name": "g"}}}, "tool_choice", "not in `tools`"),
+     ({"response_format": {"type": "json_schema"}}, "response_format", "needs `json_schema`"),
+     ({"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "x"}]}, "messages",
+      "needs `tool_call_id`"),
      ({"temperature": 3}, "temperature", "less than or equal to 2"),
      ({"top_logprobs": 30, "logprobs": True}, "top_logprobs", "20"),
      ({"top_logprobs": 2}, "top_logprobs", "needs `logprobs: true`"),
      ({"messages": []}, "messages", "at least 1"),
-     ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "'system'"),
+     ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role", "'system'"),
      ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "messages",
-      "last message must be the user's"),
+      "last message must be the user's or a tool result"),
      ({"stop": ["a"] * 5}, "stop", "at most 4"),
      ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed with `stream: true`"),
      ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1")],

@@ -45,7 +45,7 @@ def test_manifest_records_versions_device_model_tokenizer_and_fingerprints(tmp_p
     recorder.wrap(model, tokenizer, None)
     recorder.close()
     manifest = fmt.load_cassette(tmp_path / "c").manifest
-    assert manifest["format_version"] == fmt.FORMAT_VERSION and manifest["fidelity"] == "fp16"
+    assert manifest["format_version"] == fmt.PLAIN_FORMAT_VERSION and manifest["fidelity"] == "fp16"
     assert set(manifest["versions"]) >= {"chatstream", "torch", "transformers"}
     assert manifest["versions"]["torch"] == torch.__version__
     assert manifest["model"]["device"]["type"] == "cpu" and manifest["model"]["device"]["name"]

@@ -119,7 +119,7 @@ def build_manifest(model: Any, tokenizer: Any, token_sampler: Any, fidelity: str
     from .. import __version__
 
     return {
-        "format_version": fmt.FORMAT_VERSION,
+        "format_version": fmt.PLAIN_FORMAT_VERSION,  # version 2 only in segments that need it
         "fidelity": fidelity,
         "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"chatstream": __version__, "torch": torch.__version__,

@@ -38,7 +38,12 @@ from ._cassette_values import history_hash as history_hash
 from ._cassette_values import recorded_output_problem
 from ._cassette_values import sample_key as sample_key
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2 (issue 19) adds, to a segment's sampling params, `constraint` (the key of the stream's decoding
+# constraint) and `logit_bias`; only segments that use them are written as version 2, so other cassettes
+# (the manifest, every segment without them) stay version 1 and older chatstream releases still read them.
+CONSTRAINED_FORMAT_VERSION = 2
+PLAIN_FORMAT_VERSION = 1
 COMPACT_TOP_K = 64
 MANIFEST_NAME = "manifest.json"
 SEGMENT_PREFIX = "segment-"
@@ -221,8 +226,9 @@ def write_segment(directory: Path, number: int, body: dict, packer: TensorPacker
     tensor_path, json_path = segment_paths(directory, number)
     data = save_tensors(packer.tensors()) if packer.groups else save_tensors({})
     _write_atomic(tensor_path, data)
+    uses_v2 = any("constraint" in p or "logit_bias" in p for p in body.get("params", ()))
     document = {
-        "format_version": FORMAT_VERSION,
+        "format_version": CONSTRAINED_FORMAT_VERSION if uses_v2 else PLAIN_FORMAT_VERSION,
         "segment": number,
         "tensors": {"file": tensor_path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
         "groups": packer.groups,

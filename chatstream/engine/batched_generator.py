@@ -17,6 +17,7 @@ from ..exceptions import ConfigurationError
 from ._batch_cache import batching_unsupported
 from .batching import BatchEngine
 from .chat_prompt import AbstractChatPrompt
+from .constraints import compiler_of
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .events import FinishEvent, FinishReason, GenerationEvent, check_top_logprobs, text_deltas
@@ -108,15 +109,18 @@ class BatchedChatGenerator:
 
         The sequence is submitted on the first ``next()``; closing the iterator makes it leave the batch.
         """
+        eos_ids = answer_eos_ids(self.eos_ids, params)
+        constraint = None if params.constraint is None else compiler_of(self).start(params.constraint, eos_ids)
         submission = self.engine.submit(
             list(input_ids),
             max_new_tokens=max_new_tokens if max_new_tokens is not None else params.max_new_tokens,
             sampling=params.sampling,
             generator=make_generator(params.seed),
-            eos_ids=answer_eos_ids(self.eos_ids, params),
+            eos_ids=eos_ids,
             detokenizer=StreamingDetokenizer(self.tokenizer, list(stop_strings), context_ids=list(input_ids)),
             should_stop=should_stop,
             logprobs=logprobs,
+            constraint=constraint,
         )
         produced = 0
         try:

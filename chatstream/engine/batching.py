@@ -25,6 +25,7 @@ import torch
 from ..exceptions import ConfigurationError
 from ._batch_cache import copy_row, stack_rows, unstack_rows
 from .batch_rows import ROWS_ATTR
+from .constraints import ConstraintState
 from .detokenizer import StreamingDetokenizer
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent
 from .generation import accepts_logits_to_keep
@@ -42,7 +43,7 @@ class _Sequence:
     def __init__(self, input_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
                  generator: torch.Generator | None, eos_ids: set[int], detokenizer: StreamingDetokenizer,
                  should_stop: Callable[[], bool] | None, device: torch.device,
-                 logprobs: int | None = None) -> None:
+                 logprobs: int | None = None, constraint: ConstraintState | None = None) -> None:
         prompt_len = len(input_ids)
         self.prompt_len = prompt_len
         self.logprobs = logprobs  # None: no log-probabilities (no cost); n: n alternatives per token
@@ -54,6 +55,7 @@ class _Sequence:
         self.produced = 0
         self.max_new_tokens = max_new_tokens
         self.sampling = sampling
+        self.constraint = constraint  # its own grammar state, or None
         self.generator = generator
         self.eos_ids = eos_ids
         self.detokenizer = detokenizer
@@ -124,9 +126,10 @@ class BatchEngine:
 
     def submit(self, input_ids: list[int], *, max_new_tokens: int, sampling: SamplingParams,
                generator: torch.Generator | None, eos_ids: set[int], detokenizer: StreamingDetokenizer,
-               should_stop: Callable[[], bool] | None = None, logprobs: int | None = None) -> Submission:
+               should_stop: Callable[[], bool] | None = None, logprobs: int | None = None,
+               constraint: ConstraintState | None = None) -> Submission:
         sequence = _Sequence(input_ids, max_new_tokens, sampling, generator, eos_ids, detokenizer, should_stop,
-                             self.device, logprobs)
+                             self.device, logprobs, constraint)
         with self._cond:
             if self._closed:
                 raise ConfigurationError("this BatchEngine is closed; make a new BatchedChatGenerator.")
@@ -247,7 +250,11 @@ class BatchEngine:
         """Sample the row's next token from its (1, vocab) logits and emit it (or end the sequence)."""
         with torch.inference_mode():
             history = sequence.history[:, : sequence.length]
+            if sequence.constraint is not None:  # after the forward, before the sampler's processors
+                logits = sequence.constraint.mask(logits)
             token = self.sampler.sample(logits, history, sequence.sampling, sequence.generator)
+            if sequence.constraint is not None:
+                sequence.constraint.advance(token)
             if sequence.logprobs is not None and token not in sequence.eos_ids:
                 chosen, top = sampled_logprobs(sequence.sampling, history, logits, token, sequence.logprobs)
         if token in sequence.eos_ids:

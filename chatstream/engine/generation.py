@@ -17,12 +17,13 @@ import torch
 
 from ..exceptions import ConfigurationError, PromptTooLongError
 from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
+from .constraints import Constraint, ConstraintState, compiler_of
 from .detokenizer import StreamingDetokenizer
 from .device import resolve_device
 from .events import FinishEvent, FinishReason, GenerationEvent, TokenEvent, check_top_logprobs, text_deltas
 from .model_cache import cache_argument, decode_attention_mask, output_cache
 from .prefix_cache import PrefixCache, make_prefix_cache
-from .sampling import SamplingParams, sampled_logprobs
+from .sampling import SamplingParams, normalize_logit_bias, sampled_logprobs
 from .token_sampler import TokenSampler, TokenSamplerIsok, make_generator
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
@@ -50,8 +51,16 @@ class GenerationParams:
     seed: int | None = None
     stop_strings: tuple[str, ...] = ()
     eos_token_ids: tuple[int, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    constraint: Constraint | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "logit_bias", normalize_logit_bias(self.logit_bias))
+        if isinstance(self.constraint, dict):  # from JSON (a session store)
+            object.__setattr__(self, "constraint", Constraint.from_dict(self.constraint))
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise ConfigurationError(f"`constraint` (={self.constraint!r:.60}) must be a "
+                                     "chatstream.engine.constraints.Constraint (e.g. Constraint.json_schema(schema)).")
         # Lists (from JSON: sessions, request bodies) become tuples, so the params stay hashable and frozen.
         for name in ("stop_strings", "eos_token_ids"):
             value = getattr(self, name)
@@ -89,6 +98,8 @@ class GenerationParams:
             repetition_penalty_method=self.repetition_penalty_method,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
+            logit_bias=self.logit_bias,
+            constraint=self.constraint.key if self.constraint is not None else None,
         )
 
     def replace(self, **changes: Any) -> GenerationParams:
@@ -104,6 +115,13 @@ class GenerationParams:
         """A JSON-ready dict (tuples as lists)."""
         data = dataclasses.asdict(self)
         data.update(stop_strings=list(self.stop_strings), eos_token_ids=list(self.eos_token_ids))
+        for name in ("logit_bias", "constraint"):  # only when set: other params' dicts stay as they were
+            if not data[name]:
+                del data[name]
+        if self.logit_bias:
+            data["logit_bias"] = [list(pair) for pair in self.logit_bias]
+        if self.constraint is not None:
+            data["constraint"] = self.constraint.to_dict()
         return data
 
 
@@ -278,6 +296,7 @@ def decode_tokens(
     on_sample: Callable[[torch.Tensor, torch.Tensor, int], None] | None = None,
     prefix_cache: PrefixCache | None = None,
     on_reuse: Callable[[int], None] | None = None,
+    constraint: ConstraintState | None = None,
 ) -> Iterator[int]:
     """Yield generated token ids one by one: prefill once, then one KV-cached step per token.
 
@@ -286,6 +305,7 @@ def decode_tokens(
     ``prefix_cache``, when given, supplies the longest cached prefix of the prompt (only the rest is
     prefilled; ``on_reuse(n)`` hears how many ids were reused) and keeps the cache when the loop ends or
     is closed (not when a step raised).
+    ``constraint`` masks each step's logits before the sampler and follows the tokens it chose.
     """
     # Each step runs under inference mode; the mode is left before each yield so the caller's code
     # between tokens runs as it would without this loop (what @torch.inference_mode() does on a generator).
@@ -319,7 +339,11 @@ def decode_tokens(
                 output = model(input_ids=step_input, attention_mask=mask, use_cache=True, **extra)
                 cache, cached = output_cache(output), length
                 logits = output.logits.select(1, -1)
+                if constraint is not None:
+                    logits = constraint.mask(logits)
                 token = sampler.sample(logits, history[:, :length], sampling, generator)
+                if constraint is not None:
+                    constraint.advance(token)
                 if on_sample is not None:
                     on_sample(logits, history[:, :length], token)
             if token in eos_ids:
@@ -391,6 +415,8 @@ class ChatGenerator:
         detokenizer = StreamingDetokenizer(self.tokenizer, answer_stop_strings(chat_prompt, params),
                                            context_ids=input_ids)
         sampling = params.sampling
+        eos_ids = answer_eos_ids(self.eos_ids, params)
+        constraint = None if params.constraint is None else compiler_of(self).start(params.constraint, eos_ids)
         scored: list[tuple[float, tuple[tuple[int, float], ...]]] = []  # the last token's logprobs
 
         def score(logits: torch.Tensor, history: torch.Tensor, token: int) -> None:
@@ -403,12 +429,13 @@ class ChatGenerator:
             sampler=self.token_sampler,
             sampling=sampling,
             max_new_tokens=max_new_tokens,
-            eos_ids=answer_eos_ids(self.eos_ids, params),
+            eos_ids=eos_ids,
             device=self.device,
             generator=make_generator(params.seed),
             on_sample=score if logprobs is not None else None,
             prefix_cache=self.prefix_cache if self.prefix_cache.enabled else None,
             on_reuse=reused.append,
+            constraint=constraint,
         )
         count, reason = 0, None
         try:

@@ -1,7 +1,7 @@
 """Sampling controls as pure logits processors, and the one function that turns logits into a token.
 
 Each processor is ``__call__(input_ids, scores) -> scores``: it returns a new tensor and never edits
-its input. ``build_processors`` chains them in the fixed order repetition penalty, presence/frequency
+its input. ``build_processors`` chains them in the fixed order logit bias, repetition penalty, presence/frequency
 penalties, temperature, top-k, top-p, and leaves out any that would change nothing. ``input_ids`` is
 ``(batch, seq)`` and ``scores`` is ``(batch, vocab)``, as in transformers' logits processors.
 """
@@ -40,8 +40,13 @@ class SamplingParams:
     repetition_penalty_method: str = "multiplicative"
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias in [-100, 100]) added to its logit
+    constraint: str | None = None  # the key of the stream's decoding constraint (engine.constraints)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "logit_bias", normalize_logit_bias(self.logit_bias))
+        if self.constraint is not None and not isinstance(self.constraint, str):
+            raise ConfigurationError(f"`constraint` (={self.constraint!r}) must be a constraint's key (a str) or None.")
         _check_temperature(self.temperature)
         for name in ("presence_penalty", "frequency_penalty"):
             _check_additive_penalty(name, getattr(self, name))
@@ -65,10 +70,33 @@ class SamplingParams:
         """The fields as a dict; the presence/frequency penalties only when set, so the dict (and the
         cassette sample keys made from it) of params that do not use them is what it was before them."""
         data = asdict(self)
-        for name in ("presence_penalty", "frequency_penalty"):
+        for name in ("presence_penalty", "frequency_penalty", "logit_bias", "constraint"):
             if not data[name]:
                 del data[name]
+        if "logit_bias" in data:
+            data["logit_bias"] = [list(pair) for pair in self.logit_bias]
         return data
+
+
+def normalize_logit_bias(value: object) -> tuple[tuple[int, float], ...]:
+    """``logit_bias`` as sorted ``(token id, bias)`` pairs, from a mapping (OpenAI's ``{"id": bias}``, keys
+    may be strings of ids) or pairs; each id an int >= 0, each bias a number in [-100, 100]."""
+    items = value.items() if isinstance(value, dict) else value
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise ConfigurationError(f"`logit_bias` (={value!r:.80}) must map token ids to biases in [-100, 100].")
+    pairs: dict[int, float] = {}
+    for item in items:
+        try:
+            key, bias = item
+            token = int(key) if isinstance(key, str) and key.strip().isdigit() else key
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"`logit_bias` holds {item!r:.40}; give (token id, bias) pairs.") from None
+        if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+            raise ConfigurationError(f"`logit_bias` key {key!r} is not a token id (an integer >= 0).")
+        if not _is_number(bias) or not -100 <= bias <= 100:
+            raise ConfigurationError(f"`logit_bias` for token {token} (={bias!r}) must be a number in [-100, 100].")
+        pairs[token] = float(bias)
+    return tuple(sorted(pairs.items()))
 
 
 def _is_number(value: object) -> bool:
@@ -218,9 +246,29 @@ class TopPProcessor:
         return scores.masked_fill(drop, -math.inf)
 
 
+class LogitBiasProcessor:
+    """OpenAI's ``logit_bias``: add each bias to its token's logit (-100 bans a token, 100 all but forces it)."""
+
+    def __init__(self, logit_bias: tuple[tuple[int, float], ...] | dict) -> None:
+        pairs = normalize_logit_bias(logit_bias)
+        self.ids = torch.tensor([token for token, _ in pairs], dtype=torch.long)
+        self.biases = torch.tensor([bias for _, bias in pairs], dtype=torch.float32)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if len(self.ids) and int(self.ids.max()) >= scores.shape[-1]:
+            raise ConfigurationError(f"`logit_bias` names token {int(self.ids.max())}, past the model's "
+                                     f"{scores.shape[-1]} logits; use ids of this model's tokenizer.")
+        scores = _wide(scores).clone()
+        ids = self.ids.to(scores.device)
+        scores[:, ids] += self.biases.to(device=scores.device, dtype=scores.dtype)
+        return scores
+
+
 def build_processors(params: SamplingParams, vocab_size: int | None = None) -> list[LogitsProcessor]:
     """The processors ``params`` asks for, in the fixed order, leaving out the ones that change nothing."""
     processors: list[LogitsProcessor] = []
+    if params.logit_bias:
+        processors.append(LogitBiasProcessor(params.logit_bias))
     penalty = params.repetition_penalty
     if penalty is not None and not (
         (params.repetition_penalty_method == "multiplicative" and penalty == 1.0)

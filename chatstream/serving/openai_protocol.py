@@ -2,7 +2,7 @@
 
 ``parse_chat_completion(body)`` turns a request body into a ``ChatCompletionRequest`` or an ``OpenAIError``
 (400 naming the field). Only what ChatStream can honour is accepted: a field it does not support (tools,
-response_format, ...) is refused by name instead of being ignored. Replies are built as plain dicts (one
+audio, ...) is refused by name instead of being ignored. Replies are built as plain dicts (one
 per streamed token, so no model validation on the way out). See https://platform.openai.com/docs/api-reference/chat.
 """
 
@@ -21,6 +21,7 @@ from ..engine.events import MAX_TOP_LOGPROBS
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 DONE_LINE = b"data: [DONE]\n\n"
+MAX_CHOICES = 8  # the most `n` a request may ask for
 
 
 class OpenAIError(Exception):
@@ -79,14 +80,62 @@ class TextPart(_Strict):
     text: str
 
 
+class FunctionCall(_Strict):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: str | None = None  # accepted and ignored, as most servers do
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
     @property
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class JsonSchemaFormat(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str | None = None
+    json_schema: dict = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class FunctionDefinition(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    parameters: dict = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Strict):
@@ -112,7 +161,12 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
-    n: int = 1
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] = 1
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; several calls are parsed when the model makes them
     user: str | None = None  # accepted and ignored
 
     @property
@@ -166,18 +220,35 @@ def parse_chat_completion(body: bytes | str) -> ChatCompletionRequest:
 
 def _check(request: ChatCompletionRequest) -> None:
     """What the field types cannot say."""
-    if request.n != 1:
-        raise bad_request(f"`n` (={request.n}) must be 1: this server generates one choice per request; send "
-                          "several requests for several choices.", param="n")
+    if request.response_format is not None and request.response_format.type == "json_schema" and \
+            request.response_format.json_schema is None:
+        raise bad_request("`response_format` of type json_schema needs `json_schema` ({name, schema, strict}).",
+                          param="response_format")
+    if request.n > 1 and request.stream:
+        raise bad_request("`n` > 1 is not streamed by this server yet; send `stream: false` or `n: 1`.", param="n")
+    if request.tool_choice is not None and not request.tools:
+        raise bad_request("`tool_choice` needs `tools`.", param="tool_choice")
+    if isinstance(request.tool_choice, NamedToolChoice) and request.tool_choice.function.name not in \
+            {tool.function.name for tool in request.tools or []}:
+        raise bad_request(f"`tool_choice` names `{request.tool_choice.function.name}`, which is not in `tools`.",
+                          param="tool_choice")
+    if request.tools and request.response_format is not None and request.response_format.type != "text":
+        raise bad_request("`response_format` and `tools` cannot be combined here; send one of them.",
+                          param="response_format")
+    for message in request.messages:
+        if message.role == "tool" and message.tool_call_id is None:
+            raise bad_request("a `tool` message needs `tool_call_id`.", param="messages")
+        if message.content is None and not (message.role == "assistant" and message.tool_calls):
+            raise bad_request(f"a {message.role} message needs `content`.", param="messages")
     if isinstance(request.stop, list) and len(request.stop) > 4:
         raise bad_request(f"`stop` holds {len(request.stop)} strings; at most 4 are allowed.", param="stop")
     if request.top_logprobs is not None and not request.logprobs:
         raise bad_request("`top_logprobs` needs `logprobs: true`.", param="top_logprobs")
     if request.stream_options is not None and not request.stream:
         raise bad_request("`stream_options` is only allowed with `stream: true`.", param="stream_options")
-    if request.messages[-1].role != "user":
-        raise bad_request(f"the last message must be the user's (got {request.messages[-1].role!r}); this server "
-                          "answers a user message.", param="messages")
+    if request.messages[-1].role not in ("user", "tool"):
+        raise bad_request(f"the last message must be the user's or a tool result (got {request.messages[-1].role!r});"
+                          " this server answers a user message.", param="messages")
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -201,8 +272,8 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) ->
 
 
 def chunk(cid: str, created: int, model: str, delta: dict, finish_reason: str | None = None,
-          logprobs: list | None = None) -> dict:
-    choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+          logprobs: list | None = None, index: int = 0) -> dict:
+    choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
     if logprobs is not None:
         choice["logprobs"] = {"content": logprobs}
     return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [choice]}
@@ -218,13 +289,23 @@ def sse(data: dict) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+def choice(index: int, text: str | None, finish_reason: str, logprobs: list | None = None,
+           tool_calls: list[dict] | None = None) -> dict:
+    """One ``choices`` item of a non-streamed reply (``tool_calls`` only when the model called tools)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {"index": index, "message": message, "logprobs": {"content": logprobs} if logprobs is not None else None,
+            "finish_reason": finish_reason}
+
+
 def completion(cid: str, created: int, model: str, text: str, finish_reason: str, prompt_tokens: int,
-               completion_tokens: int, logprobs: list | None = None, cached_tokens: int = 0) -> dict:
+               completion_tokens: int, logprobs: list | None = None, choices: list[dict] | None = None,
+               cached_tokens: int = 0) -> dict:
+    """The reply: one choice from ``text`` (or the ``choices`` given, for ``n`` > 1 or tool calls)."""
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": {"content": logprobs} if logprobs is not None else None,
-                     "finish_reason": finish_reason}],
+        "choices": choices if choices is not None else [choice(0, text, finish_reason, logprobs)],
         "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
     }
 

@@ -25,10 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine.chat_prompt import AbstractChatPrompt
+from ..engine.constraints import check_constraint
 from ..engine.events import FinishEvent, GenerationEvent, TokenEvent, generation_events
 from ..engine.generation import GenerationParams, check_prompt_fits
-from ..exceptions import ConfigurationError, PromptTooLongError
+from ..engine.token_sampler import draw_seed
+from ..exceptions import ConfigurationError, ConstraintError, PromptTooLongError
 from . import openai_protocol as proto
+from . import openai_tools as tools
 from ._driver import drive
 from ._http import ChatStreamingResponse, read_body, unless_disconnected
 from .admission import Admission, once
@@ -94,9 +97,22 @@ def prompt_from_messages(request: proto.ChatCompletionRequest, new_prompt: Calla
     return prompt
 
 
-def generation_params(request: proto.ChatCompletionRequest, base: GenerationParams) -> GenerationParams:
+def generation_params(request: proto.ChatCompletionRequest, base: GenerationParams,
+                      tool_format: tools.ToolFormat | None = None, vocab_size: int | None = None) -> GenerationParams:
     """The server's parameters with the request's choices; raises the 400 for a value they refuse."""
     changes: dict[str, Any] = {}
+    if request.logit_bias:
+        bad = [k for k in request.logit_bias if not k.strip().isdigit() or (vocab_size and int(k) >= vocab_size)]
+        if bad:
+            raise proto.bad_request(f"`logit_bias` key {bad[0]!r} is not a token id of this model (0 to "
+                                    f"{(vocab_size or 1) - 1}).", param="logit_bias")
+        changes["logit_bias"] = request.logit_bias
+    try:
+        constraint = tools.response_constraint(request, tool_format)
+    except ConstraintError as error:
+        raise proto.bad_request(str(error), param="response_format", code="unsupported_schema") from None
+    if constraint is not None:
+        changes["constraint"] = constraint
     for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
         value = getattr(request, name)
         if value is not None:
@@ -115,13 +131,50 @@ def generation_params(request: proto.ChatCompletionRequest, base: GenerationPara
         raise proto.bad_request(str(error)) from None
 
 
+def choice_params(params: GenerationParams, choice: int) -> GenerationParams:
+    """The parameters of choice ``choice`` of ``n``: the request's, with its own seed after the first (derived
+    from the request's, so a seeded request gives the same n answers again; unseeded stays unseeded)."""
+    if choice == 0 or params.seed is None:
+        return params
+    return params.replace(seed=draw_seed(params.seed, 0, choice, params.sampling))
+
+
+def started_together(choices: list[Iterator]) -> Iterator:
+    """The items of each of ``choices`` in turn, each started (its first item taken) before any is read on:
+    a batched generator then decodes the n choices in one batch. Closing it closes them all."""
+    try:
+        firsts = [next(choice, None) for choice in choices]
+        for first, choice in zip(firsts, choices, strict=True):
+            if first is not None:
+                yield first
+            yield from choice
+    finally:
+        for choice in choices:
+            close = getattr(choice, "close", None)
+            if close is not None:
+                close()
+
+
 class _Render:
     """Turns generation events into reply pieces, in the worker thread (decoding logprob tokens and
     serialising chunks off the event loop)."""
 
-    def __init__(self, tokenizer: Any, cid: str, created: int, model: str, stream: bool, logprobs: bool) -> None:
+    def __init__(self, tokenizer: Any, cid: str, created: int, model: str, stream: bool, logprobs: bool,
+                 tool_format: tools.ToolFormat | None = None) -> None:
         self.tokenizer, self.cid, self.created, self.model = tokenizer, cid, created, model
         self.stream, self.logprobs = stream, logprobs
+        self.tool_format = tool_format  # set: the text is parsed for tool calls (see _tool_pieces)
+        self.tool_calls = 0  # calls streamed so far
+
+    def _tool_pieces(self, events: Iterator[GenerationEvent]) -> Iterator[tuple[GenerationEvent, Any]]:
+        """Streaming with tools: content and ``delta.tool_calls`` chunks from the parsed text."""
+        parser = tools.ToolCallStream(self.tool_format)
+        for event in events:
+            deltas = parser.feed(event.text)
+            if isinstance(event, FinishEvent):
+                deltas += parser.finish()
+                self.tool_calls = len(parser.calls)
+            yield event, b"".join(proto.sse(proto.chunk(self.cid, self.created, self.model, d)) for d in deltas)
 
     def _token(self, token_id: int) -> str:
         if token_id < 0 or self.tokenizer is None:
@@ -135,6 +188,9 @@ class _Render:
 
     def __call__(self, events: Iterator[GenerationEvent]) -> Iterator[tuple[GenerationEvent, Any]]:
         """``(event, piece)``: piece is SSE bytes (or b"") when streaming, else the logprob entry or None."""
+        if self.stream and self.tool_format is not None:
+            yield from self._tool_pieces(events)
+            return
         for event in events:
             if isinstance(event, FinishEvent):
                 piece = b""
@@ -180,8 +236,10 @@ class OpenAIServing:
             parsed = proto.parse_chat_completion(body)
             if parsed.model != ctx.model_name:
                 raise proto.model_not_found(parsed.model, ctx.model_name)
-            params = generation_params(parsed, ctx.params())
-            prompt = prompt_from_messages(parsed, ctx.new_prompt)
+            tokenizer = getattr(ctx.generator, "tokenizer", None)
+            prompt, tool_format = self._prompt(parsed, tokenizer)
+            params = generation_params(parsed, ctx.params(), tool_format, len(tokenizer) if tokenizer else None)
+            await self._check_constraint(params)
             await self._check_fits(prompt, params)
             ticket = ctx.admission.try_enter()
             if ticket is None:
@@ -211,14 +269,19 @@ class OpenAIServing:
                 await release(Outcome.DISCONNECTED_BEFORE_STREAMING)
             raise
         cid = proto.completion_id(uuid.uuid4().hex)
+        parse_calls = tool_format if parsed.tools and parsed.tool_choice != "none" else None
         render = _Render(getattr(ctx.generator, "tokenizer", None), cid, int(time.time()), ctx.model_name,
-                         parsed.stream, parsed.logprobs)
+                         parsed.stream, parsed.logprobs, parse_calls)
 
         def make(should_stop: Callable[[], bool]) -> Iterator[tuple[GenerationEvent, Any]]:
-            return render(generation_events(ctx.generator, prompt, params, should_stop, parsed.top_logprobs_count))
+            if parsed.n == 1:
+                return render(generation_events(ctx.generator, prompt, params, should_stop, parsed.top_logprobs_count))
+            return started_together([render(generation_events(
+                ctx.generator, prompt, choice_params(params, choice), should_stop, parsed.top_logprobs_count))
+                for choice in range(parsed.n)])
 
         if parsed.stream:
-            response = EventStreamResponse(self._stream(make, render, parsed, timer, release))
+            response = EventStreamResponse(self._stream(make, render, parsed, timer, release))  # n == 1
             response.add_close_callback(lambda: release(Outcome.DISCONNECTED_BEFORE_STREAMING))
             return response
         try:
@@ -232,14 +295,37 @@ class OpenAIServing:
             with anyio.CancelScope(shield=True):
                 await release(Outcome.DISCONNECTED_WHILE_STREAMING)
             raise
-        if not completed:
+        if not completed or not result:
             await release(Outcome.DISCONNECTED_WHILE_STREAMING)
             return Response(status_code=499)
-        text, entries, finish = result
+        choices = []
+        for index, (text, entries, finish) in enumerate(result):
+            content, calls = (text, []) if parse_calls is None else tools.parse_tool_calls(text, parse_calls)
+            reason = "tool_calls" if calls and finish.finish_reason.value == "stop" else finish.finish_reason.value
+            choices.append(proto.choice(index, content, reason, entries if parsed.logprobs else None, calls))
+        finish = FinishEvent("", result[-1][2].finish_reason, result[-1][2].prompt_tokens,
+                             sum(f.completion_tokens for _, _, f in result),
+                             min(f.cached_tokens for _, _, f in result))  # each choice prefilled its own
         await release(Outcome.SUCCESS, finish)
-        return JSONResponse(proto.completion(cid, render.created, ctx.model_name, text, finish.finish_reason.value,
-                                             finish.prompt_tokens, finish.completion_tokens,
-                                             entries if parsed.logprobs else None, finish.cached_tokens))
+        return JSONResponse(proto.completion(cid, render.created, ctx.model_name, "", "", finish.prompt_tokens,
+                                             finish.completion_tokens, choices=choices,
+                                             cached_tokens=finish.cached_tokens))
+
+    def _prompt(self, parsed: proto.ChatCompletionRequest, tokenizer: Any
+                ) -> tuple[AbstractChatPrompt, tools.ToolFormat | None]:
+        """The request's prompt, and its model's tool-call format when the request uses tools."""
+        if not tools.uses_tools(parsed):
+            return prompt_from_messages(parsed, self.context.new_prompt), None
+        prompt = tools.tool_prompt(parsed, tokenizer)
+        return prompt, tools.tool_format(tokenizer.chat_template)
+
+    async def _check_constraint(self, params: GenerationParams) -> None:
+        if params.constraint is None:
+            return
+        try:  # compiles the schema (once; kept): not on the event loop
+            await anyio.to_thread.run_sync(check_constraint, self.context.generator, params.constraint)
+        except ConstraintError as error:
+            raise proto.bad_request(str(error), param="response_format", code="unsupported_schema") from None
 
     async def _check_fits(self, prompt: AbstractChatPrompt, params: GenerationParams) -> None:
         try:  # tokenizes the history: not on the event loop
@@ -248,21 +334,23 @@ class OpenAIServing:
             raise proto.bad_request(str(error), param="messages", code="context_length_exceeded") from None
 
     async def _collect(self, make: Callable, timer: Any, result: list) -> None:
-        text, entries, finish = [], [], None
+        """``result``: one ``(text, logprob entries, finish)`` per choice (each ends at its FinishEvent)."""
+        text: list[str] = []
+        entries: list = []
         async with contextlib.aclosing(drive(make, self.context.limiter())) as batches:
             async for batch in batches:
                 tokens = 0
                 for event, entry in batch:
                     text.append(event.text)
                     if isinstance(event, FinishEvent):
-                        finish = event
+                        result.append(("".join(text), entries, event))
+                        text, entries = [], []
                     else:
                         tokens += 1
                         if entry is not None:
                             entries.append(entry)
                 if tokens:
                     timer.token(tokens)
-        result[:] = ["".join(text), entries, finish]
 
     async def _stream(self, make: Callable, render: _Render, parsed: proto.ChatCompletionRequest, timer: Any,
                       release: Callable) -> AsyncIterator[bytes]:
@@ -287,7 +375,10 @@ class OpenAIServing:
                         yield data
             if finish is None:  # a generator that ended without its finish event
                 raise RuntimeError("the generator ended without a finish event")
-            tail = proto.sse(proto.chunk(cid, created, model, {}, finish.finish_reason.value))
+            reason = finish.finish_reason.value
+            if render.tool_calls and reason == "stop":
+                reason = "tool_calls"
+            tail = proto.sse(proto.chunk(cid, created, model, {}, reason))
             if parsed.include_usage:
                 tail += proto.sse(proto.usage_chunk(cid, created, model, finish.prompt_tokens,
                                                     finish.completion_tokens, finish.cached_tokens))
