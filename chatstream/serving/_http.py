@@ -290,14 +290,23 @@ def parse_json_object(body: bytes | str, loc: Locale) -> dict | JSONResponse:
     return data
 
 
+STREAM_MODES = ("full", "delta")  # /chat_stream's chunks: the whole answer so far (0.3), or only the new text
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     user_input: str | None
     regenerate: bool
+    stream_mode: str = "full"  # one of STREAM_MODES
+
+    @property
+    def delta(self) -> bool:
+        return self.stream_mode == "delta"
 
 
 def parse_chat_request(body: bytes | str, loc: Locale) -> ChatRequest | JSONResponse:
-    """``{"user_input": str, "regenerate": bool}`` checked; user_input may be left out only to regenerate.
+    """``{"user_input": str, "regenerate": bool, "stream_mode": "full" | "delta"}`` checked; user_input may be
+    left out only to regenerate; ``stream_mode`` left out is "full" (the 0.3 protocol, byte for byte).
 
     A ``regenerate`` that is not a JSON boolean (0.3's ``web_server_edit_request.py`` sends the string
     ``"False"``) means false, as in ChatStream 0.3, with a warning: only ``true`` regenerates.
@@ -317,4 +326,8 @@ def parse_chat_request(body: bytes | str, loc: Locale) -> ChatRequest | JSONResp
     if user_input is not None and not isinstance(user_input, str):
         kind = type(user_input).__name__
         return error_response(400, "user_input_not_string", loc.t("user_input_not_string", kind=kind))
-    return ChatRequest(user_input, regenerate)
+    stream_mode = data.get("stream_mode", "full")
+    if stream_mode not in STREAM_MODES:
+        given = json.dumps(stream_mode, ensure_ascii=False)[:40]
+        return error_response(400, "bad_stream_mode", loc.t("bad_stream_mode", given=given))
+    return ChatRequest(user_input, regenerate, stream_mode)
