@@ -95,25 +95,40 @@
     return chunk.split(ESCAPE).join("<::");
   }
 
-  // Appends streamed text to a message bubble, replacing what it showed before on the first piece.
+  // Appends streamed text to a message bubble (replacing what it showed before on the first piece), at most
+  // once per animation frame: the pieces that arrived meanwhile go in together, so the message is laid out
+  // and scrolled once per frame, not once per token.
   function streamInto(element) {
     let node = null;
+    let pending = "";
+    let scheduled = false;
+    function flush() {
+      scheduled = false;
+      if (node === null) {
+        element.textContent = "";
+        node = document.createTextNode("");
+        element.appendChild(node);
+      }
+      if (pending) node.appendData(pending);
+      pending = "";
+      messages.scrollTop = messages.scrollHeight;
+    }
     return {
       append(piece) {
-        if (node === null) {
-          element.textContent = "";
-          node = document.createTextNode("");
-          element.appendChild(node);
+        pending += piece;
+        if (!scheduled) {
+          scheduled = true;
+          requestAnimationFrame(flush);
         }
-        if (piece) node.appendData(piece);
-        messages.scrollTop = messages.scrollHeight;
       },
       note(text) {
+        flush();
         const small = document.createElement("span");
         small.className = "note";
         small.textContent = text;
         element.appendChild(small);
       },
+      flush,
     };
   }
 
@@ -167,11 +182,11 @@
           end = received.indexOf(FINISH);
         }
       }
+      target.flush();
       return true;
     } catch (error) {
       if (error.name === "AbortError") {
         if (!started) return false; // stopped while waiting in the queue: the server kept nothing
-        target.append("");
         target.note("(stopped)");
         return true;
       }
