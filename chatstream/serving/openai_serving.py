@@ -122,6 +122,7 @@ class _Render:
     def __init__(self, tokenizer: Any, cid: str, created: int, model: str, stream: bool, logprobs: bool) -> None:
         self.tokenizer, self.cid, self.created, self.model = tokenizer, cid, created, model
         self.stream, self.logprobs = stream, logprobs
+        self.content_chunk = proto.ContentChunks(cid, created, model)
 
     def _token(self, token_id: int) -> str:
         if token_id < 0 or self.tokenizer is None:
@@ -139,13 +140,15 @@ class _Render:
             if isinstance(event, FinishEvent):
                 piece = b""
                 if self.stream and event.text:
-                    piece = proto.sse(proto.chunk(self.cid, self.created, self.model, {"content": event.text}))
+                    piece = self.content_chunk(event.text)
                 yield event, piece
                 continue
             entry = self.logprob_entry(event) if self.logprobs else None
             if not self.stream:
                 yield event, entry
-            elif event.text or entry is not None:
+            elif entry is None and event.text:
+                yield event, self.content_chunk(event.text)
+            elif entry is not None:
                 data = proto.chunk(self.cid, self.created, self.model, {"content": event.text}, None,
                                    [entry] if entry is not None else None)
                 yield event, proto.sse(data)
