@@ -4,7 +4,10 @@ Both servers run uvicorn on loopback in their own process and stream the same by
 ``--clients`` concurrent clients each send ``--requests`` requests per round; every round runs ChatStream
 then the bare server, so machine noise hits both alike, and the figure is the **median of the per-round
 ratios** (bare tokens/s / ChatStream tokens/s) with its spread; the output says how many rounds a +-5%
-figure (95% confidence) needs at the spread seen.
+figure (95% confidence) needs at the spread seen. On a machine shared with other work the wall-clock ratio
+swings with the neighbours' load, so the bench also reports the **CPU ratio**: the CPU seconds each server
+process (all its threads) spent per token in the round, ChatStream's over bare's, which other processes
+disturb far less.
 
 The clients speak HTTP/1.1 themselves (asyncio streams, keep-alive) and read the chunked body chunk by
 chunk: one HTTP chunk is one write of the server (uvicorn writes each ``http.response.body`` message as one
@@ -40,6 +43,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+
+import psutil
 
 EOS = b"<::EOS::>"
 PROMPT = "Tell me a long story."
@@ -265,6 +270,12 @@ async def one_round(port: int, clients: int, requests: int, openai: bool, delta:
                  [[w.count(b"data: ") for w in r.writes] for r in replies])
 
 
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """User + system CPU seconds of a server process so far, all its threads."""
+    times = psutil.Process(process.pid).cpu_times()
+    return times.user + times.system
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -297,6 +308,7 @@ def main() -> None:
     expected = per_answer * args.clients * args.requests
     servers = {kind: start(kind, args) for kind in ("chatstream", "bare")}
     ratios: list[float] = []
+    cpu_ratios: list[float] = []
     rates: dict[str, list[float]] = {"chatstream": [], "bare": []}
     ttfts: dict[str, list[float]] = {"chatstream": [], "bare": []}
     writes = 0
@@ -304,10 +316,14 @@ def main() -> None:
         for kind in ("chatstream", "bare"):  # warm-up
             asyncio.run(one_round(servers[kind][1], args.clients, 1, args.openai, args.delta))
         for _ in range(args.rounds):
+            cpu = cpu_seconds(servers["chatstream"][0])
             ours = asyncio.run(one_round(servers["chatstream"][1], args.clients, args.requests, args.openai,
                                          args.delta))
+            cpu_ours = cpu_seconds(servers["chatstream"][0]) - cpu
+            cpu = cpu_seconds(servers["bare"][0])
             bare = asyncio.run(one_round(servers["bare"][1], args.clients, args.requests, args.openai, args.delta,
                                          ours.groups if args.openai else None))
+            cpu_ratios.append(cpu_ours / (cpu_seconds(servers["bare"][0]) - cpu))
             for kind, result in (("chatstream", ours), ("bare", bare)):
                 assert result.tokens == expected, (kind, result.tokens, expected)
                 rates[kind].append(result.tokens / result.seconds)
@@ -334,6 +350,9 @@ def main() -> None:
           f"(target <= {target}x; spread {spread}; rounds {[round(r, 2) for r in ratios]})")
     print(f"rounds needed for a +-5% figure (95% confidence) at this spread: {rounds_for(ratios)} "
           f"(ran {args.rounds})")
+    print(f"CPU ratio (server CPU seconds per token, {what} / bare), median of per-round ratios: "
+          f"{statistics.median(cpu_ratios):.2f}x (spread {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}; rounds "
+          f"{[round(r, 2) for r in cpu_ratios]}; +-5% needs {rounds_for(cpu_ratios)} rounds)")
     if args.openai:
         for kind in ("bare", "chatstream"):
             print(f"time to first token, {kind:<10}: p50 {percentile(ttfts[kind], 0.5) * 1000:7.1f} ms, "
