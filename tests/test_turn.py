@@ -166,7 +166,7 @@ def frames(body: str) -> list[str]:
 
 
 async def test_a_03_client_gets_the_03_protocol_byte_for_byte():
-    chat_stream, client = await started(chat_generator=Words(*MARKER_WORDS))
+    _, client = await started(chat_generator=Words(*MARKER_WORDS))
     async with client:
         response = await client.post("/chat_stream", json={"user_input": "hi"})
     assert response.status_code == 200
@@ -180,7 +180,7 @@ async def test_a_03_client_gets_the_03_protocol_byte_for_byte():
 
 async def test_delta_mode_sends_only_the_new_text_and_keeps_the_whole_answer():
     generator = Words(*MARKER_WORDS)
-    chat_stream, client = await started(chat_generator=generator)
+    _, client = await started(chat_generator=generator)
     async with client:
         response = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
         await client.post("/chat_stream", json={"user_input": "again", "stream_mode": "delta"})
@@ -193,7 +193,7 @@ async def test_delta_mode_sends_only_the_new_text_and_keeps_the_whole_answer():
 
 async def test_delta_mode_is_linear_in_the_answer_and_signals_an_empty_answer_alike():
     answer = [f" word{i}" for i in range(2000)]
-    chat_stream, client = await started(chat_generator=Words(*answer))
+    _, client = await started(chat_generator=Words(*answer))
     async with client:
         delta = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
         full = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "full"})
@@ -201,7 +201,7 @@ async def test_delta_mode_is_linear_in_the_answer_and_signals_an_empty_answer_al
     assert "".join(frames(delta.text)) == text and frames(full.text)[-1] == text
     assert len(delta.text) == len(text) + len(EOS) * len(answer)  # O(n): the text once, a marker per token
     assert len(full.text) > 500 * len(text)  # 0.3: O(n^2), the answer so far every token
-    chat_stream, client = await started(chat_generator=Words())
+    _, client = await started(chat_generator=Words())
     async with client:
         empty = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
     assert empty.text == EOS  # no token: one empty chunk, as in the 0.3 mode
@@ -210,7 +210,7 @@ async def test_delta_mode_is_linear_in_the_answer_and_signals_an_empty_answer_al
 async def test_delta_mode_holds_back_text_a_replacement_may_still_change():
     from chatstream.engine.chat_prompt_presets import ChatPromptRinnaJapaneseGPTNeoxInst
 
-    chat_stream, client = await started(chat_generator=Words("one<", "NL", ">two", "<N"),
+    _, client = await started(chat_generator=Words("one<", "NL", ">two", "<N"),
                                         chat_prompt_clazz=ChatPromptRinnaJapaneseGPTNeoxInst)
     async with client:
         delta = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
@@ -219,7 +219,7 @@ async def test_delta_mode_holds_back_text_a_replacement_may_still_change():
 
 
 async def test_an_unknown_stream_mode_is_a_400_that_says_what_to_send():
-    chat_stream, client = await started(chat_generator=Words("x"))
+    _, client = await started(chat_generator=Words("x"))
     async with client:
         response = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "deltas"})
     assert response.status_code == 400 and response.json()["error"] == "bad_stream_mode"

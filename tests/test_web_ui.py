@@ -240,8 +240,8 @@ async def test_a_2000_token_answer_delta_mode_vs_the_03_protocol_in_the_browser(
             figures = {mode: await page.evaluate(READ_AND_RENDER, mode) for mode in ("full", "delta")}
             for mode, got in figures.items():
                 assert got["text"] == answer and got["chunks"] == len(words), mode
-                print(f"\n{mode:>5}: {got['bytes']:>10,} bytes, {got['chunks']} chunks, render {got['renderMs']:8.1f} ms, "
-                      f"request to last chunk shown {got['totalMs']:8.1f} ms")
+                print(f"\n{mode:>5}: {got['bytes']:>10,} bytes, {got['chunks']} chunks, "
+                      f"render {got['renderMs']:8.1f} ms, request to last chunk shown {got['totalMs']:8.1f} ms")
             answer_bytes = len(answer.encode())
             assert figures["delta"]["bytes"] == answer_bytes + len(b"<::EOS::>") * len(words) < 2 * answer_bytes
             assert figures["full"]["bytes"] > 500 * answer_bytes  # 0.3: the answer so far, every token
