@@ -98,3 +98,11 @@ def test_reply_shapes():
     assert whole["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
                               "prompt_tokens_details": {"cached_tokens": 0}}
     assert whole["choices"][0]["message"] == {"role": "assistant", "content": "hi"}
+
+
+def test_content_chunks_are_the_bytes_of_a_whole_chunk():
+    from chatstream.serving import openai_protocol as proto
+
+    make = proto.ContentChunks("chatcmpl-x", 1700000000, 'model "q"\\')
+    for text in ["", "a", 'quote " backslash \\ newline \n nul \x00 <::EOS::>', "日本語 é", "\ud7ff\U0001f600"]:
+        assert make(text) == proto.sse(proto.chunk("chatcmpl-x", 1700000000, 'model "q"\\', {"content": text}))

@@ -133,3 +133,94 @@ async def test_the_03_endpoint_counts_the_models_prompt_and_generated_tokens_exa
     generated = len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1  # and the EOS token
     assert got[("chatstream_generation_tokens_total", frozenset({("source", "live")}))] == generated
     chat_stream.close()
+
+
+# -- the stream modes: 0.3's whole answer per chunk (the default, byte for byte) and the opt-in delta mode ----
+
+EOS = "<::EOS::>"
+
+
+class Words:
+    """Streams the given words (a literal end marker split across tokens, and one whole)."""
+
+    def __init__(self, *words):
+        self.words, self.prompts = words, []
+
+    def stream(self, chat_prompt, params=None, should_stop=None):
+        self.prompts.append(chat_prompt.create_prompt())
+        yield from self.words
+
+
+MARKER_WORDS = ("a<", "::", "EOS::>", " <::ESC::>", " end")
+
+
+def frames(body: str) -> list[str]:
+    """The chunks of a /chat_stream body, split as the chat page splits them (first marker first), unescaped."""
+    assert body.endswith(EOS)
+    out = []
+    while body:
+        end = body.index(EOS)
+        out.append(body[:end].replace("<::ESC::>", "<::"))
+        body = body[end + len(EOS):]
+    return out
+
+
+async def test_a_03_client_gets_the_03_protocol_byte_for_byte():
+    _, client = await started(chat_generator=Words(*MARKER_WORDS))
+    async with client:
+        response = await client.post("/chat_stream", json={"user_input": "hi"})
+    assert response.status_code == 200
+    assert response.text == ("a<" + EOS
+                             + "a<::" + EOS
+                             + "a<::ESC::>EOS::>" + EOS  # the marker completed across tokens is escaped
+                             + "a<::ESC::>EOS::> <::ESC::>ESC::>" + EOS
+                             + "a<::ESC::>EOS::> <::ESC::>ESC::> end" + EOS)
+    assert frames(response.text)[-1] == "".join(MARKER_WORDS)
+
+
+async def test_delta_mode_sends_only_the_new_text_and_keeps_the_whole_answer():
+    generator = Words(*MARKER_WORDS)
+    _, client = await started(chat_generator=generator)
+    async with client:
+        response = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
+        await client.post("/chat_stream", json={"user_input": "again", "stream_mode": "delta"})
+    assert response.status_code == 200
+    # a marker split across chunks needs no escape (each chunk ends at the first marker); a whole one does
+    assert response.text == "a<" + EOS + "::" + EOS + "EOS::>" + EOS + " <::ESC::>ESC::>" + EOS + " end" + EOS
+    assert "".join(frames(response.text)) == "".join(MARKER_WORDS)
+    assert "".join(MARKER_WORDS) in generator.prompts[1]  # the history holds the whole answer, as in 0.3 mode
+
+
+async def test_delta_mode_is_linear_in_the_answer_and_signals_an_empty_answer_alike():
+    answer = [f" word{i}" for i in range(2000)]
+    _, client = await started(chat_generator=Words(*answer))
+    async with client:
+        delta = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
+        full = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "full"})
+    text = "".join(answer)
+    assert "".join(frames(delta.text)) == text and frames(full.text)[-1] == text
+    assert len(delta.text) == len(text) + len(EOS) * len(answer)  # O(n): the text once, a marker per token
+    assert len(full.text) > 500 * len(text)  # 0.3: O(n^2), the answer so far every token
+    _, client = await started(chat_generator=Words())
+    async with client:
+        empty = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
+    assert empty.text == EOS  # no token: one empty chunk, as in the 0.3 mode
+
+
+async def test_delta_mode_holds_back_text_a_replacement_may_still_change():
+    from chatstream.engine.chat_prompt_presets import ChatPromptRinnaJapaneseGPTNeoxInst
+
+    _, client = await started(chat_generator=Words("one<", "NL", ">two", "<N"),
+                                        chat_prompt_clazz=ChatPromptRinnaJapaneseGPTNeoxInst)
+    async with client:
+        delta = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
+        full = await client.post("/chat_stream", json={"user_input": "hi"})
+    assert "".join(frames(delta.text)) == frames(full.text)[-1] == "one\ntwo<N"
+
+
+async def test_an_unknown_stream_mode_is_a_400_that_says_what_to_send():
+    _, client = await started(chat_generator=Words("x"))
+    async with client:
+        response = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "deltas"})
+    assert response.status_code == 400 and response.json()["error"] == "bad_stream_mode"
+    assert '"delta"' in response.json()["detail"]

@@ -164,3 +164,96 @@ async def test_chat_page_streams_stops_regenerates_clears_and_shows_429(chromium
             assert errors == []
         finally:
             await browser.close()
+
+
+# Reads /chat_stream in the browser and renders it: the 0.3 protocol as the page rendered it before (the whole
+# answer so far set on every chunk, then scrolled to the end, which lays the message out); delta mode as the
+# page renders it now (the chunks that arrived within one animation frame appended to one text node at once).
+# Returns the body's bytes, the chunks, the time spent rendering and from the request to the answer shown.
+READ_AND_RENDER = """async (mode) => {
+  const FINISH = "<::EOS::>";
+  const element = document.createElement("div");
+  document.body.appendChild(element);
+  const node = document.createTextNode("");
+  element.appendChild(node);
+  const started = performance.now();
+  const response = await fetch("chat_stream", {method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({user_input: window.ANSWER_INPUT, stream_mode: mode})});
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let received = "", bytes = 0, chunks = 0, renderMs = 0, pending = "", scheduled = false;
+  const flush = () => {
+    const before = performance.now();
+    scheduled = false;
+    node.appendData(pending);
+    pending = "";
+    document.body.scrollTop = element.scrollHeight;
+    renderMs += performance.now() - before;
+  };
+  for (;;) {
+    const {done, value} = await reader.read();
+    if (done) break;
+    bytes += value.byteLength;
+    received += decoder.decode(value, {stream: true});
+    let end = received.indexOf(FINISH);
+    while (end >= 0) {
+      const frame = received.slice(0, end).split("<::ESC::>").join("<::");
+      if (mode === "delta") {
+        pending += frame;
+        if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
+      } else {
+        const before = performance.now();
+        node.data = frame;
+        document.body.scrollTop = element.scrollHeight;
+        renderMs += performance.now() - before;
+      }
+      chunks += 1;
+      received = received.slice(end + FINISH.length);
+      end = received.indexOf(FINISH);
+    }
+  }
+  if (pending) flush();
+  const text = node.data;
+  element.remove();
+  return {bytes, chunks, renderMs, totalMs: performance.now() - started, text};
+}"""
+
+
+async def test_a_2000_token_answer_delta_mode_vs_the_03_protocol_in_the_browser(chromium, serve):
+    from playwright.async_api import async_playwright, expect
+
+    words = [f"word{i:05d}" for i in range(2000)]  # the generator mock echoes them: 2,000 tokens
+    answer = " ".join(words)
+    chat_stream = ChatStream(use_mock_response=True, mock_params={"type": "echo"}, session_secret="0123456789abcdef-ui",
+                             max_new_tokens=4000, context_len=40_000, client_roles=PAGE_ROLES)
+    app = FastAPI(lifespan=chat_stream.lifespan)
+    chat_stream.append_apis(app, {"all": True})
+    base_url = serve(app)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(base_url + "/")
+            await page.evaluate("(text) => { window.ANSWER_INPUT = text; }", answer)
+            figures = {mode: await page.evaluate(READ_AND_RENDER, mode) for mode in ("full", "delta")}
+            for mode, got in figures.items():
+                assert got["text"] == answer and got["chunks"] == len(words), mode
+                print(f"\n{mode:>5}: {got['bytes']:>10,} bytes, {got['chunks']} chunks, "
+                      f"render {got['renderMs']:8.1f} ms, request to last chunk shown {got['totalMs']:8.1f} ms")
+            answer_bytes = len(answer.encode())
+            assert figures["delta"]["bytes"] == answer_bytes + len(b"<::EOS::>") * len(words) < 2 * answer_bytes
+            assert figures["full"]["bytes"] > 500 * answer_bytes  # 0.3: the answer so far, every token
+
+            # the page itself (delta mode): the whole answer shows in its bubble
+            started = time.perf_counter()
+            await page.fill("#input", answer)
+            await page.press("#input", "Enter")
+            bubble = page.locator(".message.assistant").last
+            await expect(bubble).to_have_text(answer, timeout=60_000)
+            await expect(page.locator("#stop")).to_be_hidden()
+            print(f" page: the 2,000-token answer shown in {(time.perf_counter() - started) * 1000:8.1f} ms")
+            assert errors == []
+        finally:
+            await browser.close()

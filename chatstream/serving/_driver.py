@@ -3,7 +3,8 @@
 ``drive(make_iterator, limiter)`` is an async generator of batches: each batch holds what one *hop* in
 a worker thread produced. A hop calls ``next()`` until a call returns ``_BATCH_SEC`` (2 ms) after the
 hop began, or the stop flag is set: a step that takes 2 ms or more (any real model on a real device) is
-a hop of its own, faster steps share one so the thread round trip does not dominate. When the consumer
+a hop of its own, faster steps share one so the thread round trip does not dominate. The first hop ends
+after its first item: batching never holds back the first token (time to first token). When the consumer
 is cancelled or closes the generator (the client left), the stop flag is set at once, the running hop
 is awaited (shielded) and the iterator is closed, so no more than the limiter's threads ever run the
 model. ``make_iterator(should_stop)`` gets the stop flag's ``is_set`` to pass to the generator.
@@ -32,11 +33,13 @@ async def drive(
     stop = threading.Event()
     iterator = iter(make_iterator(stop.is_set))
     busy = threading.Lock()  # held while a worker thread runs the iterator
+    budget = [0.0]  # of the running hop: 0 for the first (its first item goes out at once), then _BATCH_SEC
 
     def hop() -> tuple[list[Any], bool, BaseException | None]:
         items: list[Any] = []
         with busy:
-            deadline = time.perf_counter() + _BATCH_SEC
+            deadline = time.perf_counter() + budget[0]
+            budget[0] = _BATCH_SEC
             try:
                 while True:
                     item = next(iterator, _DONE)

@@ -51,8 +51,37 @@ async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-class _SendTimeout(Exception):
-    """A chunk could not be handed to the client within ``send_timeout_sec`` (it stopped reading)."""
+class _SendWatchdog:
+    """Ends a stream (cancels ``scope``) when one send has not returned within ``timeout`` seconds.
+
+    One timer per stream, re-armed lazily when it fires (to the running send's start + ``timeout``), instead
+    of a cancel scope and a timer per chunk: a chunk costs two attribute writes and a clock read.
+    """
+
+    def __init__(self, send: Send, timeout: float, scope: anyio.CancelScope) -> None:
+        self._send, self._timeout, self._scope = send, timeout, scope
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None  # when the running send began; None between sends
+        self.fired = False
+        self._timer = self._loop.call_later(timeout, self._check)
+
+    async def send(self, message: dict) -> None:
+        self._since = self._loop.time()
+        try:
+            await self._send(message)
+        finally:
+            self._since = None
+
+    def _check(self) -> None:
+        since, now = self._since, self._loop.time()
+        if since is not None and now - since >= self._timeout:
+            self.fired = True
+            self._scope.cancel()
+            return
+        self._timer = self._loop.call_at((now if since is None else since) + self._timeout, self._check)
+
+    def stop(self) -> None:
+        self._timer.cancel()
 
 
 _logger = logging.getLogger("chatstream")
@@ -132,20 +161,18 @@ class ChatStreamingResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._finalizer.detach()  # sent: the callbacks run below, not at garbage collection
         timeout = self.send_timeout_sec
-
-        async def timed_send(message: dict) -> None:
-            if timeout is None:
-                await send(message)
-                return
-            with anyio.move_on_after(timeout) as scope_:
-                await send(message)
-            if scope_.cancelled_caught:
-                raise _SendTimeout
-
         try:
-            await super().__call__(scope, receive, timed_send)
-        except _SendTimeout:
-            _logger.warning("a client read nothing for %ss; its stream was ended", timeout)
+            if timeout is None:
+                await super().__call__(scope, receive, send)
+            else:
+                with anyio.CancelScope() as cancel_scope:
+                    watchdog = _SendWatchdog(send, timeout, cancel_scope)
+                    try:
+                        await super().__call__(scope, receive, watchdog.send)
+                    finally:
+                        watchdog.stop()
+                if watchdog.fired:
+                    _logger.warning("a client read nothing for %ss; its stream was ended", timeout)
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -274,14 +301,23 @@ def parse_json_object(body: bytes | str, loc: Locale) -> dict | JSONResponse:
     return data
 
 
+STREAM_MODES = ("full", "delta")  # /chat_stream's chunks: the whole answer so far (0.3), or only the new text
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     user_input: str | None
     regenerate: bool
+    stream_mode: str = "full"  # one of STREAM_MODES
+
+    @property
+    def delta(self) -> bool:
+        return self.stream_mode == "delta"
 
 
 def parse_chat_request(body: bytes | str, loc: Locale) -> ChatRequest | JSONResponse:
-    """``{"user_input": str, "regenerate": bool}`` checked; user_input may be left out only to regenerate.
+    """``{"user_input": str, "regenerate": bool, "stream_mode": "full" | "delta"}`` checked; user_input may be
+    left out only to regenerate; ``stream_mode`` left out is "full" (the 0.3 protocol, byte for byte).
 
     A ``regenerate`` that is not a JSON boolean (0.3's ``web_server_edit_request.py`` sends the string
     ``"False"``) means false, as in ChatStream 0.3, with a warning: only ``true`` regenerates.
@@ -301,4 +337,8 @@ def parse_chat_request(body: bytes | str, loc: Locale) -> ChatRequest | JSONResp
     if user_input is not None and not isinstance(user_input, str):
         kind = type(user_input).__name__
         return error_response(400, "user_input_not_string", loc.t("user_input_not_string", kind=kind))
-    return ChatRequest(user_input, regenerate)
+    stream_mode = data.get("stream_mode", "full")
+    if stream_mode not in STREAM_MODES:
+        given = json.dumps(stream_mode, ensure_ascii=False)[:40]
+        return error_response(400, "bad_stream_mode", loc.t("bad_stream_mode", given=given))
+    return ChatRequest(user_input, regenerate, stream_mode)

@@ -50,6 +50,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "'user_input' is missing; send {{\"user_input\": \"...\"}}.",
         "ja": "'user_input' がありません。{{\"user_input\": \"...\"}} を送ってください。",
     },
+    "bad_stream_mode": {
+        "en": "'stream_mode' must be \"full\" (each chunk the whole answer so far, the 0.3 protocol) or "
+              "\"delta\" (each chunk only the new text), got {given}.",
+        "ja": "'stream_mode' は \"full\"（各チャンクにそれまでの回答全体、0.3 の形式）か \"delta\"（各チャンクに"
+              "新しいテキストのみ）である必要があります（受信: {given}）。",
+    },
     "user_input_not_string": {
         "en": "'user_input' must be a string, got {kind}.",
         "ja": "'user_input' は文字列である必要があります（受信: {kind}）。",

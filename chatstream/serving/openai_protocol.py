@@ -285,6 +285,19 @@ def usage_chunk(cid: str, created: int, model: str, prompt_tokens: int, completi
             "usage": usage(prompt_tokens, completion_tokens, cached_tokens)}
 
 
+class ContentChunks:
+    """``sse(chunk(cid, created, model, {"content": text}))`` for one stream, without a dict and a whole
+    ``json.dumps`` per token: the bytes around the content are made once, only the text is encoded each time."""
+
+    def __init__(self, cid: str, created: int, model: str) -> None:
+        marker = "\x00"
+        line = sse(chunk(cid, created, model, {"content": marker}))
+        self._head, self._tail = line.split(json.dumps(marker).encode(), 1)
+
+    def __call__(self, text: str) -> bytes:
+        return self._head + json.dumps(text, ensure_ascii=False).encode() + self._tail
+
+
 def sse(data: dict) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 

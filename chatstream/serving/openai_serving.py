@@ -165,6 +165,7 @@ class _Render:
         self.stream, self.logprobs = stream, logprobs
         self.tool_format = tool_format  # set: the text is parsed for tool calls (see _tool_pieces)
         self.tool_calls = 0  # calls streamed so far
+        self.content_chunk = proto.ContentChunks(cid, created, model)
 
     def _tool_pieces(self, events: Iterator[GenerationEvent]) -> Iterator[tuple[GenerationEvent, Any]]:
         """Streaming with tools: content and ``delta.tool_calls`` chunks from the parsed text."""
@@ -195,13 +196,15 @@ class _Render:
             if isinstance(event, FinishEvent):
                 piece = b""
                 if self.stream and event.text:
-                    piece = proto.sse(proto.chunk(self.cid, self.created, self.model, {"content": event.text}))
+                    piece = self.content_chunk(event.text)
                 yield event, piece
                 continue
             entry = self.logprob_entry(event) if self.logprobs else None
             if not self.stream:
                 yield event, entry
-            elif event.text or entry is not None:
+            elif entry is None and event.text:
+                yield event, self.content_chunk(event.text)
+            elif entry is not None:
                 data = proto.chunk(self.cid, self.created, self.model, {"content": event.text}, None,
                                    [entry] if entry is not None else None)
                 yield event, proto.sse(data)

@@ -201,7 +201,10 @@ class AbstractRequestHandler(ABC):
         timer = state.timer if state is not None else None
         limiter = self.context.limiter() if self.context is not None else None
         replacements = chat_prompt.get_replacement_when_output()
-        text, message = "", GENERATION_ERROR
+        delta = state is not None and state.chat_request.delta
+        # delta mode: the last (longest replaced string - 1) characters wait, as a replacement may still change them
+        hold = max((len(old) for old, _ in replacements), default=1) - 1 if delta and replacements else 0
+        text, message, sent, escaping = "", GENERATION_ERROR, 0, False
         batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop), limiter)
         try:
             async with contextlib.aclosing(batches):
@@ -217,9 +220,18 @@ class AbstractRequestHandler(ABC):
                         text += event.text
                         shown = chat_prompt.replace_string(text, replacements) if replacements else text
                         chat_prompt.set_responder_last_msg(shown)
-                        yield escape_frame(shown) + FINISH_TOKEN
+                        if delta:
+                            if len(shown) - hold > sent:
+                                yield escape_frame(shown[sent:len(shown) - hold]) + FINISH_TOKEN
+                                sent = len(shown) - hold
+                            continue
+                        # only the new end can bring a marker in (scanning the whole answer per token is O(n^2))
+                        escaping = escaping or bool(replacements) or "<::E" in shown[-len(event.text) - 3:]
+                        yield (escape_frame(shown) if escaping else shown) + FINISH_TOKEN
             if not text:  # an answer with no token: its one (empty) chunk, as 0.3 sent it
                 yield FINISH_TOKEN
+            elif delta and sent < len(shown):  # the held-back end
+                yield escape_frame(shown[sent:]) + FINISH_TOKEN
             message = SUCCESS
         except (anyio.get_cancelled_exc_class(), GeneratorExit):  # the client left (or the response was closed)
             message = DISCONNECTED_WHILE_STREAMING

@@ -87,13 +87,49 @@
     regenerateButton.hidden = busy || lastAnswer === null || !regenerateEnabled;
   }
 
-  // The newest complete answer in what was received so far.
-  function latestAnswer(received) {
-    const end = received.lastIndexOf(FINISH);
-    if (end < 0) return null;
-    const start = received.lastIndexOf(FINISH, end - 1);
-    // a literal "<::EOS::>" / "<::ESC::>" inside an answer arrives as "<::ESC::>EOS::>" / "<::ESC::>ESC::>"
-    return received.slice(start < 0 ? 0 : start + FINISH.length, end).split(ESCAPE).join("<::");
+  // The page asks for delta mode ("stream_mode": "delta"): each chunk is only the new text plus "<::EOS::>",
+  // so an answer costs O(n) bytes and each chunk is appended to one text node (no re-render of the message).
+  // A literal "<::EOS::>" / "<::ESC::>" inside a chunk arrives as "<::ESC::>EOS::>" / "<::ESC::>ESC::>";
+  // each chunk is unescaped on its own, before it is appended.
+  function unescapeChunk(chunk) {
+    return chunk.split(ESCAPE).join("<::");
+  }
+
+  // Appends streamed text to a message bubble (replacing what it showed before on the first piece), at most
+  // once per animation frame: the pieces that arrived meanwhile go in together, so the message is laid out
+  // and scrolled once per frame, not once per token.
+  function streamInto(element) {
+    let node = null;
+    let pending = "";
+    let scheduled = false;
+    function flush() {
+      scheduled = false;
+      if (node === null) {
+        element.textContent = "";
+        node = document.createTextNode("");
+        element.appendChild(node);
+      }
+      if (pending) node.appendData(pending);
+      pending = "";
+      messages.scrollTop = messages.scrollHeight;
+    }
+    return {
+      append(piece) {
+        pending += piece;
+        if (!scheduled) {
+          scheduled = true;
+          requestAnimationFrame(flush);
+        }
+      },
+      note(text) {
+        flush();
+        const small = document.createElement("span");
+        small.className = "note";
+        small.textContent = text;
+        element.appendChild(small);
+      },
+      flush,
+    };
   }
 
   async function describeRefusal(response) {
@@ -115,13 +151,13 @@
     setBusy(true);
     bubble.classList.add("pending");
     let refused = null;
-    let text = "";
     let started = false; // the server began streaming (it sends the headers once generation starts)
+    const target = streamInto(bubble);
     try {
       const response = await fetch("chat_stream", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ user_input: userInput, regenerate: regenerate }),
+        body: JSON.stringify({ user_input: userInput, regenerate: regenerate, stream_mode: "delta" }),
         signal: controller.signal,
         credentials,
       });
@@ -138,20 +174,20 @@
         const { done, value } = await reader.read();
         if (done) break;
         received += decoder.decode(value, { stream: true });
-        const answer = latestAnswer(received);
-        if (answer !== null) {
-          text = answer;
-          setText(bubble, text);
-          // drop what was shown: the rest is the start of the next chunk
-          received = received.slice(received.lastIndexOf(FINISH) + FINISH.length);
+        let end = received.indexOf(FINISH);
+        while (end >= 0) { // each complete chunk, in order; the rest is the start of the next one
+          const piece = unescapeChunk(received.slice(0, end));
+          target.append(piece);
+          received = received.slice(end + FINISH.length);
+          end = received.indexOf(FINISH);
         }
       }
-      setText(bubble, text);
+      target.flush();
       return true;
     } catch (error) {
       if (error.name === "AbortError") {
         if (!started) return false; // stopped while waiting in the queue: the server kept nothing
-        setText(bubble, text, "(stopped)");
+        target.note("(stopped)");
         return true;
       }
       refused = "The answer broke off (" + error.message + "); it was not kept. Please try again.";
