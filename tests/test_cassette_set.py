@@ -2,6 +2,7 @@
 replay (MockTransformer, hence the pytest plugin) takes their parent as one cassette."""
 
 import pytest
+from _probe_support import ask, bundled, random_model
 
 from chatstream.cassettes.recording import ProbeRecorder
 from chatstream.cassettes.replay import MockTransformer
@@ -9,7 +10,6 @@ from chatstream.engine.generation import ChatGenerator, GenerationParams
 from chatstream.engine.token_sampler import TokenSamplerIsok
 from chatstream.exceptions import CassetteFormatError, CassetteMiss
 from chatstream.serving.chat_stream import ChatStream
-from tests._probe_support import ask, bundled, random_model
 
 PARAMS = GenerationParams(max_new_tokens=12, temperature=0)
 

@@ -8,13 +8,13 @@ import logging
 import httpx
 import pytest
 import torch
+from chatstream.chat_prompt_presets import ChatPromptTogetherRedPajamaINCITEChat
 from fastapi import FastAPI, Request
 from fastsession import FastSessionMiddleware, MemoryStore
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatstream import ChatGenerator, ChatStream, GenerationParams, client_role_free_access
 from chatstream.bundled import bundled_model_path
-from chatstream.chat_prompt_presets import ChatPromptTogetherRedPajamaINCITEChat
 
 SECRET = "compat03-test-secret-0123456789"
 

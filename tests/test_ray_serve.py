@@ -3,10 +3,10 @@ dashboard) started here, 2 replicas of the bundled model sharing a SQLite sessio
 through Ray's HTTP proxy streaming like one ``chatstream serve``; Ray is shut down at the end."""
 
 import pytest
+from _servers import Replica, free_port
+from test_replicas import GREEDY, conversation
 
 from chatstream.exceptions import ConfigurationError
-from tests._servers import Replica, free_port
-from tests.test_replicas import GREEDY, conversation
 
 ray = pytest.importorskip("ray", reason="Ray Serve is not installed (pip install 'chatstream[ray]'; CI's locked "
                                         "leg installs it with `bash tools/setup.sh --ray`)")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import NEEDS_REDIS, Replica, redis_server, replicas
 
 from chatstream.serving.sessions import SESSION_COOKIE_NAME
-from tests._servers import NEEDS_REDIS, Replica, redis_server, replicas
 
 SECRET = "replica-test-secret-0123456789"
 GREEDY = ("--temperature", "0", "--max-new-tokens", "24", "--session-secret", SECRET)

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 
 import pytest
+from _servers import NEEDS_REDIS, redis_server
 
 from chatstream.exceptions import ConfigurationError, SessionStoreError, SessionStoreUnavailable
 from chatstream.serving.session_stores import MemorySessionStore, default_sqlite_path, open_session_store
@@ -14,7 +15,6 @@ from chatstream.serving.session_stores.base import FORMAT_VERSION, decode_value,
 from chatstream.serving.session_stores.redis import RedisSessionStore, redact_url
 from chatstream.serving.session_stores.sqlite import SqliteSessionStore
 from chatstream.serving.sessions import SessionManager
-from tests._servers import NEEDS_REDIS, redis_server
 
 
 @pytest.fixture(scope="module")

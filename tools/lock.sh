@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Writes constraints.txt, the exact releases that `bash tools/setup.sh` installs and CI tests: in a fresh
-# venv, torch==2.13.0 (the local CPU wheel) and then chatstream[dev,real-model] resolved to the newest releases that
+# venv, torch==2.13.0 (the local CPU wheel) and then chatstream[dev,real-model,ray] resolved to the newest releases that
 # pyproject.toml allows; then `pip freeze --all`, without chatstream itself, pip, and torch (setup.sh keeps
 # a torch that is already installed). Never edit constraints.txt by hand: run
 #
@@ -18,7 +18,7 @@ python -m venv "$WORK/venv"
 PY="$WORK/venv/bin/python"
 echo "torch==$TORCH" > "$WORK/torch.txt"
 "$PY" -m pip install -q "torch==$TORCH"
-"$PY" -m pip install -q -c "$WORK/torch.txt" -e ".[dev,real-model]" "$@"
+"$PY" -m pip install -q -c "$WORK/torch.txt" -e ".[dev,real-model,ray]" "$@"
 "$PY" -m pip check
 {
   echo "# Made by: bash tools/lock.sh${*:+ $*}"
