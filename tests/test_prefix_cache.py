@@ -24,6 +24,7 @@ from chatstream.engine.batched_generator import BatchedChatGenerator
 from chatstream.engine.chat_prompt import ChatPromptFromTemplate
 from chatstream.engine.events import FinishEvent
 from chatstream.engine.generation import ChatGenerator, GenerationParams
+from chatstream.engine.model_cache import cache_argument, output_cache
 from chatstream.engine.prefix_cache import PrefixCache, copy_prefix
 from chatstream.exceptions import ConfigurationError
 
@@ -57,8 +58,7 @@ def converse(generator, tokenizer, turns: int, params: GenerationParams = GREEDY
 
 def _dynamic_cache(model, ids):
     with torch.inference_mode():
-        output = model(input_ids=torch.tensor([ids]), use_cache=True)
-    return output.cache if hasattr(output, "cache") else output.past_key_values
+        return output_cache(model(input_ids=torch.tensor([ids]), use_cache=True))
 
 
 # -- the cache itself --------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def test_take_gives_the_longest_prefix_as_a_private_copy_and_leaves_one_id_to_pr
     whole, n = cache.take([5, 6, 7, 8, 9])  # the whole prompt is cached: its last id is still prefilled
     assert n == 4
     with torch.inference_mode():  # decoding into the copy leaves the stored entry as it was
-        model(input_ids=torch.tensor([[9, 10]]), cache=whole, use_cache=True)
+        model(input_ids=torch.tensor([[9, 10]]), use_cache=True, **{cache_argument(model): whole})
     assert whole.get_seq_length() == 6 and torch.equal(stored.layers[0].keys, before)
     stats = cache.stats
     assert (stats.hits, stats.misses, stats.reused_tokens, stats.computed_tokens) == (2, 1, 7, 3 + 2 + 1)
@@ -137,7 +137,7 @@ def test_split_prefill_logits_agree_with_a_whole_prefill_within_verify_tolerance
         whole = model(input_ids=torch.tensor([ids])).logits[0, -1]
         for split in (1, len(ids) // 2, len(ids) - 1):
             head = _dynamic_cache(model, ids[:split])
-            part = model(input_ids=torch.tensor([ids[split:]]), cache=head, use_cache=True,
+            part = model(input_ids=torch.tensor([ids[split:]]), use_cache=True, **{cache_argument(model): head},
                          attention_mask=torch.ones((1, len(ids)), dtype=torch.long)).logits[0, -1]
             assert torch.allclose(part, whole, rtol=rtol, atol=atol), float((part - whole).abs().max())
 
@@ -200,8 +200,11 @@ def test_sliding_window_and_state_space_caches_reuse_whole_entries_or_stay_uncac
     assert len(refused) <= 1  # logged once, not per request
     if build is _mamba:
         assert refused and "state-space" in refused[0].getMessage() and not any(c for *_, c in cached)
-    else:  # past its 16-token window by the second turn: the whole previous history is reused
-        assert not refused and all(c > 16 for *_, c in cached[1:])
+    else:  # past its 16-token window by the second turn: a turn whose prompt extends the whole previous
+        # history (prompt and generated ids) reuses all of it; a random model's answer may not re-tokenize to the
+        # ids it generated (then its next turn prefills everything), but not on every turn
+        assert not refused and any(c > 16 for *_, c in cached[1:])
+        assert all(c == 0 or c > 16 for *_, c in cached)  # never a cut inside the window
 
 
 # -- recording and replay ----------------------------------------------------------------------------------
