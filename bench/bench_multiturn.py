@@ -7,6 +7,11 @@ cache (its default budget) and with `--prefix-cache-mb 0`. Against each, after o
 2. 8 concurrent sessions of 3 turns each: generated tokens per second;
 3. the OpenAI endpoint, one conversation whose whole history is resent on each of 10 calls: TTFT per call.
 
+Each of 1 and 3 runs ``REPEATS`` conversations one after another, and a turn's TTFT is the median over them
+(one sample per turn swings with the machine's load). Every conversation, and the warm-up, asks its own
+questions: turn 1 then finds the system prompt cached (as on any server that has answered once) and
+prefills its question, as turn 10 prefills its own; it never finds its whole prompt already cached.
+
 The last line: `TTFT turn 10 / turn 1: <r>x (cache off: <r0>x); 8-session tokens/s cache on/off: <s>x`.
 Targets: r <= 1.3 and s >= 1.0; and the OpenAI call 10 within 1.3x of call 1 (printed above it).
 Run with OMP_NUM_THREADS=1 on a shared machine (both servers then get one thread each).
@@ -22,14 +27,22 @@ import http.cookiejar
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
 
 import httpx
 
-QUESTIONS = [f"Question {i}: tell me something about the number {i * 7} and why it matters." for i in range(10)]
 MAX_NEW_TOKENS = 48
+REPEATS = 3  # conversations per measurement; each turn's figure is the median over them
+
+
+def questions(conversation: str) -> list[str]:
+    """The 10 questions of one conversation. Each conversation asks its own (``conversation`` is in the text),
+    so no turn reuses another conversation's answer from the cache: only the system prompt is shared."""
+    return [f"{conversation}, question {i}: tell me something about the number {i * 7} and why it matters."
+            for i in range(10)]
 
 
 def free_port() -> int:
@@ -78,9 +91,9 @@ def session_client(url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=300)
 
 
-async def one_session(url: str, turns: int) -> list[float]:
+async def one_session(url: str, turns: int, conversation: str) -> list[float]:
     async with session_client(url) as client:
-        return [(await chat_turn(client, QUESTIONS[i]))[0] for i in range(turns)]
+        return [(await chat_turn(client, text))[0] for text in questions(conversation)[:turns]]
 
 
 async def sessions_throughput(url: str, sessions: int, turns: int) -> float:
@@ -88,7 +101,7 @@ async def sessions_throughput(url: str, sessions: int, turns: int) -> float:
     from /metrics before and after)."""
     before = generated_tokens(url)
     started = time.perf_counter()
-    await asyncio.gather(*(one_session(url, turns) for _ in range(sessions)))
+    await asyncio.gather(*(one_session(url, turns, f"Throughput session {i}") for i in range(sessions)))
     return (generated_tokens(url) - before) / (time.perf_counter() - started)
 
 
@@ -100,15 +113,15 @@ def generated_tokens(url: str) -> float:
                if s.name == "chatstream_generation_tokens_total")
 
 
-async def openai_resent(url: str, calls: int) -> tuple[list[float], list[int]]:
+async def openai_resent(url: str, calls: int, conversation: str) -> tuple[list[float], list[int]]:
     """TTFT of each call of one conversation whose whole history is resent; and its cached_tokens."""
     no_cookies = httpx.Cookies(http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])))
     messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant."}]
     ttfts, cached = [], []
     async with httpx.AsyncClient(base_url=url, timeout=300, cookies=no_cookies) as client:
         model = (await client.get("/v1/models")).json()["data"][0]["id"]
-        for i in range(calls):
-            messages.append({"role": "user", "content": QUESTIONS[i]})
+        for text in questions(conversation)[:calls]:
+            messages.append({"role": "user", "content": text})
             body = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
             sent, first, text = time.perf_counter(), None, ""
             async with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -129,12 +142,19 @@ async def openai_resent(url: str, calls: int) -> tuple[list[float], list[int]]:
     return ttfts, cached
 
 
+def per_turn_median(runs: list[list[float]]) -> list[float]:
+    return [statistics.median(turn) for turn in zip(*runs, strict=True)]
+
+
 async def measure(url: str) -> dict:
-    await one_session(url, 1)  # warm-up, its own session
-    turns = await one_session(url, 10)
+    # Warm-up: its own session and question, so the system prompt is cached (as on any server that has
+    # answered once) but no measured turn finds its own question already cached.
+    await one_session(url, 1, "Warm-up")
+    turns = per_turn_median([await one_session(url, 10, f"Conversation {r}") for r in range(REPEATS)])
     throughput = await sessions_throughput(url, 8, 3)
-    openai_ttfts, cached = await openai_resent(url, 10)
-    return {"turns": turns, "throughput": throughput, "openai": openai_ttfts, "cached": cached}
+    openai_runs = [await openai_resent(url, 10, f"OpenAI conversation {r}") for r in range(REPEATS)]
+    return {"turns": turns, "throughput": throughput, "openai": per_turn_median([t for t, _ in openai_runs]),
+            "cached": openai_runs[-1][1]}
 
 
 def main() -> None:
