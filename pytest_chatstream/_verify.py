@@ -61,3 +61,22 @@ def verify_run(run: Any, report: Report, test: str, cassette: str, recorded_by: 
 def note_error(report: Report, error: BaseException, test: str, cassette: str, recorded_by: str | None) -> None:
     """Note in ``report`` that comparing ``test``'s live run with its cassette raised ``error``."""
     report.verified[test] = error_verdict(error, test, cassette, recorded_by)
+
+
+def verify_after_call(run: Any, report: Report, test: str, cassette: str, recorded_by: str | None,
+                      call_failed: bool) -> tuple[str | None, str | None]:
+    """Compare ``test``'s live run with its cassette once its call ended, never in place of its own failure.
+
+    Returns ``(failure, section)``: after a passed call, the test's failure when the model diverged (an error
+    comparing is noted and raised); after a failed call (``call_failed``), no failure, and when comparing
+    raised too, a report section that says so (the verdict is noted either way).
+    """
+    try:
+        diverged = verify_run(run, report, test, cassette, recorded_by)
+    except Exception as error:
+        note_error(report, error, test, cassette, recorded_by)
+        if not call_failed:
+            raise
+        return None, ("comparing the live run with the cassette failed too (the test's own failure is above):\n"
+                      + format_error(error))
+    return (None if call_failed else diverged), None

@@ -29,7 +29,7 @@ from ._paths import MARKER, cassette_relpath_for, collisions, module_cassette_di
 from ._recording import PendingRecording, open_run, plan_cassette, selected_users, settle_recording, tests_needing_model
 from ._repeat import add_live_run, repeated_reports
 from ._report import Report, rename_hint, save_unused_report, summary_lines, write_json_report
-from ._session import CassetteRun, missing_message, replay_transformer, sampling_metadata
+from ._session import missing_message, replay_transformer, sampling_metadata
 from ._settings import (
     Action,
     Mode,
@@ -42,7 +42,8 @@ from ._settings import (
 )
 from ._staging import ClaimBoard
 from ._stale import StaleCheck
-from ._verify import format_error, note_error, verify_run
+from ._state import ItemState
+from ._verify import verify_after_call
 
 USES_CASSETTE = "mock_transformer"  # every cassette-backed fixture depends on this one
 
@@ -50,15 +51,8 @@ SETTINGS = pytest.StashKey[Settings]()
 REPORT = pytest.StashKey[Report]()
 RUN_ID = pytest.StashKey[str]()
 STALE = pytest.StashKey[StaleCheck]()
-ITEM_CASSETTE = pytest.StashKey[str]()
-ITEM_RUN = pytest.StashKey[CassetteRun]()
-ITEM_PASSED = pytest.StashKey[bool]()
-ITEM_PROBLEM = pytest.StashKey[str]()
-ITEM_MISSES = pytest.StashKey[MissLog]()
-ITEM_PENDING = pytest.StashKey[PendingRecording]()
-ITEM_RECORDED_BY = pytest.StashKey[str]()
-ITEM_REPEATS = pytest.StashKey[list]()
 SELECTED_USERS = pytest.StashKey[dict]()
+ITEM = pytest.StashKey[ItemState]()
 
 
 # -- options --------------------------------------------------------------------------------------------
@@ -183,6 +177,10 @@ def _uses_cassette(item: pytest.Item) -> bool:
     return USES_CASSETTE in getattr(item, "fixturenames", ())
 
 
+def _state(item: pytest.Item) -> ItemState:
+    return item.stash.setdefault(ITEM, ItemState())
+
+
 @pytest.hookimpl(tryfirst=True)  # before -k / -m deselect: every collected test's cassette is expected
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Note every collected test's cassette; a test whose cassette is unusable errors at its setup."""
@@ -195,11 +193,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         except ValueError as error:
             if not is_configuration_error(error):
                 raise
-            item.stash[ITEM_PROBLEM] = f"{item.nodeid}: {error}"
+            _state(item).problem = f"{item.nodeid}: {error}"
     tests = [(item.nodeid, rel, item.get_closest_marker(MARKER) is not None) for item, rel in usable]
     for (item, _), problem in zip(usable, collisions(tests), strict=True):
         if problem is not None:
-            item.stash[ITEM_PROBLEM] = problem
+            _state(item).problem = problem
     report.expected = sorted(set(report.expected) | {rel for _, rel in usable})
     report.collected_modules = sorted(set(report.collected_modules) |
                                       {module_cassette_dir(item.nodeid) for item in cassette_items})
@@ -208,7 +206,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The selected tests that use each named cassette, in run order; one usage error, before any test runs,
     when tests would load the live model and none is configured."""
-    items = [item for item in session.items if _uses_cassette(item) and ITEM_PROBLEM not in item.stash]
+    items = [item for item in session.items if _uses_cassette(item) and _state(item).problem is None]
     named: list[tuple[str, str | None]] = []
     for item in items:
         rel = None
@@ -241,13 +239,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     started = time.perf_counter()
     if not _uses_cassette(item):
         return (yield)
-    misses = item.stash[ITEM_MISSES] = MissLog()
+    state = _state(item)
+    state.misses = MissLog()
     try:
-        with misses:
+        with state.misses:
             return (yield)
     finally:
         _settle_recording(item, None)  # a run stopped before the teardown report: keep the old cassette
-        if ITEM_CASSETTE in item.stash:
+        if state.cassette is not None:
             report = item.config.stash[REPORT]
             report.tests += 1
             report.seconds += time.perf_counter() - started
@@ -256,11 +255,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
+    state = item.stash.get(ITEM, None)
+    if state is None:
+        return report
     if report.when == "teardown":
         _settle_recording(item, report)
     if report.when == "call":
-        item.stash[ITEM_PASSED] = report.passed
-        misses = item.stash.get(ITEM_MISSES, None)
+        state.passed = report.passed
+        misses = state.misses
         caught = misses.behind(call.excinfo.value if call.excinfo is not None else None) if misses else None
         if report.failed and caught is not None:
             # The cassette error the app caught first, the test's own failure below it.
@@ -272,13 +274,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 
 def _settle_recording(item: pytest.Item, teardown: pytest.TestReport | None) -> None:
     """Write the test's recorded cassette if its call and its whole teardown passed, else keep the old one."""
-    pending = item.stash.get(ITEM_PENDING, None)
+    state = item.stash[ITEM]
+    pending, state.pending = state.pending, None
     if pending is None:
         return
-    del item.stash[ITEM_PENDING]
-    teardown_passed = teardown is not None and teardown.passed
-    problem = settle_recording(pending, item.config.stash[REPORT], item.nodeid, item.stash.get(ITEM_PASSED, False),
-                               teardown_passed, teardown_known=teardown is not None)
+    problem = settle_recording(pending, item.config.stash[REPORT], item.nodeid, state.passed,
+                               teardown is not None and teardown.passed, teardown_known=teardown is not None)
     if problem is not None and teardown is not None:
         teardown.outcome = "failed"
         teardown.longrepr = problem
@@ -286,36 +287,25 @@ def _settle_recording(item: pytest.Item, teardown: pytest.TestReport | None) -> 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    run = item.stash.get(ITEM_RUN, None)
+    state = item.stash.get(ITEM, None)
+    run = state.run if state is not None else None
     if run is None or run.action not in (Action.VERIFY, Action.REPEAT):
         return (yield)
     report, settings, test = item.config.stash[REPORT], item.config.stash[SETTINGS], item.nodeid
     if run.action is Action.REPEAT:
         result = yield
-        failure = add_live_run(item.stash.setdefault(ITEM_REPEATS, []), run, report, test, settings.repeat,
-                               settings.repeat_max_distinct)
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
-        return result
-    cassette = (item.stash[ITEM_CASSETTE], item.stash.get(ITEM_RECORDED_BY, None))
-    try:
-        result = yield
-    except BaseException:
-        # The test failed already: still report how the model diverged, but never in place of its failure.
+        failure = add_live_run(state.repeats, run, report, test, settings.repeat, settings.repeat_max_distinct)
+    else:
         try:
-            verify_run(run, report, test, *cassette)
-        except Exception as error:
-            note_error(report, error, test, *cassette)
-            item.add_report_section("call", "chatstream verify", "comparing the live run with the cassette "
-                                    "failed too (the test's own failure is above):\n" + format_error(error))
-        raise
-    try:
-        diverged = verify_run(run, report, test, *cassette)
-    except Exception as error:
-        note_error(report, error, test, *cassette)
-        raise
-    if diverged is not None:
-        pytest.fail(diverged, pytrace=False)
+            result = yield
+        except BaseException:
+            _, section = verify_after_call(run, report, test, state.cassette, state.recorded_by, call_failed=True)
+            if section is not None:
+                item.add_report_section("call", "chatstream verify", section)
+            raise
+        failure, _ = verify_after_call(run, report, test, state.cassette, state.recorded_by, call_failed=False)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     return result
 
 
@@ -333,7 +323,7 @@ class RepeatRunner:
         from _pytest.runner import runtestprotocol  # what pytest's protocol (and pytest-rerunfailures) runs
 
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        item.stash[ITEM_REPEATS] = []
+        _state(item).repeats = []
         # Between runs only the test's own fixtures are torn down: its parent stays set up (module, class and
         # session fixtures, the live model among them).
         reports = repeated_reports(
@@ -394,10 +384,10 @@ def chatstream_device(pytestconfig: pytest.Config) -> str:
 @pytest.fixture
 def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) -> Iterator[Any]:
     """The test's MockTransformer (replay), or a recording stand-in with the same getters under --probe."""
-    config, item = request.config, request.node
+    config, item, state = request.config, request.node, _state(request.node)
     settings, report = config.stash[SETTINGS], config.stash[REPORT]
-    if ITEM_PROBLEM in item.stash:
-        raise configuration_error(item.stash[ITEM_PROBLEM])
+    if state.problem is not None:
+        raise configuration_error(state.problem)
     rel = cassette_relpath(item)
     cassette = settings.cassette_dir / rel
     marker = item.get_closest_marker(MARKER)
@@ -405,7 +395,7 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
     named = marker is not None and bool(marker.args or marker.kwargs.get("name"))
     action, recorder, board = plan_cassette(settings.mode, cassette, rel, item.nodeid, named,
                                             config.stash.get(SELECTED_USERS, {}), config.stash[RUN_ID])
-    item.stash[ITEM_CASSETTE] = rel
+    state.cassette = rel
 
     if action is Action.MISSING:
         report.missing[rel] = item.nodeid
@@ -427,16 +417,16 @@ def mock_transformer(request: pytest.FixtureRequest, chatstream_config: dict) ->
 
     run, model, tokenizer = open_run(lambda: request.getfixturevalue("chatstream_live_model"), cassette, action,
                                      fidelity, sampling_metadata(chatstream_config), item.nodeid, board)
-    item.stash[ITEM_RUN] = run
+    state.run = run
     if action is Action.VERIFY and recorder not in (None, item.nodeid):
-        item.stash[ITEM_RECORDED_BY] = recorder  # moved or copied from another test's: verified, and said so
+        state.recorded_by = recorder  # moved or copied from another test's: verified, and said so
     try:
         yield run.wrap(model, tokenizer, chatstream_config.get("token_sampler"))
     finally:
         if action is Action.RECORD:
             # Written or dropped once the whole teardown is known (_settle_recording): a fixture torn down
             # after this one may still fail.
-            item.stash[ITEM_PENDING] = PendingRecording(run, rel, board)
+            state.pending = PendingRecording(run, rel, board)
             run.close_recorder()
         else:
             run.finish(False)

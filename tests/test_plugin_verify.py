@@ -76,3 +76,34 @@ def test_a_comparison_that_raised_is_noted_as_an_error_verdict():
     assert report.verified == {"t.py::a": {"status": "error", "reason": "ValueError: bad segment",
                                            "test": "t.py::a", "cassette": "t/a"}}
     assert "comparison failed: 1 test(s)" in report.lines()
+
+
+def test_after_a_passed_call_a_diverged_model_fails_the_test_and_an_error_is_raised():
+    import pytest
+
+    from pytest_chatstream._report import Report
+    from pytest_chatstream._verify import verify_after_call
+
+    report = Report(mode="verify")
+    assert verify_after_call(FakeRun({"status": "identical"}), report, "t.py::a", "t/a", None, False) == (None, None)
+    failure, section = verify_after_call(FakeRun(DIVERGED), report, "t.py::b", "t/b", None, call_failed=False)
+    assert failure.startswith("the live model diverged from the cassette t/b at step 3") and section is None
+    with pytest.raises(KeyError):
+        verify_after_call(FakeRun(raises=KeyError("samples")), report, "t.py::c", "t/c", None, call_failed=False)
+    assert [v["status"] for v in report.verified.values()] == ["identical", "diverged", "error"]
+
+
+def test_after_a_failed_call_the_verdict_is_noted_but_never_replaces_the_tests_failure():
+    from pytest_chatstream._report import Report
+    from pytest_chatstream._verify import verify_after_call
+
+    report = Report(mode="verify")
+    assert verify_after_call(FakeRun(DIVERGED), report, "t.py::a", "t/a", None, call_failed=True) == (None, None)
+    assert report.verified["t.py::a"]["status"] == "diverged"
+    failure, section = verify_after_call(FakeRun(raises=KeyError("samples")), report, "t.py::b", "t/b", "t.py::x",
+                                         call_failed=True)
+    assert failure is None
+    assert section.startswith("comparing the live run with the cassette failed too (the test's own failure is "
+                              "above):\nTraceback") and section.rstrip().endswith("KeyError: 'samples'")
+    assert report.verified["t.py::b"] == {"status": "error", "reason": "KeyError: 'samples'", "test": "t.py::b",
+                                          "cassette": "t/b", "recorded_by": "t.py::x"}
