@@ -1,10 +1,12 @@
 """What the fixtures build on the test's model: ChatStreams (``chatstream_factory``), the app they serve when a
-project does not override ``chatstream_app``, and the API key the ``chatstream_openai`` client sends to it."""
+project does not override ``chatstream_app``, and the OpenAI and starlette clients on an app."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 DEFAULT_API_KEY = "chatstream-test"  # for an app whose OpenAI API asks for no key
@@ -41,3 +43,31 @@ def openai_api_key(app: Any) -> str:
     stream = getattr(getattr(app, "state", None), "chat_stream", None)
     context = getattr(getattr(stream, "openai", None), "context", None)
     return getattr(context, "api_key", None) or DEFAULT_API_KEY
+
+
+@asynccontextmanager
+async def openai_client(app: Any) -> AsyncIterator[Any]:
+    """An ``openai.AsyncOpenAI`` client on ``app``'s /v1 API through ASGITransport, inside the app's lifespan,
+    with the key the app expects (needs ``openai``)."""
+    import openai
+
+    from ._asgi import asgi_client
+
+    async with asgi_client(app) as http_client:
+        base_url = str(http_client.base_url).rstrip("/") + "/v1"
+        async with openai.AsyncOpenAI(api_key=openai_api_key(app), base_url=base_url, http_client=http_client,
+                                      max_retries=0) as client:
+            yield client
+
+
+@contextmanager
+def sync_client(app: Any) -> Iterator[Any]:
+    """A starlette ``TestClient`` on ``app``, inside the app's lifespan."""
+    with warnings.catch_warnings():
+        # starlette < 1.8 names anyio.abc.BlockingPortal when imported, which newer anyio deprecates: not
+        # the user's code, so it must not fail a suite that turns warnings into errors.
+        warnings.filterwarnings("ignore", "The anyio.abc.BlockingPortal alias is deprecated", DeprecationWarning)
+        from starlette.testclient import TestClient
+
+    with TestClient(app) as client:
+        yield client

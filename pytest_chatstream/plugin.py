@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ._app import chat_stream_factory, default_app, openai_api_key
+from ._app import chat_stream_factory, default_app, openai_client, sync_client
 from ._async_fixtures import async_fixture, plain_function
 from ._cmdline import full_command_line, is_test_path, model_path_misread, probe_path_message
 from ._errors import cassette_not_found, configuration_error, is_configuration_error
@@ -504,15 +504,8 @@ chatstream_client = async_fixture(_chatstream_client, "chatstream_client")
 
 async def _chatstream_openai(chatstream_app: Any) -> AsyncIterator[Any]:
     """An openai.AsyncOpenAI client on chatstream_app's /v1 API through ASGITransport (needs `openai`) (async)."""
-    import openai
-
-    from ._asgi import asgi_client
-
-    async with asgi_client(chatstream_app) as http_client:
-        base_url = str(http_client.base_url).rstrip("/") + "/v1"
-        async with openai.AsyncOpenAI(api_key=openai_api_key(chatstream_app), base_url=base_url,
-                                      http_client=http_client, max_retries=0) as client:
-            yield client
+    async with openai_client(chatstream_app) as client:
+        yield client
 
 
 chatstream_openai = async_fixture(_chatstream_openai, "chatstream_openai")
@@ -521,11 +514,5 @@ chatstream_openai = async_fixture(_chatstream_openai, "chatstream_openai")
 @pytest.fixture
 def chatstream_sync_client(chatstream_app: Any) -> Iterator[Any]:
     """A starlette TestClient on chatstream_app, its lifespan running, for plain ``def`` tests."""
-    with warnings.catch_warnings():
-        # starlette < 1.8 names anyio.abc.BlockingPortal when imported, which newer anyio deprecates: not
-        # the user's code, so it must not fail a suite that turns warnings into errors.
-        warnings.filterwarnings("ignore", "The anyio.abc.BlockingPortal alias is deprecated", DeprecationWarning)
-        from starlette.testclient import TestClient
-
-    with TestClient(chatstream_app) as client:
+    with sync_client(chatstream_app) as client:
         yield client

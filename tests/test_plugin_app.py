@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from pytest_chatstream._app import DEFAULT_API_KEY, chat_stream_factory, default_app, openai_api_key
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from pytest_chatstream._app import (
+    DEFAULT_API_KEY,
+    chat_stream_factory,
+    default_app,
+    openai_api_key,
+    openai_client,
+    sync_client,
+)
 
 
 class FakeStream:
@@ -54,3 +68,38 @@ def test_the_factory_keeps_the_tests_model_whatever_the_overrides(monkeypatch) -
     build(max_new_tokens=4, model="other")
     assert built == [{"seed": 0, "max_new_tokens": 4, "model": "model", "tokenizer": "tokenizer",
                       "token_sampler": "sampler", "device": "cpu"}]
+
+
+def _models_app(events: list[str]) -> Starlette:
+    """An app with a lifespan and OpenAI's model list, answering with the key it was sent."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    async def models(request: Request) -> JSONResponse:
+        key = request.headers.get("authorization", "")
+        return JSONResponse({"object": "list", "data": [{"id": key, "object": "model", "created": 0,
+                                                         "owned_by": "test"}]})
+
+    app = Starlette(routes=[Route("/v1/models", models)], lifespan=lifespan)
+    app.state.chat_stream = SimpleNamespace(openai=SimpleNamespace(context=SimpleNamespace(api_key="sk-app")))
+    return app
+
+
+async def test_the_openai_client_talks_to_the_apps_v1_api_inside_its_lifespan() -> None:
+    events: list[str] = []
+    async with openai_client(_models_app(events)) as client:
+        assert events == ["startup"]
+        models = await client.models.list()
+    assert [m.id for m in models.data] == ["Bearer sk-app"] and events == ["startup", "shutdown"]
+
+
+def test_the_sync_client_runs_the_apps_lifespan_around_it() -> None:
+    events: list[str] = []
+    with sync_client(_models_app(events)) as client:
+        assert events == ["startup"]
+        assert client.get("/v1/models", headers={"authorization": "k"}).json()["data"][0]["id"] == "k"
+    assert events == ["startup", "shutdown"]
