@@ -10,11 +10,17 @@ its mode. This module finds both, so the plugin can run what was meant or stop w
 from __future__ import annotations
 
 import inspect
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._paths import resolve_dir
+
+
+def full_command_line(addopts: str, args: Sequence[str]) -> list[str]:
+    """What the user typed: the ``PYTEST_ADDOPTS`` environment variable's arguments, then the command line's."""
+    return [*shlex.split(addopts), *args]
 
 
 def spaced_value(args: Sequence[str], option: str) -> str | None:

@@ -41,9 +41,27 @@ class MissLog(logging.Handler):
             if not any(seen is error for seen in self.errors):
                 self.errors.append(error)
 
+    def behind(self, raised: BaseException | None) -> BaseException | None:
+        """The first cassette error the app caught, when the test then failed with another one (``raised``)."""
+        if not self.errors or raised in self.errors:
+            return None
+        return self.errors[0]
+
     def __enter__(self) -> MissLog:
         logging.getLogger().addHandler(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger().removeHandler(self)
+
+
+def miss_section(error: BaseException, original: object, count: int) -> tuple[str, str]:
+    """The section (title, text) added to the failure report of a test that failed after the app caught
+    ``error`` (the first of ``count`` cassette errors): the report shows ``error``, then this, with the test's
+    own failure (``original``) last."""
+    more = f" ({count} cassette errors in all; this is the first)" if count > 1 else ""
+    return (
+        "chatstream: where the cassette error went",
+        f"The app under test caught this {type(error).__name__}{more} and answered with an error "
+        "instead (the captured log shows it too). The test itself then failed with:\n\n" + str(original),
+    )

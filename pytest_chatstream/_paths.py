@@ -9,10 +9,12 @@ that are unsafe in file names are replaced by ``_``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from ._errors import configuration_error
 
+MARKER = "chatstream_cassette"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_PART = 120
 
@@ -56,6 +58,42 @@ def named_cassette_relpath(name: object) -> PurePosixPath:
             "directory; use a relative name without '..'."
         )
     return PurePosixPath(*(safe_part(p) for p in raw.parts if p not in ("", ".")))
+
+
+def module_cassette_dir(nodeid: str) -> str:
+    """The directory of the default cassettes of the module that the test ``nodeid`` belongs to."""
+    return default_cassette_relpath(nodeid.partition("::")[0], "").as_posix()
+
+
+def cassette_relpath_for(nodeid: str, name: object | None, choose: Callable[[str], str | None]) -> str:
+    """The cassette of the test ``nodeid``, relative to the cassette directory: ``name`` (its marker's) when
+    given, else the path ``choose`` makes of the default one (a project's ``pytest_chatstream_cassette_path``
+    hook; None keeps the default). Raises ConfigurationError for a name that is not usable."""
+    if name is not None:
+        return named_cassette_relpath(name).as_posix()
+    module, _, tail = nodeid.partition("::")
+    default = default_cassette_relpath(module, tail).as_posix()
+    chosen = choose(default)
+    return default if chosen is None else named_cassette_relpath(chosen).as_posix()
+
+
+def collisions(tests: Sequence[tuple[str, str, bool]]) -> list[str | None]:
+    """Why each test (None: no reason) may not use its cassette: ``tests`` are (node id, cassette, whether a
+    marker names the cassette) in collection order.
+
+    Tests that name a cassette may share it; a test that does not, and whose cassette an earlier test already
+    uses, got it by accident (the node ids differ only in characters replaced in file names): both are refused.
+    """
+    problems: list[str | None] = [None] * len(tests)
+    owners: dict[str, int] = {}
+    for index, (test, rel, named) in enumerate(tests):
+        owner = owners.setdefault(rel, index)
+        if owner != index and not named:
+            problems[owner] = problems[index] = (
+                f"{tests[owner][0]} and {test} would share the cassette {rel} (their names differ only in "
+                f"characters replaced in file names); give one of them @pytest.mark.{MARKER}('a-name')."
+            )
+    return problems
 
 
 def resolve_dir(value: str | Path, base: Path) -> Path:

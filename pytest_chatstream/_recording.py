@@ -1,11 +1,14 @@
-"""``--probe``: what a test does with its cassette (record, verify, replay or report it missing), which test of
-a run verifies a shared cassette, and the settlement of a recorded cassette once its test's teardown is known
-(written if the call and the whole teardown passed, else the old one kept)."""
+"""``--probe``: what a test does with its cassette (record, verify, replay or report it missing), which tests
+load the live model, which test of a run verifies a shared cassette, opening a test's live run, and the
+settlement of a recorded cassette once its test's teardown is known (written if the call and the whole
+teardown passed, else the old one kept)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from ._report import Report
 from ._session import CassetteRun, recorded_by
@@ -50,6 +53,27 @@ def settle_recording(pending: PendingRecording, report: Report, test: str, call_
     return problem
 
 
+def selected_users(tests: Iterable[tuple[str, str | None]]) -> dict:
+    """What :func:`verifies_shared` is given: the selected tests that use each named cassette, in run order,
+    and under "" the set of every selected test. ``tests``: (node id, its named cassette or None), in run order.
+    """
+    users: dict = {"": []}
+    for test, named in tests:
+        users[""].append(test)
+        if named is not None:
+            users.setdefault(named, []).append(test)
+    users[""] = set(users[""])
+    return users
+
+
+def tests_needing_model(mode: Mode, cassette_dir: Path, tests: Iterable[tuple[str, str]]) -> list[str]:
+    """Of ``tests`` (node id, cassette relative to ``cassette_dir``), those that run the live model under
+    ``mode``: they record, verify or repeat their cassette."""
+    live = (Action.RECORD, Action.VERIFY, Action.REPEAT)
+    return [test for test, rel in tests
+            if decide_action(mode, (cassette_dir / rel / "manifest.json").is_file()) in live]
+
+
 def verifies_shared(selected: dict, test: str, rel: str, recorder: str | None) -> bool:
     """Whether ``test`` verifies the shared cassette ``rel``: the test that recorded it, when this run runs
     it; else the run's first test that uses it (its manifest names a test this run does not run).
@@ -77,3 +101,20 @@ def plan_cassette(mode: Mode, cassette: Path, rel: str, test: str, named: bool, 
     if board is not None and not board.acquire_or_wait(cassette):
         action = Action.REPLAY  # a shared cassette another test of this run has just recorded
     return action, recorder, board
+
+
+def open_run(load_model: Callable[[], tuple[Any, Any]], cassette: Path, action: Action, fidelity: str,
+             sampling: dict, test: str, board: ClaimBoard | None) -> tuple[CassetteRun, Any, Any]:
+    """Load the live ``(model, tokenizer)`` and open ``test``'s run on ``cassette``: ``(run, model, tokenizer)``.
+
+    When either fails, ``test``'s claim on the cassette (``board``, when it records) is released, so the next
+    test that shares the cassette records it.
+    """
+    try:
+        model, tokenizer = load_model()
+        run = CassetteRun(cassette, action, fidelity, sampling=sampling, extra_metadata={"test": test})
+    except BaseException:
+        if board is not None:
+            board.release(cassette, recorded=False)
+        raise
+    return run, model, tokenizer

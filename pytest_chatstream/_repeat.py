@@ -9,9 +9,11 @@ counts steps, and also given as (answer, step within it).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ._report import Report
 
 Run = list[list[int]]  # one run: the token ids of each answer
 
@@ -108,3 +110,29 @@ def add_run(runs: list[Run], run: Run, describe: Callable[[int], str | None], re
     if limit is not None and result["distinct"] > limit:
         return result, too_many_message(test, result, limit)
     return result, None
+
+
+def add_live_run(runs: list[Run], run: Any, report: Report, test: str, repeats: int,
+                 limit: int | None) -> str | None:
+    """Keep what ``run`` (a ``CassetteRun``: one live run of ``test``) generated; after the last run, note the
+    measurement in ``report``. Returns the test's failure message when the runs made too many sequences."""
+    tokens, describe = run.recorded_run()
+    result, failure = add_run(runs, tokens, describe, repeats, test, limit)
+    if result is not None:
+        report.repeated[test] = result
+    return failure
+
+
+def repeated_reports(run_once: Callable[[bool], Sequence[Any]], repeats: int) -> Sequence[Any]:
+    """Run a test's whole protocol up to ``repeats`` times (``run_once(last)`` returns one run's reports) and
+    stop at its first failing run: the reports to log, those of a failing run before the last marked with it.
+    """
+    number, reports = 0, ()
+    for number in range(1, repeats + 1):
+        reports = run_once(number == repeats)
+        if number == repeats or any(report.failed for report in reports):
+            break
+    if repeats > 1 and number < repeats:
+        for report in reports:
+            report.sections.append(("chatstream repeat", f"run {number} of {repeats} failed"))
+    return reports

@@ -6,13 +6,14 @@ set up). Cassettes are named by their path relative to the cassette directory.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ._settings import Mode
+from ._settings import Mode, Settings
 
 CASSETTE_MARKER_FILES = ("manifest.json",)
 
@@ -97,6 +98,10 @@ class Report:
             if whole_run or any(path.is_relative_to(m) for m in modules):
                 result.append(cassette)
         return sorted(result)
+
+    def unused_in(self, cassette_dir: Path, whole_run: bool) -> list[str]:
+        """The cassettes under ``cassette_dir`` that no test of this run used (see :meth:`unused`)."""
+        return self.unused(cassettes_on_disk(cassette_dir), whole_run=whole_run)
 
     def lines(self, unused: list[str] | None = None) -> list[str]:
         """The session summary: one line per kind of activity, then the verify table."""
@@ -254,3 +259,38 @@ def rename_hint(missing: str, unused: list[str], cassette_dir: Path, invocation_
         f"{listed}{more}\nIf the test was renamed from {best}, move its cassette instead of re-recording: "
         f"git mv {old} {new}"
     )
+
+
+def makes_json_report(settings: Settings, report: Report) -> bool:
+    """Whether this run writes a JSON report: a verify run that verified a test, or a repeat run."""
+    return (settings.mode is Mode.VERIFY and bool(report.verified)) or settings.mode is Mode.REPEAT
+
+
+def write_json_report(settings: Settings, report: Report) -> None:
+    """Write verify's or repeat's JSON report to ``settings.report_path``, when this run makes one."""
+    if makes_json_report(settings, report):
+        settings.report_path.parent.mkdir(parents=True, exist_ok=True)
+        settings.report_path.write_text(report.report_json() + "\n", encoding="utf-8")
+
+
+def save_unused_report(settings: Settings, report: Report, whole_run: bool, ran_to_end: bool) -> None:
+    """After a plain run over the whole suite (``whole_run``) that ran to the end (``ran_to_end``: its tests
+    passed or failed): the cassettes no test used, for ``chatstream cassette prune``. A partial or interrupted
+    run cannot know who uses a cassette, and a read-only checkout has nothing to prune: nothing is written."""
+    if settings.mode is not Mode.REPLAY or not whole_run or not ran_to_end or not settings.cassette_dir.is_dir():
+        return
+    from chatstream.cassettes._unused_report import write_unused_report
+
+    with contextlib.suppress(OSError):
+        write_unused_report(settings.cassette_dir, report.unused_in(settings.cassette_dir, True))
+
+
+def summary_lines(settings: Settings, report: Report, whole_run: bool) -> list[str]:
+    """The terminal summary's lines; none when the run used no cassette and asked nothing about them."""
+    if not report.tests and not settings.list_unused and not settings.live:
+        return []
+    unused = report.unused_in(settings.cassette_dir, whole_run) if settings.list_unused else None
+    lines = report.lines(unused)
+    if makes_json_report(settings, report):
+        lines.append(f"{settings.mode.value} report: {settings.report_path}")
+    return lines

@@ -45,6 +45,14 @@ def replay_transformer(cassette: Path) -> Any:
     return MockTransformer(parent_dir_path=cassette.parent, dirname=cassette.name, wait_sec=0)
 
 
+def sampling_metadata(chatstream_config: dict) -> dict:
+    """The sampling settings of ``chatstream_config`` (the fixture's) that a recorded manifest keeps."""
+    from chatstream.engine.generation import GenerationParams
+
+    fields = GenerationParams.__dataclass_fields__
+    return {k: v for k, v in chatstream_config.items() if k in fields}
+
+
 def stale_parts(manifest: dict, live_fingerprints: dict[str, str | None], model_dir: Path | None = None) -> list[str]:
     """Names of the fingerprints (weights, tokenizer, chat_template) that differ from the cassette's.
 

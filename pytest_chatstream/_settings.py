@@ -83,6 +83,15 @@ def probe_on_command_line(args: Sequence[str]) -> bool:
     return any(arg == "--probe" or arg.startswith("--probe=") for arg in args)
 
 
+def addopts_probe_message(probe: str) -> str:
+    """A usage error's text for a probe mode that came from the ini option ``addopts``: pytest would take it as
+    if it had been typed, which would let a committed file make CI load a model and record."""
+    return (
+        f"--probe={probe} came from the ini option addopts; only the command line (or PYTEST_ADDOPTS) "
+        "may choose a probe mode. Remove --probe from addopts and pass it to pytest when you record."
+    )
+
+
 NO_MODEL_MESSAGE = (
     "--probe needs a model to record from; pass --probe-model=PATH, set {env}, or set the ini option "
     "chatstream_model_path to a local HF model directory, a Hub id in the local HF cache, or `bundled` "

@@ -1,9 +1,13 @@
 """``--probe=verify``: a test's verdict (the live run compared with its cassette) for the report, and the
-failure message of a live model that diverged. Plain code: the plugin stores the verdict and fails the test."""
+failure message of a live model that diverged, the verdict noted in the run's report. Plain code: the plugin
+fails the test."""
 
 from __future__ import annotations
 
 import traceback
+from typing import Any
+
+from ._report import Report
 
 
 def recorded_by_note(verdict: dict) -> str:
@@ -44,3 +48,35 @@ def diverged_message(verdict: dict) -> str | None:
         f"{verdict.get('max_logit_diff')}.{recorded_by_note(verdict)} "
         f"Re-record it with: pytest --probe=all {verdict['test']!r}"
     )
+
+
+def verify_run(run: Any, report: Report, test: str, cassette: str, recorded_by: str | None) -> str | None:
+    """Compare ``run`` (a ``CassetteRun``: ``test``'s live run) with ``cassette``, note the verdict in ``report``;
+    returns the test's failure message when the live model diverged, else None."""
+    verdict = verdict_for(run.verify(), test, cassette, recorded_by)
+    report.verified[test] = verdict
+    return diverged_message(verdict)
+
+
+def note_error(report: Report, error: BaseException, test: str, cassette: str, recorded_by: str | None) -> None:
+    """Note in ``report`` that comparing ``test``'s live run with its cassette raised ``error``."""
+    report.verified[test] = error_verdict(error, test, cassette, recorded_by)
+
+
+def verify_after_call(run: Any, report: Report, test: str, cassette: str, recorded_by: str | None,
+                      call_failed: bool) -> tuple[str | None, str | None]:
+    """Compare ``test``'s live run with its cassette once its call ended, never in place of its own failure.
+
+    Returns ``(failure, section)``: after a passed call, the test's failure when the model diverged (an error
+    comparing is noted and raised); after a failed call (``call_failed``), no failure, and when comparing
+    raised too, a report section that says so (the verdict is noted either way).
+    """
+    try:
+        diverged = verify_run(run, report, test, cassette, recorded_by)
+    except Exception as error:
+        note_error(report, error, test, cassette, recorded_by)
+        if not call_failed:
+            raise
+        return None, ("comparing the live run with the cassette failed too (the test's own failure is above):\n"
+                      + format_error(error))
+    return (None if call_failed else diverged), None

@@ -59,3 +59,11 @@ def test_probe_path_message_shows_the_spellings_that_work() -> None:
 def test_probe_path_message_lists_every_mode_repeat_included() -> None:
     message = probe_path_message("foo")
     assert "(all, missing, verify, repeat:N)" in message and "--probe=repeat:10" in message
+
+
+def test_the_full_command_line_puts_pytest_addopts_first() -> None:
+    from pytest_chatstream._cmdline import full_command_line
+
+    assert full_command_line("--probe=verify -k 'a b'", ["tests/x.py", "-q"]) == \
+        ["--probe=verify", "-k", "a b", "tests/x.py", "-q"]
+    assert full_command_line("", ["-q"]) == ["-q"]

@@ -172,3 +172,29 @@ def test_a_conftest_hook_can_choose_cassette_paths(project: pytest.Pytester) -> 
         "  named  (*::test_hooked_but_named)",
         "  test_a_conftest_hook_can_choose_cassette_paths/test_default  (*::test_default)",
     ])
+
+
+def test_settings_arguments_read_each_option_and_ini_value_and_the_environment(tmp_path) -> None:
+    """pytest_chatstream._options, plain code: the arguments resolve_settings gets from pytest's getters."""
+    from pytest_chatstream._options import INI_OPTIONS, OPTIONS, settings_arguments
+    from pytest_chatstream._settings import resolve_settings
+
+    options = {name: f"cli{name}" for name, _ in OPTIONS}
+    ini = {name: f"ini-{name}" for name, _ in INI_OPTIONS}
+    arguments = settings_arguments(options.__getitem__, ini.__getitem__, {"CHATSTREAM_MODEL_PATH": "env-model"})
+    assert arguments == {
+        "cli_model": "cli--probe-model", "env_model": "env-model", "cli_device": "cli--probe-device",
+        "cli_fidelity": "cli--probe-fidelity", "cli_report": "cli--probe-report",
+        "list_unused": "cli--chatstream-unused", "ini_cassette_dir": "ini-chatstream_cassette_dir",
+        "ini_model": "ini-chatstream_model_path", "ini_device": "ini-chatstream_device",
+        "ini_fidelity": "ini-chatstream_fidelity", "ini_missing": "ini-chatstream_missing_cassette",
+        "ini_report": "ini-chatstream_verify_report", "cli_max_distinct": "cli--probe-repeat-max-distinct",
+        "ini_max_distinct": "ini-chatstream_repeat_max_distinct", "ini_repeat_report": "ini-chatstream_repeat_report",
+    }
+    # every ini option is read; empty ini values and environment variables are unset
+    assert {k for k in arguments if k.startswith("ini_")} == {f"ini_{n}" for n in (
+        "cassette_dir", "model", "device", "fidelity", "missing", "report", "max_distinct", "repeat_report")}
+    unset = settings_arguments(lambda name: None, lambda name: "", {"CHATSTREAM_MODEL_PATH": ""})
+    assert all(value is None for value in unset.values())
+    settings = resolve_settings(probe=None, invocation_dir=tmp_path, rootpath=tmp_path, **unset)
+    assert settings.cassette_dir == tmp_path / "fixtures" / "cassettes"

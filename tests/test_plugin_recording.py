@@ -104,3 +104,58 @@ def test_plan_cassette_follows_the_mode_and_shares_a_named_cassette(tmp_path: Pa
     assert plan_cassette(Mode.VERIFY, cassette, "shared", "t.py::a", False, selected, "run")[0] is Action.VERIFY
     assert plan_cassette(Mode.REPEAT, cassette, "shared", "t.py::a", True, selected, "run") == \
         (Action.REPEAT, None, None)
+
+
+def test_selected_users_lists_each_named_cassettes_tests_in_run_order():
+    from pytest_chatstream._recording import selected_users
+
+    users = selected_users([("t.py::b", "shared"), ("t.py::a", None), ("t.py::c", "shared"), ("t.py::d", "own")])
+    assert users == {"": {"t.py::a", "t.py::b", "t.py::c", "t.py::d"}, "shared": ["t.py::b", "t.py::c"],
+                     "own": ["t.py::d"]}
+    assert verifies_shared(users, "t.py::b", "shared", None) and not verifies_shared(users, "t.py::c", "shared", None)
+
+
+def test_tests_needing_the_model_are_those_that_record_verify_or_repeat(tmp_path: Path):
+    from pytest_chatstream._recording import tests_needing_model
+    from pytest_chatstream._settings import Mode
+
+    (tmp_path / "t" / "have").mkdir(parents=True)
+    (tmp_path / "t" / "have" / "manifest.json").write_text("{}")
+    tests = [("t.py::have", "t/have"), ("t.py::absent", "t/absent")]
+    assert tests_needing_model(Mode.ALL, tmp_path, tests) == ["t.py::have", "t.py::absent"]
+    assert tests_needing_model(Mode.MISSING, tmp_path, tests) == ["t.py::absent"]
+    assert tests_needing_model(Mode.VERIFY, tmp_path, tests) == ["t.py::have"]
+    assert tests_needing_model(Mode.REPEAT, tmp_path, tests) == ["t.py::have", "t.py::absent"]
+    assert tests_needing_model(Mode.REPLAY, tmp_path, tests) == []
+
+
+def test_a_model_that_fails_to_load_frees_the_claim_for_the_next_test(tmp_path: Path):
+    from pytest_chatstream._recording import open_run
+    from pytest_chatstream._settings import Action
+
+    board = FakeBoard()
+
+    def broken() -> tuple:
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        open_run(broken, tmp_path / "c", Action.RECORD, "compact", {}, "t.py::a", board)
+    assert board.released == [(tmp_path / "c", False)]
+    with pytest.raises(RuntimeError):  # verifying: no claim to free
+        open_run(broken, tmp_path / "c", Action.VERIFY, "compact", {}, "t.py::a", None)
+
+
+def test_a_run_opens_on_the_loaded_model_and_names_its_test(tmp_path: Path):
+    from pytest_chatstream._recording import open_run
+    from pytest_chatstream._settings import Action
+
+    board = FakeBoard()
+    run, model, tokenizer = open_run(lambda: ("model", "tokenizer"), tmp_path / "c", Action.VERIFY, "compact",
+                                     {"seed": 3}, "t.py::a", board)
+    try:
+        assert (model, tokenizer) == ("model", "tokenizer") and run.action is Action.VERIFY
+        assert run.cassette == tmp_path / "c" and board.released == []
+        assert run.recorder.extra_metadata == {"test": "t.py::a"} and run.recorder.sampling == {"seed": 3}
+    finally:
+        run.finish(False)
+    assert not run.target.exists()  # a verify run's temporary directory is gone

@@ -135,3 +135,63 @@ def test_a_token_the_recorded_calls_cannot_spell_is_decoded_with_the_live_tokeni
     (answer,), describe = recorded_run(tmp_path / "run", tokenizer)
     assert describe(eos) == tokenizer.decode([eos]) and "⟨" not in describe(eos)
     assert describe(answer[0]) == tokenizer.decode([answer[0]])  # the others keep their recorded text
+
+
+class FakeRun:
+    """A CassetteRun's recorded_run(): the answers one live run generated, and a token decoder."""
+
+    def __init__(self, tokens: list[list[int]]) -> None:
+        self.tokens = tokens
+
+    def recorded_run(self):
+        return self.tokens, lambda token: f"t{token}"
+
+
+def test_add_live_run_notes_the_measurement_after_the_last_run():
+    from pytest_chatstream._repeat import add_live_run
+    from pytest_chatstream._report import Report
+
+    report, runs = Report(mode="repeat", repeats=3), []
+    assert add_live_run(runs, FakeRun([[1, 2]]), report, "t.py::a", 3, 1) is None
+    assert add_live_run(runs, FakeRun([[1, 3]]), report, "t.py::a", 3, 1) is None
+    assert report.repeated == {}  # not before the last run
+    failure = add_live_run(runs, FakeRun([[1, 2]]), report, "t.py::a", 3, 1)
+    assert report.repeated["t.py::a"]["distinct"] == 2 and report.repeated["t.py::a"]["test"] == "t.py::a"
+    assert report.repeated["t.py::a"]["parting"] == [{"token": 2, "text": "t2", "runs": 2},
+                                                     {"token": 3, "text": "t3", "runs": 1}]
+    assert failure.startswith("t.py::a: 3 live runs produced 2 distinct token sequences (at most 1 allowed")
+
+
+class FakeReport:
+    def __init__(self, failed: bool) -> None:
+        self.failed, self.sections = failed, []
+
+
+def test_repeated_reports_stop_at_the_first_failing_run_and_say_which():
+    from pytest_chatstream._repeat import repeated_reports
+
+    outcomes = iter([False, True, False, False])
+    calls: list[bool] = []
+
+    def run_once(last: bool) -> list[FakeReport]:
+        calls.append(last)
+        return [FakeReport(False), FakeReport(next(outcomes))]
+
+    reports = repeated_reports(run_once, 4)
+    assert calls == [False, False]  # the second run failed: no third
+    assert [r.sections for r in reports] == [[("chatstream repeat", "run 2 of 4 failed")]] * 2
+
+
+def test_repeated_reports_of_runs_that_pass_are_the_last_ones_unmarked():
+    from pytest_chatstream._repeat import repeated_reports
+
+    calls: list[bool] = []
+
+    def run_once(last: bool) -> list[FakeReport]:
+        calls.append(last)
+        return [FakeReport(False)]
+
+    reports = repeated_reports(run_once, 3)
+    assert calls == [False, False, True] and reports[0].sections == []
+    failing_last = repeated_reports(lambda last: [FakeReport(last)], 2)
+    assert failing_last[0].sections == []  # the last run is the outcome; nothing to add

@@ -105,3 +105,79 @@ def test_rename_hint_says_nothing_without_a_likely_candidate(tmp_path: Path) -> 
     assert rename_hint("m/test_new", [], tmp_path, tmp_path) == ""
     assert rename_hint("m/test_new", ["elsewhere/unrelated_name"], tmp_path, tmp_path) == ""
     assert "git mv" in rename_hint("m2/test_new", ["m1/test_new"], tmp_path, tmp_path)  # a moved module
+
+
+def _settings(tmp_path: Path, probe: str | None = None, list_unused: bool = False):
+    from pytest_chatstream._settings import resolve_settings
+
+    return resolve_settings(
+        probe=probe, cli_model=None, cli_device=None, cli_fidelity=None, cli_report=None, list_unused=list_unused,
+        ini_cassette_dir="cassettes", ini_model=None, ini_device=None, ini_fidelity=None, ini_missing=None,
+        ini_report=None, invocation_dir=tmp_path, rootpath=tmp_path,
+    )
+
+
+def _cassettes(tmp_path: Path, *rels: str) -> None:
+    for rel in rels:
+        (tmp_path / "cassettes" / rel).mkdir(parents=True)
+        (tmp_path / "cassettes" / rel / "manifest.json").write_text("{}")
+
+
+def test_unused_in_reads_the_cassette_dir(tmp_path: Path) -> None:
+    _cassettes(tmp_path, "m/used", "m/old", "other/x")
+    report = Report(collected_modules=["m"])
+    report.add_replayed("m/used", "m.py::used")
+    assert report.unused_in(tmp_path / "cassettes", whole_run=False) == ["m/old"]
+    assert report.unused_in(tmp_path / "cassettes", whole_run=True) == ["m/old", "other/x"]
+
+
+def test_summary_lines_only_for_a_run_that_used_or_asked_about_cassettes(tmp_path: Path) -> None:
+    from pytest_chatstream._report import summary_lines
+
+    _cassettes(tmp_path, "m/old")
+    assert summary_lines(_settings(tmp_path), Report(), whole_run=True) == []
+    listed = summary_lines(_settings(tmp_path, list_unused=True), Report(), whole_run=True)
+    assert listed[-2:] == ["unused: 1 cassette(s) on disk that no test of this run used", "  m/old"]
+    assert summary_lines(_settings(tmp_path, list_unused=True), Report(), whole_run=False)[-1] == \
+        "unused: 0 cassette(s) on disk that no test of this run used"  # a partial run judges no other module
+    live = summary_lines(_settings(tmp_path, "all"), Report(mode="all"), whole_run=True)
+    assert live == ["mode: probe=all; 0 test(s) used cassettes in 0.00 s"]  # a live run always says what it did
+    verify = Report(mode="verify", tests=1)
+    verify.verified["m.py::a"] = {"status": "identical", "cassette": "m/a"}
+    lines = summary_lines(_settings(tmp_path, "verify"), verify, whole_run=True)
+    assert lines[-1] == f"verify report: {tmp_path / 'chatstream-verify-report.json'}"
+
+
+def test_the_json_report_is_written_for_verify_and_repeat_runs_only(tmp_path: Path) -> None:
+    from pytest_chatstream._report import write_json_report
+
+    path = tmp_path / "chatstream-verify-report.json"
+    write_json_report(_settings(tmp_path, "verify"), Report(mode="verify"))
+    assert not path.exists()  # nothing verified: no report
+    report = Report(mode="verify")
+    report.verified["m.py::a"] = {"status": "identical", "cassette": "m/a"}
+    write_json_report(_settings(tmp_path, "verify"), report)
+    assert json.loads(path.read_text())["cassettes"] == report.verified
+    write_json_report(_settings(tmp_path, "repeat:2"), Report(mode="repeat", repeats=2))
+    assert json.loads((tmp_path / "chatstream-repeat-report.json").read_text())["runs"] == 2
+    write_json_report(_settings(tmp_path, "all"), Report(mode="all"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chatstream-repeat-report.json",
+                                                          "chatstream-verify-report.json"]
+
+
+def test_the_unused_report_only_after_a_whole_replay_run_that_ran_to_the_end(tmp_path: Path) -> None:
+    from chatstream.cassettes._unused_report import UNUSED_REPORT_NAME
+    from pytest_chatstream._report import save_unused_report
+
+    _cassettes(tmp_path, "m/used", "m/old")
+    report = Report()
+    report.add_replayed("m/used", "m.py::used")
+    written = tmp_path / "cassettes" / UNUSED_REPORT_NAME
+    for settings, whole_run, ran_to_end in [(_settings(tmp_path), False, True), (_settings(tmp_path), True, False),
+                                            (_settings(tmp_path, "all"), True, True)]:
+        save_unused_report(settings, report, whole_run, ran_to_end)
+        assert not written.exists()
+    save_unused_report(_settings(tmp_path), report, whole_run=True, ran_to_end=True)
+    assert json.loads(written.read_text())["unused"] == ["m/old"]
+    save_unused_report(_settings(tmp_path / "elsewhere"), report, True, True)  # no cassette dir: nothing to prune
+    assert not (tmp_path / "elsewhere").exists()

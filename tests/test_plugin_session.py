@@ -108,3 +108,11 @@ def test_missing_message_names_the_path_and_the_command() -> None:
         "no cassette for t.py::x at fixtures/cassettes/t/x; record it on a machine with the model: "
         "pytest --probe=missing --probe-model=PATH 't.py::x'"
     )
+
+
+def test_a_recording_keeps_only_the_sampling_settings_of_the_fixtures_config() -> None:
+    from pytest_chatstream._session import sampling_metadata
+
+    config = {"seed": 7, "temperature": 0.5, "top_k": 3, "chat_prompt": object(), "token_sampler": object()}
+    kept = sampling_metadata(config)
+    assert kept == {"seed": 7, "temperature": 0.5, "top_k": 3}  # GenerationParams' fields only

@@ -145,3 +145,11 @@ def test_bad_marker_fidelity_is_named(tmp_path: Path) -> None:
 )
 def test_decide_action(mode: Mode, exists: bool, action: Action) -> None:
     assert decide_action(mode, exists) is action
+
+
+def test_a_probe_mode_from_addopts_is_refused_saying_where_to_put_it() -> None:
+    from pytest_chatstream._settings import addopts_probe_message
+
+    message = addopts_probe_message("verify")
+    assert message.startswith("--probe=verify came from the ini option addopts; only the command line")
+    assert "Remove --probe from addopts" in message
