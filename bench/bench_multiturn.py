@@ -13,7 +13,9 @@ questions: turn 1 then finds the system prompt cached (as on any server that has
 prefills its question, as turn 10 prefills its own; it never finds its whole prompt already cached.
 
 The last line: `TTFT turn 10 / turn 1: <r>x (cache off: <r0>x); 8-session tokens/s cache on/off: <s>x`.
-Targets: r <= 1.3 and s >= 1.0; and the OpenAI call 10 within 1.3x of call 1 (printed above it).
+Targets: r <= 1.3 and s >= 1.0; and the OpenAI call 10 within 1.3x of call 1 (printed above it). The
+line before them is the floor: the model alone (in this process) prefilling call 1's and call 10's new
+tokens on caches of their cached lengths, which is what a perfect prefix cache would leave.
 Run with OMP_NUM_THREADS=1 on a shared machine (both servers then get one thread each).
 
     python bench/bench_multiturn.py [--model DIR]
@@ -113,8 +115,9 @@ def generated_tokens(url: str) -> float:
                if s.name == "chatstream_generation_tokens_total")
 
 
-async def openai_resent(url: str, calls: int, conversation: str) -> tuple[list[float], list[int]]:
-    """TTFT of each call of one conversation whose whole history is resent; and its cached_tokens."""
+async def openai_resent(url: str, calls: int, conversation: str) -> tuple[list[float], list[tuple[int, int]]]:
+    """TTFT of each call of one conversation whose whole history is resent; and its (prompt_tokens,
+    cached_tokens) as the usage reports them."""
     no_cookies = httpx.Cookies(http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])))
     messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant."}]
     ttfts, cached = [], []
@@ -131,7 +134,9 @@ async def openai_resent(url: str, calls: int, conversation: str) -> tuple[list[f
                         continue
                     chunk = json.loads(line[6:])
                     if chunk.get("usage"):
-                        cached.append(chunk["usage"].get("prompt_tokens_details", {}).get("cached_tokens", 0))
+                        usage = chunk["usage"]
+                        cached.append((usage["prompt_tokens"],
+                                       usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)))
                     for choice in chunk["choices"]:
                         content = choice["delta"].get("content")
                         if content:
@@ -157,6 +162,36 @@ async def measure(url: str) -> dict:
             "cached": openai_runs[-1][1]}
 
 
+def prefill_floor(model_dir: str | None, shapes: list[tuple[int, int]], rounds: int = 7) -> list[float]:
+    """Median seconds the model alone (in this process, no server) takes to prefill ``new`` tokens on a cache
+    already holding ``cached`` positions, for each ``(cached, new)`` of ``shapes``: what a turn costs with a
+    perfect prefix cache. The shapes alternate round by round so load hits them alike."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from chatstream.bundled import bundled_model_path
+    from chatstream.engine.generation import accepts_logits_to_keep
+    from chatstream.engine.model_cache import cache_argument, output_cache
+    from chatstream.engine.prefix_cache import copy_prefix
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir or bundled_model_path()).eval()
+    keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}  # as the decode loop's prefill
+    longest = max(cached + new for cached, new in shapes)
+    ids = torch.randint(10, model.config.vocab_size - 10, (1, longest), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        full = output_cache(model(input_ids=ids, use_cache=True))
+        times: list[list[float]] = [[] for _ in shapes]
+        for _ in range(rounds):
+            for index, (cached, new) in enumerate(shapes):
+                cache = copy_prefix(full, cached)  # outside the timing
+                started = time.perf_counter()
+                mask = torch.ones((1, cached + new), dtype=torch.long)
+                model(input_ids=ids[:, cached:cached + new], attention_mask=mask, use_cache=True,
+                      **keep, **{cache_argument(model): cache})
+                times[index].append(time.perf_counter() - started)
+    return [statistics.median(t) for t in times]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="local HF model directory (default: the bundled tiny model)")
@@ -176,8 +211,13 @@ def main() -> None:
         print(f"cache {label:3s}: /chat_stream TTFT per turn (ms): {turns}")
         print(f"cache {label:3s}: 8 sessions x 3 turns: {result['throughput']:.1f} generated tokens/s")
         print(f"cache {label:3s}: OpenAI resent history TTFT per call (ms): {openai}; cached_tokens: "
-              f"{result['cached']}")
+              f"{[cached for _, cached in result['cached']]}")
     on, off = results["on"], results["off"]
+    (prompt_1, cached_1), (prompt_10, cached_10) = on["cached"][0], on["cached"][-1]
+    floor_1, floor_10 = prefill_floor(args.model, [(cached_1, prompt_1 - cached_1), (cached_10, prompt_10 - cached_10)])
+    print(f"floor: the model alone prefilling call 1's {prompt_1 - cached_1} new tokens after {cached_1} cached: "
+          f"{floor_1 * 1000:.0f} ms; call 10's {prompt_10 - cached_10} after {cached_10}: {floor_10 * 1000:.0f} ms "
+          f"({floor_10 / floor_1:.2f}x: attention over the longer history, which no cache removes)")
     print(f"OpenAI resent history TTFT call 10 / call 1: {on['openai'][-1] / on['openai'][0]:.2f}x "
           f"(cache off: {off['openai'][-1] / off['openai'][0]:.2f}x; target <= 1.3x)")
     print(f"TTFT turn 10 / turn 1: {on['turns'][-1] / on['turns'][0]:.2f}x "

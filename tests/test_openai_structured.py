@@ -221,6 +221,20 @@ async def test_n_choices_and_logit_bias_banning_a_token(bundled):
     assert first[0] not in ids and banned.choices[0].message.content != greedy.choices[0].message.content
 
 
+@pytest.mark.parametrize("batching", [False, True], ids=["unbatched", "batched"])
+async def test_n_choices_share_the_prompts_prefill(bundled, batching):
+    """Choice 0 prefills the prompt; the others reuse it from the prefix cache and prefill one token each."""
+    chat_stream, app = app_of(bundled, batching=batching)
+    cache = chat_stream.chat_generator.prefix_cache
+    async with lifespan(app), client_of(app) as client:
+        three = await client.chat.completions.create(model="tiny-chat", messages=ASK, n=3, seed=5, max_tokens=12)
+    prompt = three.usage.prompt_tokens
+    stats = cache.stats
+    assert (stats.hits, stats.misses) == (2, 1)
+    assert (stats.computed_tokens, stats.reused_tokens) == (prompt + 2, 2 * (prompt - 1))
+    assert len({c.message.content for c in three.choices}) == 3
+
+
 def test_a_constrained_generation_records_its_constraint_and_replays_byte_identically(bundled, tmp_path):
     model, tokenizer = bundled
     params = GenerationParams(max_new_tokens=200, temperature=1.0, seed=3,

@@ -82,6 +82,23 @@ def test_take_gives_the_longest_prefix_as_a_private_copy_and_leaves_one_id_to_pr
     assert (stats.hits, stats.misses, stats.reused_tokens, stats.computed_tokens) == (2, 1, 7, 3 + 2 + 1)
 
 
+def test_a_prompt_that_continues_a_whole_entry_takes_the_entry_itself_and_it_leaves_the_cache():
+    """A session's next turn continues all of its stored history: the entry is handed over, not copied, and
+    no later request can reach it (so no other stream ever shares what this one decodes into)."""
+    model, _ = bundled()
+    cache = PrefixCache(budget_mb=64)
+    stored = _dynamic_cache(model, [5, 6, 7, 8, 9])
+    cache.store([5, 6, 7, 8, 9], stored)
+    other = _dynamic_cache(model, [5, 6, 30, 31])
+    cache.store([5, 6, 30, 31], other)
+    taken, n = cache.take([5, 6, 7, 8, 9, 10, 11])
+    assert n == 5 and taken is stored and cache.stats.entries == 1
+    assert cache.stats.bytes == sum(t.nbytes for layer in other.layers for t in (layer.keys, layer.values))
+    # the same prompt again finds only the other entry's shared [5, 6], as a private copy
+    again, n = cache.take([5, 6, 7, 8, 9, 10, 11])
+    assert n == 2 and again is not other and again.get_seq_length() == 2
+
+
 def test_the_budget_is_never_exceeded_and_the_least_recently_used_goes_first():
     model, _ = bundled()
     one = copy_prefix(_dynamic_cache(model, list(range(10, 30))), 20)
@@ -162,6 +179,23 @@ def test_concurrent_sessions_sharing_a_system_prompt_share_its_prefix_and_answer
             answers = dict(zip(questions, pool.map(lambda q, g=generator: ask(g, q), questions), strict=True))
         assert {q: text for q, (text, _) in answers.items()} == alone
         assert all(cached >= len(tokenizer(SYSTEM)["input_ids"]) for _, cached in answers.values())
+
+
+@pytest.mark.parametrize("kind", [ChatGenerator, BatchedChatGenerator])
+def test_a_prompt_is_reusable_as_soon_as_its_first_token_is_sent(kind):
+    """A request that arrives while another with the same prompt is still decoding prefills one token."""
+    model, tokenizer = bundled()
+    generator = kind(model, tokenizer, "cpu", GREEDY)
+    prompt = ChatPromptFromTemplate(tokenizer)
+    prompt.set_system(SYSTEM)
+    prompt.add_requester_msg("What is a cat?")
+    prompt.add_responder_msg(None)
+    first = generator.events(prompt, GREEDY)
+    started = next(first)  # prefilled, first token sent; still decoding
+    second = list(generator.events(prompt, GREEDY))
+    rest = [started, *first]
+    assert second[-1].cached_tokens == second[-1].prompt_tokens - 1 and rest[-1].cached_tokens == 0
+    assert "".join(e.text for e in second) == "".join(e.text for e in rest)
 
 
 def _gemma2_sliding():

@@ -243,6 +243,9 @@ class BatchEngine:
             sequence.handle = output_cache(output)
             sequence.cache_len = sequence.length
             self._take(sequence, output.logits[:, -1, :])
+            if self.prefix_cache is not None:  # its first token is sent: later arrivals reuse the prompt
+                with torch.inference_mode():
+                    self.prefix_cache.store_copy(ids[0], output_cache(output))
         except Exception as error:
             self._finish(sequence, None, error=error)
 

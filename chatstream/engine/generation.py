@@ -346,6 +346,10 @@ def decode_tokens(
                     constraint.advance(token)
                 if on_sample is not None:
                     on_sample(logits, history[:, :length], token)
+                if not step and prefix_cache is not None:
+                    # the prompt is prefilled: a request that arrives while this one decodes (the next choice
+                    # of an n > 1 request) reuses it; a copy, as this stream decodes on into its own cache
+                    prefix_cache.store_copy(history[0, :prompt_len], cache)
             if token in eos_ids:
                 return
             yield token

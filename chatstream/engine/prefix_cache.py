@@ -2,8 +2,9 @@
 
 A finished generation leaves its cache (the prompt and every token fed) here, keyed by those token
 ids. A new request takes a private copy of the longest cached prefix of its prompt (cut to the length
-it shares) and prefills only the rest. Stored entries are never handed out: a stream always decodes
-into its own copy, so no stream can write into a prefix another one reuses. docs/prefix-cache.md
+it shares) and prefills only the rest. A stored entry is never shared: a stream decodes into its own
+copy, or, when its prompt continues all of an entry (a session's next turn), into the entry itself,
+which then leaves the cache; so no stream can write into a prefix another one reuses. docs/prefix-cache.md
 describes the design.
 
 What can be reused depends on the cache's layers:
@@ -198,10 +199,16 @@ class PrefixCache:
                 self._counts["computed_tokens"] += len(prompt)
                 return None, 0
             entry = self._entries[best]
-            self._entries.move_to_end(best)
             self._counts["hits"] += 1
             self._counts["reused_tokens"] += best_len
             self._counts["computed_tokens"] += len(prompt) - best_len
+            if best_len == len(entry.ids):
+                # All of it continues (a session's next turn, the usual case): hand the entry itself over
+                # instead of copying it. It leaves the cache, so no other stream can reach it; the stream
+                # stores its longer history, which covers this one, when it finishes.
+                self._drop(best)
+                return entry.cache, best_len
+            self._entries.move_to_end(best)
         # Outside the lock: an entry is never changed, and eviction only drops the reference.
         return copy_prefix(entry.cache, best_len, entry.kind), best_len
 
@@ -232,6 +239,24 @@ class PrefixCache:
             self._entries[self._next] = _Entry(held, cache, kind, nbytes)
             self._next += 1
             self._bytes += nbytes
+
+    def store_copy(self, ids: Sequence[int] | torch.Tensor, cache: Any) -> None:
+        """Keep a copy of ``cache`` (which holds exactly ``ids``) while its stream decodes on into the original:
+        a stream calls it once its prompt is prefilled and its first token sent, so requests that arrive while
+        it is still decoding (the other choices of an ``n > 1`` request, sessions sharing a long system prompt)
+        reuse the prompt. Nothing is copied when a croppable entry already covers ``ids``."""
+        if not self.enabled or cache is None or len(ids) == 0:
+            return
+        kind, why = _reuse_kind(cache)
+        if kind is None:
+            self._refuse_once(why)
+            return
+        held = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
+        with self._lock:
+            if any(entry.kind == _CROPPABLE and len(entry.ids) >= len(held)
+                   and _common_prefix(entry.ids, held) == len(held) for entry in self._entries.values()):
+                return
+        self.store(held, copy_prefix(cache, len(held), kind))
 
     def clear(self) -> None:
         with self._lock:
