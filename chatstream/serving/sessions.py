@@ -195,12 +195,22 @@ class SessionLock:
     def __init__(self, local: asyncio.Lock, make_lease: Callable[[], Lease | None]) -> None:
         self._local, self._make_lease = local, make_lease
         self._lease: Lease | None = None
+        self._queued = 0  # acquire() calls waiting for the local lock
 
     def locked(self) -> bool:
         return self._local.locked()
 
+    def free(self) -> bool:
+        """Whether ``acquire()`` returns without waiting: nobody holds or waits for the local lock and the store
+        keeps no lease (then a caller need not watch for its client leaving meanwhile)."""
+        return not self._local.locked() and not self._queued and self._make_lease() is None
+
     async def acquire(self) -> bool:
-        await self._local.acquire()
+        self._queued += 1
+        try:
+            await self._local.acquire()
+        finally:
+            self._queued -= 1
         try:
             lease = self._make_lease()
             if lease is not None:

@@ -301,9 +301,12 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             return parsed
         session = ctx.sessions.current(request)
         lock = ctx.sessions.lock(session.session_id) if session is not None else None
-        if lock is not None and not await unless_disconnected(request, lock.acquire):
-            await streaming_finished_callback(request, DISCONNECTED_BEFORE_STREAMING)
-            return Response(status_code=499)  # nobody reads it: the client has gone
+        if lock is not None:
+            if lock.free():  # taken at once: no need to watch for the client leaving meanwhile
+                await lock.acquire()
+            elif not await unless_disconnected(request, lock.acquire):
+                await streaming_finished_callback(request, DISCONNECTED_BEFORE_STREAMING)
+                return Response(status_code=499)  # nobody reads it: the client has gone
         try:
             if session is not None:
                 await session.reload()
@@ -443,7 +446,8 @@ class ChatTurns:
             state.timer.finish(outcome, *(state.usage or ()))
             if outcome is Outcome.BAD_REQUEST:
                 self.metrics.count_rejection(ENDPOINT, RejectReason.BAD_REQUEST)
-            self.context.logger.debug("request finished: %s (load %s)", message, self.admission.stats())
+            if self.context.logger.isEnabledFor(logging.DEBUG):  # stats() builds a dict: only when it is shown
+                self.context.logger.debug("request finished: %s (load %s)", message, self.admission.stats())
             if self.flush is not None and outcome not in NO_FLUSH:
                 try:
                     await anyio.to_thread.run_sync(self.flush)
