@@ -14,6 +14,10 @@ and the thread is awaited (shielded): it stops after the step it is in and close
 more than the limiter's threads ever run the model. ``make_iterator(should_stop)`` gets the stop flag's
 ``is_set`` to pass to the generator. An exception raised by the iterator is raised here after the items
 produced before it were yielded.
+
+``prepare`` (blocking work to do before the iterator, e.g. the prompt check) runs first in the same worker
+thread, so it costs no thread round trip of its own: its exception is raised at the first batch, and when
+it passes the first batch is empty (``[]``), so the caller can answer before any item is made.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ _AHEAD = 256  # items the thread may buffer before it waits for the consumer to 
 class _Buffer:
     """What the worker thread hands over: items, the end, the error; guarded by one lock."""
 
-    __slots__ = ("ended", "error", "items", "lock", "loop", "room", "waiter")
+    __slots__ = ("announced", "ended", "error", "items", "lock", "loop", "room", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -45,6 +49,7 @@ class _Buffer:
         self.waiter: asyncio.Future | None = None  # set while the consumer waits for the thread
         self.room = threading.Event()  # set when the thread may go on after buffering _AHEAD items
         self.room.set()
+        self.announced = False  # ``prepare`` passed and the consumer has not heard it yet
 
     def put(self, item: Any) -> None:
         """From the thread: one more item; wakes the consumer when it waits."""
@@ -59,6 +64,14 @@ class _Buffer:
             self.waiter = None
         self.loop.call_soon_threadsafe(_wake, waiter)
 
+    def announce(self) -> None:
+        """From the thread: ``prepare`` passed; wakes the consumer (its next batch is empty, whatever is buffered)."""
+        with self.lock:
+            self.announced = True
+            waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            self.loop.call_soon_threadsafe(_wake, waiter)
+
     def end(self, error: BaseException | None) -> None:
         """From the thread: the iterator ended (``error``: what it raised); wakes the consumer."""
         with self.lock:
@@ -70,6 +83,9 @@ class _Buffer:
     def take(self) -> tuple[list[Any], bool, asyncio.Future | None]:
         """From the event loop: (the buffered items, whether the thread ended, a future to await when neither)."""
         with self.lock:
+            if self.announced:  # an empty batch of its own: the items made since come with the next one
+                self.announced = False
+                return [], False, None
             items, self.items = self.items, []
             if items or self.ended:
                 if not self.room.is_set():
@@ -85,7 +101,8 @@ def _wake(waiter: asyncio.Future) -> None:
 
 
 async def drive(
-    make_iterator: Callable[[Callable[[], bool]], Iterator[T]], limiter: anyio.CapacityLimiter | None = None
+    make_iterator: Callable[[Callable[[], bool]], Iterator[T]], limiter: anyio.CapacityLimiter | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> AsyncIterator[list[T]]:
     stop = threading.Event()
     iterator = iter(make_iterator(stop.is_set))
@@ -94,10 +111,13 @@ async def drive(
     def produce() -> None:
         error: BaseException | None = None
         put, room = buffer.put, buffer.room
-        # the first item is taken before the next is made: a fast pure-Python iterator would otherwise keep
-        # the GIL from the event loop that sends it (time to first token)
-        room.clear()
         try:
+            # the first item is taken before the next is made: a fast pure-Python iterator would otherwise keep
+            # the GIL from the event loop that sends it (time to first token)
+            room.clear()
+            if prepare is not None:
+                prepare()
+                buffer.announce()
             for item in iterator:
                 put(item)
                 if stop.is_set():
@@ -123,7 +143,7 @@ async def drive(
             if waiter is not None:
                 await waiter
                 continue
-            if items:
+            if items or not ended:  # an empty batch: ``prepare`` passed
                 yield items
             if ended:
                 if buffer.error is not None:

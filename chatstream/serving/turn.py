@@ -28,7 +28,7 @@ import contextlib
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,8 @@ class TurnState:
     chat_request: ChatRequest
     timer: RequestTimer | None = None
     usage: tuple[int, int] | None = None  # (prompt, completion) tokens, from the generation's FinishEvent
+    # the generation process_request started with the prompt check in its worker thread, for generate() to stream
+    batches: AsyncGenerator[list, None] | None = None
 
 
 def turn_state(request: Request | None) -> TurnState | None:
@@ -205,7 +207,12 @@ class AbstractRequestHandler(ABC):
         # delta mode: the last (longest replaced string - 1) characters wait, as a replacement may still change them
         hold = max((len(old) for old, _ in replacements), default=1) - 1 if delta and replacements else 0
         text, message, sent, escaping = "", GENERATION_ERROR, 0, False
-        batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop), limiter)
+        batches = state.batches if state is not None else None
+        if batches is not None:  # started by process_request (it checked the prompt in the generation's thread)
+            state.batches = None
+        else:
+            batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop),
+                            limiter)
         try:
             async with contextlib.aclosing(batches):
                 async for events in batches:
@@ -318,10 +325,7 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             if regeneration[1]:  # a regenerated answer is a new, still reproducible, draw
                 params = params.replace(seed=draw_seed(params.seed, *regeneration, params.sampling))
             if rejection is None:
-                try:  # tokenizes the history (maybe several times): not on the event loop
-                    await anyio.to_thread.run_sync(check_prompt_fits, self.chat_generator, prompt, params)
-                except PromptTooLongError as error:
-                    rejection = error_response(400, "input_too_long", self.eloc.t("input_too_long", reason=str(error)))
+                rejection = await self._check_prompt(prompt, params, state)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -356,10 +360,31 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
 
         finished = once(finished)
         message_id = str(uuid.uuid4())
+        started = state.batches if state is not None else None
         body = self.generate(prompt, finished, request, params, message_id=message_id)
         response = ChatStreamingResponse(body, headers={MESSAGE_ID_HEADER: message_id})
+        if started is not None:  # a response never sent stops its generation first (a no-op once it was streamed)
+            response.add_close_callback(started.aclose)
         response.add_close_callback(lambda: finished(DISCONNECTED_BEFORE_STREAMING))
         return response
+
+    async def _check_prompt(self, prompt: AbstractChatPrompt, params: GenerationParams, state: TurnState | None
+                            ) -> Response | None:
+        """None when ``prompt`` fits the context, else the 400. The check tokenizes the history (maybe several
+        times), so it runs in a worker thread: for a turn of ``ChatTurns`` (``state``), in the generation's own,
+        which goes on to generate the answer for ``generate`` (``state.batches``): no thread round trip of its own."""
+        generator, ctx = self.chat_generator, self._bound()
+        try:
+            if state is None:
+                await anyio.to_thread.run_sync(check_prompt_fits, generator, prompt, params)
+                return None
+            batches = drive(lambda should_stop: generation_events(generator, prompt, params, should_stop),
+                            ctx.limiter(), prepare=lambda: check_prompt_fits(generator, prompt, params))
+            await batches.__anext__()  # [] once the check passed; its error otherwise
+            state.batches = batches
+        except PromptTooLongError as error:
+            return error_response(400, "input_too_long", self.eloc.t("input_too_long", reason=str(error)))
+        return None
 
     def _start_turn(self, prompt: AbstractChatPrompt, user_input: str | None, regenerate: bool) -> Response | None:
         """Open the responder turn to generate; a 400 response when regenerating has nothing to redo."""
