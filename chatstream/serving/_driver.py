@@ -36,7 +36,9 @@ _AHEAD = 256  # items the thread may buffer before it waits for the consumer to 
 
 
 class _Buffer:
-    """What the worker thread hands over: items, the end, the error; guarded by one lock."""
+    """What the worker thread hands over: items (appended by ``drive``'s thread loop), the end, the error;
+    guarded by one lock. ``room`` is cleared while the thread must wait for the consumer to take the items:
+    after the first item, and when ``_AHEAD`` are buffered."""
 
     __slots__ = ("announced", "ended", "error", "items", "lock", "loop", "room", "waiter")
 
@@ -47,22 +49,9 @@ class _Buffer:
         self.ended = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future | None = None  # set while the consumer waits for the thread
-        self.room = threading.Event()  # set when the thread may go on after buffering _AHEAD items
+        self.room = threading.Event()  # set when the thread may go on; the consumer sets it when it takes items
         self.room.set()
         self.announced = False  # ``prepare`` passed and the consumer has not heard it yet
-
-    def put(self, item: Any) -> None:
-        """From the thread: one more item; wakes the consumer when it waits."""
-        with self.lock:
-            items = self.items
-            items.append(item)
-            if len(items) >= _AHEAD:
-                self.room.clear()
-            waiter = self.waiter
-            if waiter is None:
-                return
-            self.waiter = None
-        self.loop.call_soon_threadsafe(_wake, waiter)
 
     def announce(self) -> None:
         """From the thread: ``prepare`` passed; wakes the consumer (its next batch is empty, whatever is buffered)."""
@@ -110,7 +99,7 @@ async def drive(
 
     def produce() -> None:
         error: BaseException | None = None
-        put, room = buffer.put, buffer.room
+        lock, room, wake = buffer.lock, buffer.room, buffer.loop.call_soon_threadsafe
         try:
             # the first item is taken before the next is made: a fast pure-Python iterator would otherwise keep
             # the GIL from the event loop that sends it (time to first token)
@@ -119,7 +108,14 @@ async def drive(
                 prepare()
                 buffer.announce()
             for item in iterator:
-                put(item)
+                with lock:  # the hand-over, inline (per item): buffer it, wake the consumer when it waits
+                    items = buffer.items
+                    items.append(item)
+                    if len(items) >= _AHEAD:
+                        room.clear()
+                    waiter, buffer.waiter = buffer.waiter, None
+                if waiter is not None:
+                    wake(_wake, waiter)
                 if stop.is_set():
                     break
                 if not room.is_set():
