@@ -9,9 +9,11 @@ A turn goes down, in this order, never back up:
 3. **admit**: a running slot now, a place in the bounded queue, or the refusal (429 / 0.3's in-band
    ``too_many_requests``); a queued client that leaves gives its place back;
 4. **lock and load the session** (``SimpleSessionRequestHandler.process_request``): the session's lock is
-   held from reading the history until the stream ends;
+   held from reading the history until the stream ends; the prompt is checked (fits the context) in the
+   generation's worker thread, before any token, so a 400 still comes before the first byte;
 5. **stream**: ``AbstractRequestHandler.generate`` runs the blocking generator through ``_driver.drive``
-   (worker-thread hops, stop within one decode step on disconnect) and sends the 0.3 frames;
+   (one worker thread, which first checked the prompt in step 4; stop within one decode step on
+   disconnect) and sends the 0.3 frames;
 6. **commit or roll back**: the history is saved when the answer completed (or the client stopped it,
    keeping the partial answer, as 0.3 did), else the session is left as it was;
 7. **release**: the slot is freed exactly once, the outcome (``metrics.Outcome``) recorded, the probe
@@ -216,8 +218,8 @@ class AbstractRequestHandler(ABC):
         try:
             async with contextlib.aclosing(batches):
                 async for events in batches:
-                    tokens = sum(isinstance(event, TokenEvent) for event in events)
-                    if timer is not None and tokens:
+                    tokens = sum(isinstance(event, TokenEvent) for event in events) if timer is not None else 0
+                    if tokens:
                         timer.token(tokens)
                     for event in events:
                         if isinstance(event, FinishEvent) and state is not None:
