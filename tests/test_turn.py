@@ -308,3 +308,20 @@ async def test_a_response_never_sent_stops_the_generation_its_check_started():
     started_streams = [kind for kind, _ in generator.threads if kind == "stream"]
     assert not started_streams or generator.closed.is_set(), "the generation the check started kept running"
     assert chat_stream.admission.stats()["running"] == 0
+
+
+async def test_a_handler_with_its_own_generate_gets_the_prompt_checked_apart():
+    from chatstream.serving.turn import SimpleSessionRequestHandler
+
+    class OwnGenerate(SimpleSessionRequestHandler):
+        async def generate(self, chat_prompt, callback, request=None, params=None, message_id=None):
+            async for chunk in super().generate(chat_prompt, callback, None, params, message_id):
+                yield chunk.upper()
+
+    generator = _ThreadRecordingGenerator()
+    chat_stream, client = await started(chat_generator=generator, request_handler=OwnGenerate())
+    async with client:
+        reply = await client.post("/chat_stream", json={"user_input": "x"})
+    assert reply.text.endswith("W0 W1 W2 <::EOS::>")
+    assert [kind for kind, _ in generator.threads] == ["check", "stream"]  # one generation: none left unread
+    assert chat_stream.admission.stats()["running"] == 0

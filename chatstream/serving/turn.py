@@ -373,11 +373,13 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
     async def _check_prompt(self, prompt: AbstractChatPrompt, params: GenerationParams, state: TurnState | None
                             ) -> Response | None:
         """None when ``prompt`` fits the context, else the 400. The check tokenizes the history (maybe several
-        times), so it runs in a worker thread: for a turn of ``ChatTurns`` (``state``), in the generation's own,
-        which goes on to generate the answer for ``generate`` (``state.batches``): no thread round trip of its own."""
+        times), so it runs in a worker thread: for a turn of ``ChatTurns`` (``state``) streamed by this class's
+        ``generate``, in the generation's own, which goes on to generate the answer for ``generate``
+        (``state.batches``): no thread round trip of its own."""
         generator, ctx = self.chat_generator, self._bound()
         try:
-            if state is None:
+            # a handler that overrides generate() would leave the started generation unread: check apart
+            if state is None or type(self).generate is not AbstractRequestHandler.generate:
                 await anyio.to_thread.run_sync(check_prompt_fits, generator, prompt, params)
                 return None
             batches = drive(lambda should_stop: generation_events(generator, prompt, params, should_stop),
