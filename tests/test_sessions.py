@@ -165,3 +165,20 @@ async def test_a_replacement_store_is_used():
     async with client_for(counter_app(manager)) as client:
         response = await get(client)
     assert store.data == {response.json()["id"]: {"count": 1}}
+
+
+async def test_a_session_lock_is_free_only_when_acquire_would_not_wait():
+    from chatstream.serving.sessions import SessionLock
+
+    lock = SessionLock(asyncio.Lock(), lambda: None)
+    assert lock.free()
+    await lock.acquire()
+    assert not lock.free()
+    waiter = asyncio.ensure_future(lock.acquire())
+    await asyncio.sleep(0)
+    lock.release()
+    assert not lock.free()  # released, but the queued request takes it next: a newcomer would wait
+    await waiter
+    lock.release()
+    assert lock.free()
+    assert not SessionLock(asyncio.Lock(), lambda: object()).free()  # a store's lease may make acquire() wait
