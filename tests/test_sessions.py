@@ -165,3 +165,36 @@ async def test_a_replacement_store_is_used():
     async with client_for(counter_app(manager)) as client:
         response = await get(client)
     assert store.data == {response.json()["id"]: {"count": 1}}
+
+
+async def test_a_session_lock_is_free_only_when_acquire_would_not_wait():
+    from chatstream.serving.sessions import SessionLock
+
+    lock = SessionLock(asyncio.Lock(), lambda: None)
+    assert lock.free()
+    await lock.acquire()
+    assert not lock.free()
+    waiter = asyncio.ensure_future(lock.acquire())
+    await asyncio.sleep(0)
+    lock.release()
+    assert not lock.free()  # released, but the queued request takes it next: a newcomer would wait
+    await waiter
+    lock.release()
+    assert lock.free()
+    assert not SessionLock(asyncio.Lock(), lambda: object()).free()  # a store's lease may make acquire() wait
+
+
+@pytest.mark.parametrize(("secure", "max_age"), [(False, None), (True, None), (True, 3600)])
+def test_the_session_cookie_is_the_header_set_cookie_writes(secure, max_age):
+    from starlette.responses import Response
+
+    from chatstream.serving.sessions import HttpSession, SessionManager
+
+    manager = SessionManager(secret="a-session-secret-of-some-length", secure=secure, max_age_sec=max_age)
+    attached, expected = Response(), Response()
+    manager.attach(attached, HttpSession(manager.store, "Ab_-09", {}, is_new=True))
+    signed = attached.raw_headers[-1][1].split(b";")[0].split(b"=", 1)[1].decode()
+    assert manager._signer.unsign(signed, max_age=max_age) == b"Ab_-09"
+    expected.set_cookie("chatstream_session", signed, max_age=max_age, path="/", secure=secure, httponly=True,
+                        samesite="lax")
+    assert attached.raw_headers[-1] == expected.raw_headers[-1]

@@ -2,6 +2,7 @@
 endpoint's; the body parsed once; the console turn on the shared driver."""
 
 import asyncio
+import threading
 import time
 
 import httpx
@@ -224,3 +225,103 @@ async def test_an_unknown_stream_mode_is_a_400_that_says_what_to_send():
         response = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "deltas"})
     assert response.status_code == 400 and response.json()["error"] == "bad_stream_mode"
     assert '"delta"' in response.json()["detail"]
+
+
+class _ThreadRecordingGenerator:
+    """A generator double that records which thread checked the prompt and which one generated."""
+
+    def __init__(self, words: int = 3, fits: bool = True) -> None:
+        self.words, self.fits = words, fits
+        self.threads: list[tuple[str, object]] = []
+        self.closed = threading.Event()
+
+    def check_prompt(self, chat_prompt, params=None):
+        self.threads.append(("check", threading.current_thread()))
+        if not self.fits:
+            from chatstream.exceptions import PromptTooLongError
+
+            raise PromptTooLongError("the test says it does not fit")
+
+    def stream(self, chat_prompt, params=None, should_stop=None):
+        self.threads.append(("stream", threading.current_thread()))
+        try:
+            for i in range(self.words):
+                if should_stop is not None and should_stop():
+                    return
+                yield f"w{i} "
+        finally:
+            self.closed.set()
+
+
+async def test_the_prompt_is_checked_in_the_generations_own_worker_thread(monkeypatch):
+    import anyio.to_thread
+
+    hand_overs = []
+    real = anyio.to_thread.run_sync
+    monkeypatch.setattr(anyio.to_thread, "run_sync", lambda *a, **k: hand_overs.append(a[0]) or real(*a, **k))
+    generator = _ThreadRecordingGenerator()
+    chat_stream, client = await started(chat_generator=generator)
+    async with client:
+        reply = await client.post("/chat_stream", json={"user_input": "x"})
+    assert reply.text.endswith("w0 w1 w2 <::EOS::>")
+    (check, checker), (stream, streamer) = generator.threads
+    assert (check, stream) == ("check", "stream")
+    assert checker is streamer and checker is not threading.main_thread()  # never on the event loop
+    assert len(hand_overs) == 1  # one thread start per turn: the check costs no round trip of its own
+    assert chat_stream.admission.stats()["running"] == 0
+
+
+async def test_a_prompt_that_does_not_fit_is_a_400_and_frees_everything():
+    generator = _ThreadRecordingGenerator(fits=False)
+    chat_stream, client = await started(chat_generator=generator)
+    async with client:
+        refused = await client.post("/chat_stream", json={"user_input": "x"})
+        assert refused.status_code == 400 and refused.json()["error"] == "input_too_long"
+        assert (await client.post("/chat_stream", json={"user_input": "y"})).status_code == 400  # the lock was freed
+    assert [kind for kind, _ in generator.threads] == ["check", "check"]  # the model never ran
+    assert chat_stream.admission.stats()["running"] == 0
+    assert count(scrape(chat_stream), "chatstream_requests_total", outcome="bad_request") == 2
+
+
+async def test_a_response_never_sent_stops_the_generation_its_check_started():
+    import gc
+
+    from starlette.requests import Request
+
+    generator = _ThreadRecordingGenerator(words=100_000)
+    chat_stream, _ = await started(chat_generator=generator)
+    body = b'{"user_input": "x"}'
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/chat_stream", "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())], "query_string": b""}
+    response = await chat_stream.handle_chat_stream_request(Request(scope, receive))
+    assert response.status_code == 200 and chat_stream.admission.stats()["running"] == 1
+    del response  # dropped without being sent: its close callbacks run on the loop
+    gc.collect()
+    for _ in range(200):
+        if generator.closed.is_set() and chat_stream.admission.stats()["running"] == 0:
+            break
+        await asyncio.sleep(0.01)
+    started_streams = [kind for kind, _ in generator.threads if kind == "stream"]
+    assert not started_streams or generator.closed.is_set(), "the generation the check started kept running"
+    assert chat_stream.admission.stats()["running"] == 0
+
+
+async def test_a_handler_with_its_own_generate_gets_the_prompt_checked_apart():
+    from chatstream.serving.turn import SimpleSessionRequestHandler
+
+    class OwnGenerate(SimpleSessionRequestHandler):
+        async def generate(self, chat_prompt, callback, request=None, params=None, message_id=None):
+            async for chunk in super().generate(chat_prompt, callback, None, params, message_id):
+                yield chunk.upper()
+
+    generator = _ThreadRecordingGenerator()
+    chat_stream, client = await started(chat_generator=generator, request_handler=OwnGenerate())
+    async with client:
+        reply = await client.post("/chat_stream", json={"user_input": "x"})
+    assert reply.text.endswith("W0 W1 W2 <::EOS::>")
+    assert [kind for kind, _ in generator.threads] == ["check", "stream"]  # one generation: none left unread
+    assert chat_stream.admission.stats()["running"] == 0

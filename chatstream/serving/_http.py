@@ -55,30 +55,25 @@ class _SendWatchdog:
     """Ends a stream (cancels ``scope``) when one send has not returned within ``timeout`` seconds.
 
     One timer per stream, re-armed lazily when it fires (to the running send's start + ``timeout``), instead
-    of a cancel scope and a timer per chunk: a chunk costs two attribute writes and a clock read.
+    of a cancel scope and a timer per chunk. The stream marks each send itself (``since`` = the loop's clock
+    before it, None after it; ``ChatStreamingResponse.stream_response``): a chunk costs two attribute writes
+    and a clock read, with no wrapper coroutine.
     """
 
-    def __init__(self, send: Send, timeout: float, scope: anyio.CancelScope) -> None:
-        self._send, self._timeout, self._scope = send, timeout, scope
-        self._loop = asyncio.get_running_loop()
-        self._since: float | None = None  # when the running send began; None between sends
+    def __init__(self, timeout: float, scope: anyio.CancelScope) -> None:
+        self._timeout, self._scope = timeout, scope
+        self.loop = asyncio.get_running_loop()
+        self.since: float | None = None  # when the running send began; None between sends
         self.fired = False
-        self._timer = self._loop.call_later(timeout, self._check)
-
-    async def send(self, message: dict) -> None:
-        self._since = self._loop.time()
-        try:
-            await self._send(message)
-        finally:
-            self._since = None
+        self._timer = self.loop.call_later(timeout, self._check)
 
     def _check(self) -> None:
-        since, now = self._since, self._loop.time()
+        since, now = self.since, self.loop.time()
         if since is not None and now - since >= self._timeout:
             self.fired = True
             self._scope.cancel()
             return
-        self._timer = self._loop.call_at((now if since is None else since) + self._timeout, self._check)
+        self._timer = self.loop.call_at((now if since is None else since) + self._timeout, self._check)
 
     def stop(self) -> None:
         self._timer.cancel()
@@ -142,21 +137,39 @@ class ChatStreamingResponse(StreamingResponse):
         self._close_callbacks.append(callback)
 
     hold_last_chunk = False  # probe mode: each chunk waits for the next, the last for the body's end (the flush)
+    _watchdog: _SendWatchdog | None = None  # set while __call__ runs with a send time-out
 
     async def stream_response(self, send: Send) -> None:
-        if not self.hold_last_chunk:
-            await super().stream_response(send)
-            return
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        held: bytes | None = None
+        # Starlette's loop, with each send marked for the watchdog inline (no wrapper coroutine per chunk)
+        dog = self._watchdog
+        clock = dog.loop.time if dog is not None else None
+
+        async def watched(message: dict) -> None:  # the first and the last sends
+            if dog is not None:
+                dog.since = clock()
+            await send(message)
+            if dog is not None:
+                dog.since = None
+
+        await watched({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        hold, held = self.hold_last_chunk, None
         async for chunk in self.body_iterator:
-            if held is not None:
-                await send({"type": "http.response.body", "body": held, "more_body": True})
-            held = chunk if isinstance(chunk, bytes) else chunk.encode(self.charset)
+            if not isinstance(chunk, (bytes, memoryview)):
+                chunk = chunk.encode(self.charset)
+            if hold:  # send the one before; keep this one until the next (or the body's end)
+                chunk, held = held, chunk
+                if chunk is None:
+                    continue
+            message = {"type": "http.response.body", "body": chunk, "more_body": True}
+            if dog is not None:
+                dog.since = clock()
+            await send(message)
+            if dog is not None:
+                dog.since = None
         # the body ended: the generation's clean-up (which writes the probe segment) has run
         if held is not None:
-            await send({"type": "http.response.body", "body": held, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await watched({"type": "http.response.body", "body": held, "more_body": True})
+        await watched({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._finalizer.detach()  # sent: the callbacks run below, not at garbage collection
@@ -166,11 +179,12 @@ class ChatStreamingResponse(StreamingResponse):
                 await super().__call__(scope, receive, send)
             else:
                 with anyio.CancelScope() as cancel_scope:
-                    watchdog = _SendWatchdog(send, timeout, cancel_scope)
+                    self._watchdog = watchdog = _SendWatchdog(timeout, cancel_scope)
                     try:
-                        await super().__call__(scope, receive, watchdog.send)
+                        await super().__call__(scope, receive, send)
                     finally:
                         watchdog.stop()
+                        self._watchdog = None
                 if watchdog.fired:
                     _logger.warning("a client read nothing for %ss; its stream was ended", timeout)
         finally:
@@ -291,6 +305,8 @@ def parse_json_object(body: bytes | str, loc: Locale) -> dict | JSONResponse:
         return error_response(400, "malformed_json", loc.t("malformed_json", reason="nested too deeply"))
     if not isinstance(data, dict):
         return error_response(400, "body_not_object", loc.t("body_not_object", kind=type(data).__name__))
+    if isinstance(body, bytes) and body.isascii() and b"\\u" not in body:
+        return data  # ASCII text holds no surrogate: only a \u escape could have made one
     try:  # a lone surrogate ("\ud800") is valid JSON but no text: nothing could encode, tokenise or store it
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

@@ -126,6 +126,17 @@ class Metrics:
             self.waiting.labels(source).set_function(waiting)
         if prefix_cache is not None:
             r.register(_PrefixCacheCollector(prefix_cache, source))
+        # labelled children, looked up once each (``labels()`` takes a lock and builds a key per call); made on
+        # first use, so a series appears in the exposition only once it was used, as before
+        self._children: dict[tuple, Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def request(self, endpoint: str) -> RequestTimer:
         """A timer for one admitted request, started now."""
@@ -133,14 +144,14 @@ class Metrics:
 
     def count_rejection(self, endpoint: str, reason: RejectReason) -> None:
         """A request refused before it was admitted or generated (it also counts as a finished request)."""
-        self.rejections.labels(endpoint, RejectReason(reason).value, self.source).inc()
+        self.child(self.rejections, endpoint, RejectReason(reason).value, self.source).inc()
 
     def count_outcome(self, endpoint: str, outcome: Outcome) -> None:
         outcome = Outcome(outcome)
-        self.requests.labels(endpoint, outcome.value, self.source).inc()
+        self.child(self.requests, endpoint, outcome.value, self.source).inc()
         stage = _DISCONNECT_STAGE.get(outcome)
         if stage is not None:
-            self.disconnects.labels(endpoint, stage, self.source).inc()
+            self.child(self.disconnects, endpoint, stage, self.source).inc()
 
     def render(self) -> bytes:
         """The text exposition format (``CONTENT_TYPE``)."""
@@ -183,7 +194,7 @@ class _PrefixCacheCollector:
 class RequestTimer:
     """Times one request: time to first token, gaps between tokens, end to end; counts its tokens."""
 
-    __slots__ = ("_endpoint", "_last", "_metrics", "_start", "finished", "tokens")
+    __slots__ = ("_endpoint", "_itl", "_last", "_metrics", "_start", "finished", "tokens")
 
     def __init__(self, metrics: Metrics, endpoint: str) -> None:
         self._metrics, self._endpoint = metrics, endpoint
@@ -191,15 +202,18 @@ class RequestTimer:
         self._last: float | None = None
         self.tokens = 0
         self.finished = False
+        self._itl: Any = None  # the inter-token histogram's child, from the second token on
 
     def token(self, count: int = 1) -> None:
         """``count`` tokens were generated now (several when they arrived together)."""
-        now = self._metrics.clock()
-        labels = (self._endpoint, self._metrics.source)
+        metrics = self._metrics
+        now = metrics.clock()
         if self._last is None:
-            self._metrics.ttft.labels(*labels).observe(now - self._start)
+            metrics.child(metrics.ttft, self._endpoint, metrics.source).observe(now - self._start)
         else:
-            self._metrics.itl.labels(*labels).observe((now - self._last) / count)
+            if self._itl is None:
+                self._itl = metrics.child(metrics.itl, self._endpoint, metrics.source)
+            self._itl.observe((now - self._last) / count)
         self._last = now
         self.tokens += count
 
@@ -211,9 +225,9 @@ class RequestTimer:
         metrics, source = self._metrics, self._metrics.source
         metrics.count_outcome(self._endpoint, outcome)
         if prompt_tokens:
-            metrics.prompt_tokens.labels(source).inc(prompt_tokens)
+            metrics.child(metrics.prompt_tokens, source).inc(prompt_tokens)
         generated = self.tokens if completion_tokens is None else completion_tokens
         if generated:
-            metrics.generation_tokens.labels(source).inc(generated)
+            metrics.child(metrics.generation_tokens, source).inc(generated)
         if self._last is not None or outcome is Outcome.SUCCESS:
-            metrics.e2e.labels(self._endpoint, source).observe(metrics.clock() - self._start)
+            metrics.child(metrics.e2e, self._endpoint, source).observe(metrics.clock() - self._start)

@@ -285,6 +285,9 @@ def usage_chunk(cid: str, created: int, model: str, prompt_tokens: int, completi
             "usage": usage(prompt_tokens, completion_tokens, cached_tokens)}
 
 
+_json_string = json.encoder.encode_basestring  # json.dumps(text, ensure_ascii=False) for a str, without an encoder
+
+
 class ContentChunks:
     """``sse(chunk(cid, created, model, {"content": text}))`` for one stream, without a dict and a whole
     ``json.dumps`` per token: the bytes around the content are made once, only the text is encoded each time."""
@@ -295,7 +298,7 @@ class ContentChunks:
         self._head, self._tail = line.split(json.dumps(marker).encode(), 1)
 
     def __call__(self, text: str) -> bytes:
-        return self._head + json.dumps(text, ensure_ascii=False).encode() + self._tail
+        return self._head + _json_string(text).encode() + self._tail
 
 
 def sse(data: dict) -> bytes:

@@ -192,6 +192,11 @@ class _Render:
         if self.stream and self.tool_format is not None:
             yield from self._tool_pieces(events)
             return
+        if self.stream and not self.logprobs:  # the common stream: one content chunk per text
+            content_chunk = self.content_chunk
+            for event in events:
+                yield event, content_chunk(event.text) if event.text else b""
+            return
         for event in events:
             if isinstance(event, FinishEvent):
                 piece = b""
@@ -364,16 +369,15 @@ class OpenAIServing:
             # closed here, not by the garbage collector: the model stops before the slot is released
             async with contextlib.aclosing(drive(make, self.context.limiter())) as batches:
                 async for batch in batches:
-                    pieces, tokens = [], 0
-                    for event, piece in batch:
-                        pieces.append(piece)
-                        if isinstance(event, FinishEvent):
-                            finish = event
-                        else:
-                            tokens += 1
+                    if not batch:
+                        continue
+                    tokens = len(batch)
+                    if isinstance(batch[-1][0], FinishEvent):  # the one finish event ends the stream
+                        finish = batch[-1][0]
+                        tokens -= 1
                     if tokens:
                         timer.token(tokens)
-                    data = b"".join(pieces)
+                    data = b"".join([piece for _, piece in batch])
                     if data:
                         yield data
             if finish is None:  # a generator that ended without its finish event

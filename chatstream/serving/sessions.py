@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import weakref
 from collections.abc import Callable
@@ -195,12 +196,22 @@ class SessionLock:
     def __init__(self, local: asyncio.Lock, make_lease: Callable[[], Lease | None]) -> None:
         self._local, self._make_lease = local, make_lease
         self._lease: Lease | None = None
+        self._queued = 0  # acquire() calls waiting for the local lock
 
     def locked(self) -> bool:
         return self._local.locked()
 
+    def free(self) -> bool:
+        """Whether ``acquire()`` returns without waiting: nobody holds or waits for the local lock and the store
+        keeps no lease (then a caller need not watch for its client leaving meanwhile)."""
+        return not self._local.locked() and not self._queued and self._make_lease() is None
+
     async def acquire(self) -> bool:
-        await self._local.acquire()
+        self._queued += 1
+        try:
+            await self._local.acquire()
+        finally:
+            self._queued -= 1
         try:
             lease = self._make_lease()
             if lease is not None:
@@ -270,8 +281,9 @@ class SessionManager:
         self._locks: weakref.WeakValueDictionary[str, SessionLock] = weakref.WeakValueDictionary()
         self.store: SessionStore = MemorySessionStore()
         self.secure = False
-        self._signer = TimestampSigner(process_secret(), salt="chatstream.session")
+        self._signer: TimestampSigner = _Signer(process_secret(), salt="chatstream.session")
         self._secret_given = False
+        self._cookie_template: tuple[tuple, bytes] = ((), b"")
         self.configure(store=store, secret=secret, secure=secure)
 
     def configure(
@@ -290,7 +302,7 @@ class SessionManager:
         if secret is not None:
             if not isinstance(secret, (str, bytes)) or len(secret) < 16:
                 raise ConfigurationError("the session secret must be a str or bytes of at least 16 characters.")
-            self._signer = TimestampSigner(secret, salt="chatstream.session")
+            self._signer = _Signer(secret, salt="chatstream.session")
             self._secret_given = True
         if secure is not None:
             self.secure = bool(secure)
@@ -360,12 +372,33 @@ class SessionManager:
         if not self._secret_given and not self._warned:
             self._warned = True
             self.logger.warning(self._random_secret_warning)
-        response.set_cookie(
-            self.cookie_name,
-            self._signer.sign(session.session_id).decode(),
-            max_age=self.max_age_sec,
-            path="/",
-            secure=self.secure,
-            httponly=True,
-            samesite="lax",
-        )
+        value = self._signer.sign(session.session_id).decode()
+        shape = (self.cookie_name, self.max_age_sec, self.secure)
+        if self._cookie_template[0] != shape:  # the header Response.set_cookie writes, made once per shape
+            template = Response()
+            self._set_cookie(template, _COOKIE_PLACEHOLDER)
+            self._cookie_template = (shape, template.raw_headers[-1][1])
+        if _COOKIE_SAFE.fullmatch(value):  # as set_cookie writes it (no quoting needed), without http.cookies
+            response.raw_headers.append((b"set-cookie", self._cookie_template[1].replace(
+                _COOKIE_PLACEHOLDER.encode(), value.encode("latin-1"))))
+        else:
+            self._set_cookie(response, value)
+
+    def _set_cookie(self, response: Response, value: str) -> None:
+        response.set_cookie(self.cookie_name, value, max_age=self.max_age_sec, path="/", secure=self.secure,
+                            httponly=True, samesite="lax")
+
+
+_COOKIE_PLACEHOLDER = "chatstreamcookievalue"
+_COOKIE_SAFE = re.compile(r"[A-Za-z0-9._-]+")  # what signed session ids are made of: never quoted in a cookie
+
+
+class _Signer(TimestampSigner):
+    """itsdangerous' TimestampSigner, with the derived key (an HMAC of the secret) made once, not per cookie."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        cache = self.__dict__.setdefault("_derived", {})
+        key = cache.get(secret_key)
+        if key is None:
+            key = cache[secret_key] = super().derive_key(secret_key)
+        return key

@@ -9,9 +9,11 @@ A turn goes down, in this order, never back up:
 3. **admit**: a running slot now, a place in the bounded queue, or the refusal (429 / 0.3's in-band
    ``too_many_requests``); a queued client that leaves gives its place back;
 4. **lock and load the session** (``SimpleSessionRequestHandler.process_request``): the session's lock is
-   held from reading the history until the stream ends;
+   held from reading the history until the stream ends; the prompt is checked (fits the context) in the
+   generation's worker thread, before any token, so a 400 still comes before the first byte;
 5. **stream**: ``AbstractRequestHandler.generate`` runs the blocking generator through ``_driver.drive``
-   (worker-thread hops, stop within one decode step on disconnect) and sends the 0.3 frames;
+   (one worker thread, which first checked the prompt in step 4; stop within one decode step on
+   disconnect) and sends the 0.3 frames;
 6. **commit or roll back**: the history is saved when the answer completed (or the client stopped it,
    keeping the partial answer, as 0.3 did), else the session is left as it was;
 7. **release**: the slot is freed exactly once, the outcome (``metrics.Outcome``) recorded, the probe
@@ -28,7 +30,7 @@ import contextlib
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +121,8 @@ class TurnState:
     chat_request: ChatRequest
     timer: RequestTimer | None = None
     usage: tuple[int, int] | None = None  # (prompt, completion) tokens, from the generation's FinishEvent
+    # the generation process_request started with the prompt check in its worker thread, for generate() to stream
+    batches: AsyncGenerator[list, None] | None = None
 
 
 def turn_state(request: Request | None) -> TurnState | None:
@@ -205,12 +209,17 @@ class AbstractRequestHandler(ABC):
         # delta mode: the last (longest replaced string - 1) characters wait, as a replacement may still change them
         hold = max((len(old) for old, _ in replacements), default=1) - 1 if delta and replacements else 0
         text, message, sent, escaping = "", GENERATION_ERROR, 0, False
-        batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop), limiter)
+        batches = state.batches if state is not None else None
+        if batches is not None:  # started by process_request (it checked the prompt in the generation's thread)
+            state.batches = None
+        else:
+            batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop),
+                            limiter)
         try:
             async with contextlib.aclosing(batches):
                 async for events in batches:
-                    tokens = sum(isinstance(event, TokenEvent) for event in events)
-                    if timer is not None and tokens:
+                    tokens = sum(isinstance(event, TokenEvent) for event in events) if timer is not None else 0
+                    if tokens:
                         timer.token(tokens)
                     for event in events:
                         if isinstance(event, FinishEvent) and state is not None:
@@ -301,9 +310,12 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             return parsed
         session = ctx.sessions.current(request)
         lock = ctx.sessions.lock(session.session_id) if session is not None else None
-        if lock is not None and not await unless_disconnected(request, lock.acquire):
-            await streaming_finished_callback(request, DISCONNECTED_BEFORE_STREAMING)
-            return Response(status_code=499)  # nobody reads it: the client has gone
+        if lock is not None:
+            if lock.free():  # taken at once: no need to watch for the client leaving meanwhile
+                await lock.acquire()
+            elif not await unless_disconnected(request, lock.acquire):
+                await streaming_finished_callback(request, DISCONNECTED_BEFORE_STREAMING)
+                return Response(status_code=499)  # nobody reads it: the client has gone
         try:
             if session is not None:
                 await session.reload()
@@ -315,10 +327,7 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
             if regeneration[1]:  # a regenerated answer is a new, still reproducible, draw
                 params = params.replace(seed=draw_seed(params.seed, *regeneration, params.sampling))
             if rejection is None:
-                try:  # tokenizes the history (maybe several times): not on the event loop
-                    await anyio.to_thread.run_sync(check_prompt_fits, self.chat_generator, prompt, params)
-                except PromptTooLongError as error:
-                    rejection = error_response(400, "input_too_long", self.eloc.t("input_too_long", reason=str(error)))
+                rejection = await self._check_prompt(prompt, params, state)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -353,10 +362,33 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
 
         finished = once(finished)
         message_id = str(uuid.uuid4())
+        started = state.batches if state is not None else None
         body = self.generate(prompt, finished, request, params, message_id=message_id)
         response = ChatStreamingResponse(body, headers={MESSAGE_ID_HEADER: message_id})
+        if started is not None:  # a response never sent stops its generation first (a no-op once it was streamed)
+            response.add_close_callback(started.aclose)
         response.add_close_callback(lambda: finished(DISCONNECTED_BEFORE_STREAMING))
         return response
+
+    async def _check_prompt(self, prompt: AbstractChatPrompt, params: GenerationParams, state: TurnState | None
+                            ) -> Response | None:
+        """None when ``prompt`` fits the context, else the 400. The check tokenizes the history (maybe several
+        times), so it runs in a worker thread: for a turn of ``ChatTurns`` (``state``) streamed by this class's
+        ``generate``, in the generation's own, which goes on to generate the answer for ``generate``
+        (``state.batches``): no thread round trip of its own."""
+        generator, ctx = self.chat_generator, self._bound()
+        try:
+            # a handler that overrides generate() would leave the started generation unread: check apart
+            if state is None or type(self).generate is not AbstractRequestHandler.generate:
+                await anyio.to_thread.run_sync(check_prompt_fits, generator, prompt, params)
+                return None
+            batches = drive(lambda should_stop: generation_events(generator, prompt, params, should_stop),
+                            ctx.limiter(), prepare=lambda: check_prompt_fits(generator, prompt, params))
+            await batches.__anext__()  # [] once the check passed; its error otherwise
+            state.batches = batches
+        except PromptTooLongError as error:
+            return error_response(400, "input_too_long", self.eloc.t("input_too_long", reason=str(error)))
+        return None
 
     def _start_turn(self, prompt: AbstractChatPrompt, user_input: str | None, regenerate: bool) -> Response | None:
         """Open the responder turn to generate; a 400 response when regenerating has nothing to redo."""
@@ -443,7 +475,8 @@ class ChatTurns:
             state.timer.finish(outcome, *(state.usage or ()))
             if outcome is Outcome.BAD_REQUEST:
                 self.metrics.count_rejection(ENDPOINT, RejectReason.BAD_REQUEST)
-            self.context.logger.debug("request finished: %s (load %s)", message, self.admission.stats())
+            if self.context.logger.isEnabledFor(logging.DEBUG):  # stats() builds a dict: only when it is shown
+                self.context.logger.debug("request finished: %s (load %s)", message, self.admission.stats())
             if self.flush is not None and outcome not in NO_FLUSH:
                 try:
                     await anyio.to_thread.run_sync(self.flush)
