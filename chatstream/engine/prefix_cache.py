@@ -215,23 +215,55 @@ class PrefixCache:
     def store(self, ids: Sequence[int] | torch.Tensor, cache: Any) -> None:
         """Keep ``cache``, which holds exactly ``ids``. Entries it covers (croppable prefixes of it) go;
         it is not kept when a croppable entry already covers it, or when it alone exceeds the budget."""
-        if not self.enabled or cache is None or len(ids) == 0:
+        admitted = self._admit(ids, cache)
+        if admitted is not None:
+            self._keep(*admitted, cache)
+
+    def store_copy(self, ids: Sequence[int] | torch.Tensor, cache: Any) -> None:
+        """Keep a copy of ``cache`` (which holds exactly ``ids``) while its stream decodes on into the original:
+        a stream calls it once its prompt is prefilled, so requests that arrive while it is still decoding (the
+        other choices of an ``n > 1`` request, sessions sharing a long system prompt) reuse the prompt.
+        Nothing is copied when a croppable entry already covers ``ids``."""
+        admitted = self._admit(ids, cache)
+        if admitted is None:
             return
+        held, kind = admitted
+        with self._lock:
+            if self._covering(held) is not None:
+                return
+        self._keep(held, kind, copy_prefix(cache, len(held), kind))
+
+    def _admit(self, ids: Sequence[int] | torch.Tensor, cache: Any) -> tuple[np.ndarray, str] | None:
+        """(the ids as int64, the cache's reuse kind), or None when nothing is to be stored (the reason logged
+        once for a cache that cannot be reused)."""
+        if not self.enabled or cache is None or len(ids) == 0:
+            return None
         kind, why = _reuse_kind(cache)
         if kind is None:
             self._refuse_once(why)
-            return
-        held = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1).copy()
+            return None
+        return np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1).copy(), kind
+
+    def _covering(self, held: np.ndarray) -> int | None:
+        """The key of a croppable entry whose ids start with ``held`` (under the lock), if any."""
+        for key, entry in self._entries.items():
+            if entry.kind == _CROPPABLE and len(entry.ids) >= len(held) \
+                    and _common_prefix(entry.ids, held) == len(held):
+                return key
+        return None
+
+    def _keep(self, held: np.ndarray, kind: str, cache: Any) -> None:
         nbytes = _nbytes(cache)
         if nbytes > self.budget_bytes:
             return
         with self._lock:
+            covering = self._covering(held)
+            if covering is not None:
+                self._entries.move_to_end(covering)  # already covered
+                return
             for key, entry in list(self._entries.items()):
-                shared = _common_prefix(entry.ids, held)
-                if shared == len(held) and entry.kind == _CROPPABLE and len(entry.ids) >= len(held):
-                    self._entries.move_to_end(key)  # already covered
-                    return
-                if shared == len(entry.ids) and (kind == _CROPPABLE or len(entry.ids) == len(held)):
+                if _common_prefix(entry.ids, held) == len(entry.ids) \
+                        and (kind == _CROPPABLE or len(entry.ids) == len(held)):
                     self._drop(key)  # the new entry covers it
             while self._bytes + nbytes > self.budget_bytes and self._entries:
                 self._drop(next(iter(self._entries)))
@@ -239,24 +271,6 @@ class PrefixCache:
             self._entries[self._next] = _Entry(held, cache, kind, nbytes)
             self._next += 1
             self._bytes += nbytes
-
-    def store_copy(self, ids: Sequence[int] | torch.Tensor, cache: Any) -> None:
-        """Keep a copy of ``cache`` (which holds exactly ``ids``) while its stream decodes on into the original:
-        a stream calls it once its prompt is prefilled and its first token sent, so requests that arrive while
-        it is still decoding (the other choices of an ``n > 1`` request, sessions sharing a long system prompt)
-        reuse the prompt. Nothing is copied when a croppable entry already covers ``ids``."""
-        if not self.enabled or cache is None or len(ids) == 0:
-            return
-        kind, why = _reuse_kind(cache)
-        if kind is None:
-            self._refuse_once(why)
-            return
-        held = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
-        with self._lock:
-            if any(entry.kind == _CROPPABLE and len(entry.ids) >= len(held)
-                   and _common_prefix(entry.ids, held) == len(held) for entry in self._entries.values()):
-                return
-        self.store(held, copy_prefix(cache, len(held), kind))
 
     def clear(self) -> None:
         with self._lock:
