@@ -1,22 +1,26 @@
 """Multi-turn chat with and without the prefix cache (issue 20): a turn should cost its new tokens only.
 
-Starts a real `chatstream serve` subprocess on loopback (greedy, 48 new tokens), twice: with the prefix
-cache (its default budget) and with `--prefix-cache-mb 0`. Against each, after one warm-up request:
+Starts two real `chatstream serve` subprocesses on loopback (greedy, 48 new tokens): one with the prefix
+cache (its default budget) and one with `--prefix-cache-mb 0`. After a warm-up on each:
 
-1. one `/chat_stream` session of 10 turns: time to first token (TTFT) of each turn;
-2. 8 concurrent sessions of 3 turns each: generated tokens per second;
-3. the OpenAI endpoint, one conversation whose whole history is resent on each of 10 calls: TTFT per call.
+1. `/chat_stream` sessions of 10 turns: time to first token (TTFT) of each turn;
+2. rounds of 8 concurrent sessions of 3 turns each: generated tokens per second;
+3. the OpenAI endpoint, conversations whose whole history is resent on each of 10 calls: TTFT per call.
 
-Each of 1 and 3 runs ``REPEATS`` conversations one after another, and a turn's TTFT is the median over them
-(one sample per turn swings with the machine's load). Every conversation, and the warm-up, asks its own
-questions: turn 1 then finds the system prompt cached (as on any server that has answered once) and
-prefills its question, as turn 10 prefills its own; it never finds its whole prompt already cached.
+Each measurement runs on one server then the other, the order alternating, so the machine's load falls
+on both alike. 1 and 3 run ``REPEATS`` conversations and a turn's TTFT is the median over them (one sample
+per turn swings with the load); 2 runs ``THROUGHPUT_ROUNDS`` rounds and reports the median per-round
+ratio. Every conversation, and each warm-up, asks its own questions, starting with its own token: turn 1
+then finds the system prompt cached (as on any server that has answered once) and prefills its question,
+as turn 10 prefills its own; it never finds its whole prompt cached. The bench asserts that every
+conversation's call N prefilled as many new tokens as any other's, so each median compares like with like.
 
 The last line: `TTFT turn 10 / turn 1: <r>x (cache off: <r0>x); 8-session tokens/s cache on/off: <s>x`.
 Targets: r <= 1.3 and s >= 1.0; and the OpenAI call 10 within 1.3x of call 1 (printed above it). The
-line before them is the floor: the model alone (in this process) prefilling call 1's and call 10's new
-tokens on caches of their cached lengths, which is what a perfect prefix cache would leave.
-Run with OMP_NUM_THREADS=1 on a shared machine (both servers then get one thread each).
+floor line: the model alone (in this process) prefilling call 1's and call 10's new tokens on caches of
+their cached lengths (what a perfect prefix cache would leave), and call 10's new tokens on call 1's
+cache (what the history alone costs).
+Run with OMP_NUM_THREADS=1 on a shared machine (each server then gets one thread).
 
     python bench/bench_multiturn.py [--model DIR]
 """
@@ -38,13 +42,21 @@ import httpx
 
 MAX_NEW_TOKENS = 48
 REPEATS = 3  # conversations per measurement; each turn's figure is the median over them
+THROUGHPUT_ROUNDS = 3  # rounds of 8 concurrent sessions; the on/off figure is the median of per-round ratios
 
 
 def questions(conversation: str) -> list[str]:
-    """The 10 questions of one conversation. Each conversation asks its own (``conversation`` is in the text),
-    so no turn reuses another conversation's answer from the cache: only the system prompt is shared."""
-    return [f"{conversation}, question {i}: tell me something about the number {i * 7} and why it matters."
+    """The 10 questions of one conversation. Each conversation asks its own, and its first word is
+    ``conversation``'s, so no turn reuses another conversation's tokens from the cache: only the system
+    prompt is shared, and every conversation's turn N prefills as many tokens as any other's."""
+    return [f"{conversation}: question {i}, tell me something about the number {i * 7} and why it matters."
             for i in range(10)]
+
+
+# Conversation names: single letters, each one token of its own in common tokenizers, so two conversations
+# part at their first question's first token and their questions have the same number of tokens.
+NAMES = tuple("ABCDEFGHIJK")
+THROUGHPUT_NAMES = "abcdefghijklmnopqrstuvwxyz"  # 8 sessions a round, each round its own
 
 
 def free_port() -> int:
@@ -98,12 +110,12 @@ async def one_session(url: str, turns: int, conversation: str) -> list[float]:
         return [(await chat_turn(client, text))[0] for text in questions(conversation)[:turns]]
 
 
-async def sessions_throughput(url: str, sessions: int, turns: int) -> float:
-    """Generated tokens per second of ``sessions`` concurrent sessions of ``turns`` turns (token counts read
+async def sessions_throughput(url: str, names: list[str], turns: int) -> float:
+    """Generated tokens per second of one concurrent session per name, ``turns`` turns each (token counts read
     from /metrics before and after)."""
     before = generated_tokens(url)
     started = time.perf_counter()
-    await asyncio.gather(*(one_session(url, turns, f"Throughput session {i}") for i in range(sessions)))
+    await asyncio.gather(*(one_session(url, turns, name) for name in names))
     return (generated_tokens(url) - before) / (time.perf_counter() - started)
 
 
@@ -151,15 +163,48 @@ def per_turn_median(runs: list[list[float]]) -> list[float]:
     return [statistics.median(turn) for turn in zip(*runs, strict=True)]
 
 
-async def measure(url: str) -> dict:
-    # Warm-up: its own session and question, so the system prompt is cached (as on any server that has
-    # answered once) but no measured turn finds its own question already cached.
-    await one_session(url, 1, "Warm-up")
-    turns = per_turn_median([await one_session(url, 10, f"Conversation {r}") for r in range(REPEATS)])
-    throughput = await sessions_throughput(url, 8, 3)
-    openai_runs = [await openai_resent(url, 10, f"OpenAI conversation {r}") for r in range(REPEATS)]
-    return {"turns": turns, "throughput": throughput, "openai": per_turn_median([t for t, _ in openai_runs]),
-            "cached": openai_runs[-1][1]}
+async def measure(urls: dict[str, str]) -> dict[str, dict]:
+    """Both servers, interleaved: each conversation (and each throughput round) runs on one server then the
+    other, the order alternating, so load on the machine falls on both alike."""
+    def order(index: int) -> list[str]:
+        return list(urls) if index % 2 == 0 else list(reversed(urls))
+
+    results: dict[str, dict] = {label: {"turns": [], "throughput": [], "openai": [], "usages": []} for label in urls}
+    for url in urls.values():
+        # Warm-ups: their own questions, so the system prompt is cached (as on any server that has answered
+        # once) but no measured turn finds its own question cached. The OpenAI calls have their own, as their
+        # system message differs from the session's.
+        await one_session(url, 1, NAMES[0])
+        await openai_resent(url, 1, NAMES[1])
+    for r in range(REPEATS):
+        for label in order(r):
+            results[label]["turns"].append(await one_session(urls[label], 10, NAMES[2 + r]))
+    for r in range(THROUGHPUT_ROUNDS):
+        names = list(THROUGHPUT_NAMES[8 * r : 8 * r + 8])
+        for label in order(r):
+            results[label]["throughput"].append(await sessions_throughput(urls[label], names, 3))
+    for r in range(REPEATS):
+        for label in order(r):
+            ttfts, usage = await openai_resent(urls[label], 10, NAMES[2 + REPEATS + r])
+            results[label]["openai"].append(ttfts)
+            results[label]["usages"].append(usage)
+    for result in results.values():
+        result["turns"] = per_turn_median(result["turns"])
+        result["openai"] = per_turn_median(result["openai"])
+        result["new"] = equal_new_tokens(result["usages"])
+        result["cached"] = result["usages"][-1]
+    on, off = results["on"]["throughput"], results["off"]["throughput"]
+    results["on"]["throughput_ratios"] = sorted(a / b for a, b in zip(on, off, strict=True))
+    return results
+
+
+def equal_new_tokens(usages: list[list[tuple[int, int]]]) -> list[int]:
+    """Each call's new (not cached) prompt tokens, asserted equal across the conversations whose medians are
+    taken: a turn's median must compare the same work (with the cache off, cached is 0 and prompt lengths
+    are compared instead)."""
+    new = [[prompt - cached for prompt, cached in usage] for usage in usages]
+    assert all(n == new[0] for n in new), f"conversations prefilled different numbers of new tokens per call: {new}"
+    return new[0]
 
 
 def prefill_floor(model_dir: str | None, shapes: list[tuple[int, int]], rounds: int = 7) -> list[float]:
@@ -170,11 +215,13 @@ def prefill_floor(model_dir: str | None, shapes: list[tuple[int, int]], rounds: 
     from transformers import AutoModelForCausalLM
 
     from chatstream.bundled import bundled_model_path
+    from chatstream.engine.attention_kernel import prefer_grouped_query_sdpa
     from chatstream.engine.generation import accepts_logits_to_keep
     from chatstream.engine.model_cache import cache_argument, output_cache
     from chatstream.engine.prefix_cache import copy_prefix
 
     model = AutoModelForCausalLM.from_pretrained(model_dir or bundled_model_path()).eval()
+    prefer_grouped_query_sdpa(model.device)  # the attention kernel the server's engine chose
     keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}  # as the decode loop's prefill
     longest = max(cached + new for cached, new in shapes)
     ids = torch.randint(10, model.config.vocab_size - 10, (1, longest), generator=torch.Generator().manual_seed(0))
@@ -196,12 +243,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="local HF model directory (default: the bundled tiny model)")
     args = parser.parse_args()
-    results = {}
-    for label, cache_mb in (("on", None), ("off", 0)):
-        process, url = start(args.model, cache_mb)
-        try:
-            results[label] = asyncio.run(measure(url))
-        finally:
+    servers = {label: start(args.model, cache_mb) for label, cache_mb in (("on", None), ("off", 0))}
+    try:
+        results = asyncio.run(measure({label: url for label, (_, url) in servers.items()}))
+    finally:
+        for process, _ in servers.values():
             process.terminate()
             process.wait(timeout=30)
     print(f"model: {args.model or 'bundled tiny-chat'}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
@@ -209,20 +255,26 @@ def main() -> None:
         turns = " ".join(f"{t * 1000:.0f}" for t in result["turns"])
         openai = " ".join(f"{t * 1000:.0f}" for t in result["openai"])
         print(f"cache {label:3s}: /chat_stream TTFT per turn (ms): {turns}")
-        print(f"cache {label:3s}: 8 sessions x 3 turns: {result['throughput']:.1f} generated tokens/s")
+        rounds = " ".join(f"{t:.1f}" for t in result["throughput"])
+        print(f"cache {label:3s}: 8 sessions x 3 turns, per round: {rounds} generated tokens/s")
         print(f"cache {label:3s}: OpenAI resent history TTFT per call (ms): {openai}; cached_tokens: "
               f"{[cached for _, cached in result['cached']]}")
     on, off = results["on"], results["off"]
     (prompt_1, cached_1), (prompt_10, cached_10) = on["cached"][0], on["cached"][-1]
-    floor_1, floor_10 = prefill_floor(args.model, [(cached_1, prompt_1 - cached_1), (cached_10, prompt_10 - cached_10)])
-    print(f"floor: the model alone prefilling call 1's {prompt_1 - cached_1} new tokens after {cached_1} cached: "
-          f"{floor_1 * 1000:.0f} ms; call 10's {prompt_10 - cached_10} after {cached_10}: {floor_10 * 1000:.0f} ms "
-          f"({floor_10 / floor_1:.2f}x: attention over the longer history, which no cache removes)")
+    new_1, new_10 = prompt_1 - cached_1, prompt_10 - cached_10
+    print(f"OpenAI new (prefilled) prompt tokens per call, equal in every conversation: {on['new']}")
+    floor_1, floor_10, floor_same = prefill_floor(args.model, [(cached_1, new_1), (cached_10, new_10),
+                                                               (cached_1, new_10)])
+    print(f"floor: the model alone prefilling call 1's {new_1} new tokens after {cached_1} cached: "
+          f"{floor_1 * 1000:.0f} ms; call 10's {new_10} after {cached_10}: {floor_10 * 1000:.0f} ms "
+          f"({floor_10 / floor_1:.2f}x); {new_10} after {cached_1}: {floor_same * 1000:.0f} ms, so the history "
+          f"alone costs {floor_10 / floor_same:.2f}x (attention over it, which no cache removes)")
     print(f"OpenAI resent history TTFT call 10 / call 1: {on['openai'][-1] / on['openai'][0]:.2f}x "
           f"(cache off: {off['openai'][-1] / off['openai'][0]:.2f}x; target <= 1.3x)")
     print(f"TTFT turn 10 / turn 1: {on['turns'][-1] / on['turns'][0]:.2f}x "
           f"(cache off: {off['turns'][-1] / off['turns'][0]:.2f}x); "
-          f"8-session tokens/s cache on/off: {on['throughput'] / off['throughput']:.2f}x")
+          f"8-session tokens/s cache on/off: {statistics.median(on['throughput_ratios']):.2f}x "
+          f"(per round: {' '.join(f'{r:.2f}' for r in on['throughput_ratios'])})")
 
 
 if __name__ == "__main__":

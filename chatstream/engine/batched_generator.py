@@ -15,6 +15,7 @@ import torch
 
 from ..exceptions import ConfigurationError
 from ._batch_cache import batching_unsupported
+from .attention_kernel import prefer_grouped_query_sdpa
 from .batching import BatchEngine
 from .chat_prompt import AbstractChatPrompt
 from .constraints import compiler_of
@@ -61,6 +62,7 @@ class BatchedChatGenerator:
         self.token_sampler = token_sampler or TokenSamplerIsok(seed=self.params.seed)
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.prefix_cache = make_prefix_cache(prefix_cache_mb, self.device)
+        prefer_grouped_query_sdpa(self.device)  # a continued prefill need not copy the cached history
         self.engine = BatchEngine(model, self.token_sampler, self.device, capacity, self.prefix_cache)
 
     def stream(

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..exceptions import ConfigurationError, PromptTooLongError
+from .attention_kernel import prefer_grouped_query_sdpa
 from .chat_prompt import AbstractChatPrompt, ChatPromptFromTemplate
 from .constraints import Constraint, ConstraintState, compiler_of
 from .detokenizer import StreamingDetokenizer
@@ -389,6 +390,7 @@ class ChatGenerator:
         self.token_sampler = token_sampler or TokenSamplerIsok(seed=self.params.seed)
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.prefix_cache = make_prefix_cache(prefix_cache_mb, self.device)
+        prefer_grouped_query_sdpa(self.device)  # a continued prefill need not copy the cached history
 
     def stream(
         self,

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..exceptions import ConfigurationError
+from .prefix_index import BlockIndex, block_chain
 
 HISTORY_TAG = "_chatstream_probe_history"
 """The attribute probe mode's recorder tags a cache with (the token history it holds)."""
@@ -81,10 +82,10 @@ class PrefixCacheStats:
 
 
 class _Entry:
-    __slots__ = ("cache", "ids", "kind", "nbytes")
+    __slots__ = ("cache", "chain", "ids", "kind", "nbytes")
 
-    def __init__(self, ids: np.ndarray, cache: Any, kind: str, nbytes: int) -> None:
-        self.ids, self.cache, self.kind, self.nbytes = ids, cache, kind, nbytes
+    def __init__(self, ids: np.ndarray, chain: list[int], cache: Any, kind: str, nbytes: int) -> None:
+        self.ids, self.chain, self.cache, self.kind, self.nbytes = ids, chain, cache, kind, nbytes
 
 
 def _layer_kind(layer: Any) -> str | None:
@@ -170,6 +171,7 @@ class PrefixCache:
         check_prefix_cache_mb(budget_mb)
         self.budget_bytes = int(budget_mb * _MB)
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # oldest use first
+        self._index = BlockIndex()  # which entries share a prompt's leading blocks (prefix_index.py)
         self._next = 0
         self._lock = threading.Lock()
         self._bytes = 0
@@ -184,9 +186,12 @@ class PrefixCache:
         """(a new cache holding the first n ids, n) for the longest cached prefix, leaving at least one id to
         prefill; (None, 0) when nothing is cached for ``ids``. Counts the hit or miss and the tokens."""
         prompt = np.asarray(ids, dtype=np.int64)
+        chain = block_chain(prompt)
         best, best_len = None, 0
         with self._lock:
-            for key, entry in self._entries.items():
+            candidates = self._index.sharing(chain)  # None: no entry shares a whole block, so any may be best
+            for key in self._entries if candidates is None else candidates:
+                entry = self._entries[key]
                 shared = _common_prefix(entry.ids, prompt)
                 if entry.kind == _CROPPABLE:
                     usable = min(shared, len(prompt) - 1)
@@ -227,54 +232,59 @@ class PrefixCache:
         admitted = self._admit(ids, cache)
         if admitted is None:
             return
-        held, kind = admitted
+        held, chain, kind = admitted
         with self._lock:
-            if self._covering(held) is not None:
+            if self._covering(held, chain) is not None:
                 return
-        self._keep(held, kind, copy_prefix(cache, len(held), kind))
+        self._keep(held, chain, kind, copy_prefix(cache, len(held), kind))
 
-    def _admit(self, ids: Sequence[int] | torch.Tensor, cache: Any) -> tuple[np.ndarray, str] | None:
-        """(the ids as int64, the cache's reuse kind), or None when nothing is to be stored (the reason logged
-        once for a cache that cannot be reused)."""
+    def _admit(self, ids: Sequence[int] | torch.Tensor, cache: Any) -> tuple[np.ndarray, list[int], str] | None:
+        """(the ids as int64, their block chain, the cache's reuse kind), or None when nothing is to be stored
+        (the reason logged once for a cache that cannot be reused)."""
         if not self.enabled or cache is None or len(ids) == 0:
             return None
         kind, why = _reuse_kind(cache)
         if kind is None:
             self._refuse_once(why)
             return None
-        return np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1).copy(), kind
+        held = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1).copy()
+        return held, block_chain(held), kind
 
-    def _covering(self, held: np.ndarray) -> int | None:
+    def _covering(self, held: np.ndarray, chain: list[int]) -> int | None:
         """The key of a croppable entry whose ids start with ``held`` (under the lock), if any."""
-        for key, entry in self._entries.items():
+        for key in self._index.sharing_all(chain) if chain else self._entries:
+            entry = self._entries[key]
             if entry.kind == _CROPPABLE and len(entry.ids) >= len(held) \
                     and _common_prefix(entry.ids, held) == len(held):
                 return key
         return None
 
-    def _keep(self, held: np.ndarray, kind: str, cache: Any) -> None:
+    def _keep(self, held: np.ndarray, chain: list[int], kind: str, cache: Any) -> None:
         nbytes = _nbytes(cache)
         if nbytes > self.budget_bytes:
             return
         with self._lock:
-            covering = self._covering(held)
+            covering = self._covering(held, chain)
             if covering is not None:
                 self._entries.move_to_end(covering)  # already covered
                 return
-            for key, entry in list(self._entries.items()):
+            for key in self._index.prefixes(chain):
+                entry = self._entries[key]
                 if _common_prefix(entry.ids, held) == len(entry.ids) \
                         and (kind == _CROPPABLE or len(entry.ids) == len(held)):
                     self._drop(key)  # the new entry covers it
             while self._bytes + nbytes > self.budget_bytes and self._entries:
                 self._drop(next(iter(self._entries)))
                 self._counts["evictions"] += 1
-            self._entries[self._next] = _Entry(held, cache, kind, nbytes)
+            self._entries[self._next] = _Entry(held, chain, cache, kind, nbytes)
+            self._index.add(self._next, chain)
             self._next += 1
             self._bytes += nbytes
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._index = BlockIndex()
             self._bytes = 0
 
     @property
@@ -284,7 +294,9 @@ class PrefixCache:
                                     budget_bytes=self.budget_bytes)
 
     def _drop(self, key: int) -> None:
-        self._bytes -= self._entries.pop(key).nbytes
+        entry = self._entries.pop(key)
+        self._index.remove(key, entry.chain)
+        self._bytes -= entry.nbytes
 
     def _refuse_once(self, why: str) -> None:
         with self._lock:
