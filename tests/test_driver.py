@@ -73,3 +73,116 @@ async def test_an_error_is_raised_after_the_items_before_it():
             async for batch in hand_overs:
                 received += batch
     assert received == [1, 2]
+
+
+# -- inline: an iterator that never blocks runs on the event loop -------------------------------------------
+
+
+async def test_inline_runs_on_the_loop_first_item_alone_then_in_batches():
+    loop_thread = threading.get_ident()
+    threads = set()
+
+    def items(should_stop):
+        for number in range(100):
+            threads.add(threading.get_ident())
+            yield number
+
+    async with contextlib.aclosing(drive(items, inline=True)) as hand_overs:
+        batches = [batch async for batch in hand_overs]
+    assert threads == {loop_thread}  # no worker thread
+    assert batches[0] == [0]
+    assert [item for batch in batches for item in batch] == list(range(100))
+    assert all(len(batch) <= _driver._INLINE_BATCH for batch in batches)
+
+
+async def test_inline_lets_other_tasks_run_between_batches():
+    ticks = []
+
+    async def ticker():
+        while True:
+            ticks.append(len(made))
+            await asyncio.sleep(0)
+
+    made = []
+
+    def items(should_stop):
+        for number in range(10 * _driver._INLINE_BATCH):
+            made.append(number)
+            yield number
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    async with contextlib.aclosing(drive(items, inline=True)) as hand_overs:
+        async for _ in hand_overs:
+            pass
+    task.cancel()
+    assert len({tick for tick in ticks if 0 < tick < len(made)}) >= 5  # it ran while the items were made
+
+
+async def test_inline_raises_after_the_items_made_before_the_error():
+    def items(should_stop):
+        yield 1
+        yield 2
+        raise ValueError("boom")
+
+    received = []
+    try:
+        async with contextlib.aclosing(drive(items, inline=True)) as hand_overs:
+            async for batch in hand_overs:
+                received.extend(batch)
+    except ValueError as error:
+        assert str(error) == "boom"
+    else:
+        raise AssertionError("the iterator's error was not raised")
+    assert received == [1, 2]
+
+
+async def test_inline_leaving_sets_the_stop_flag_and_closes_the_iterator():
+    closed, flags = [], []
+
+    def items(should_stop):
+        flags.append(should_stop)
+        try:
+            yield from range(1000)
+        finally:
+            closed.append(True)
+
+    async with contextlib.aclosing(drive(items, inline=True)) as hand_overs:
+        await hand_overs.__anext__()
+    assert closed == [True]
+    assert flags[0]() is True
+
+
+async def test_inline_prepare_runs_first_and_its_error_comes_at_the_first_batch():
+    order = []
+
+    def items(should_stop):
+        order.append("iterate")
+        yield 1
+
+    async with contextlib.aclosing(drive(items, prepare=lambda: order.append("prepare"), inline=True)) as batches:
+        assert await batches.__anext__() == []
+        assert [batch async for batch in batches] == [[1]]
+    assert order == ["prepare", "iterate"]
+
+    def refuse():
+        raise RuntimeError("too long")
+
+    failing = drive(items, prepare=refuse, inline=True)
+    try:
+        await failing.__anext__()
+    except RuntimeError as error:
+        assert str(error) == "too long"
+    else:
+        raise AssertionError("prepare's error was not raised")
+    finally:
+        await failing.aclose()
+
+
+def test_only_a_generator_that_never_waits_runs_inline():
+    from chatstream.engine.mock_generator import ChatGeneratorMock
+
+    assert _driver.runs_inline(ChatGeneratorMock(params={"type": "long"})) is True
+    assert _driver.runs_inline(ChatGeneratorMock(params={"type": "long", "time_per_token_sec": 0.01})) is False
+    assert _driver.runs_inline(ChatGeneratorMock(params={"initial_wait_sec": 0.5})) is False
+    assert _driver.runs_inline(object()) is False  # a model's generator: a worker thread

@@ -93,6 +93,12 @@ class ChatGeneratorMock:
         self.params = generation_params or GenerationParams()
         self._sleep = sleep
 
+    @property
+    def runs_inline(self) -> bool:
+        """True when it never waits (no ``initial_wait_sec``, no ``time_per_token_sec``): serving then runs it on
+        the event loop, with no worker thread (``chatstream.serving._driver``)."""
+        return not (self.initial_wait_sec or self.time_per_token_sec)
+
     def answer_for(self, chat_prompt: AbstractChatPrompt) -> str:
         """The full text this mock answers ``chat_prompt`` with."""
         if self.mock_type == "echo":

@@ -18,6 +18,12 @@ produced before it were yielded.
 ``prepare`` (blocking work to do before the iterator, e.g. the prompt check) runs first in the same worker
 thread, so it costs no thread round trip of its own: its exception is raised at the first batch, and when
 it passes the first batch is empty (``[]``), so the caller can answer before any item is made.
+
+``inline=True`` is for an iterator that never blocks (``runs_inline(generator)``: the generator mock without
+waits): it is run on the event loop itself, the first item alone, then ``_INLINE_BATCH`` items a batch with
+a pass through the loop between batches, so it costs no thread and no hand-over and holds the loop no
+longer than a batch takes. Same contract: ``prepare`` first (then ``[]``), an error after the items made
+before it, the iterator closed (and its stop flag set) when the consumer leaves.
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ import anyio.to_thread
 T = TypeVar("T")
 
 _AHEAD = 256  # items the thread may buffer before it waits for the consumer to take them
+_INLINE_BATCH = 16  # items an inline iterator makes before the loop runs other work
+
+
+def runs_inline(generator: Any) -> bool:
+    """Whether ``generator`` declares that its iterators never block (``runs_inline`` true): no model, no sleep."""
+    return getattr(generator, "runs_inline", False) is True
 
 
 class _Buffer:
@@ -89,9 +101,19 @@ def _wake(waiter: asyncio.Future) -> None:
         waiter.set_result(None)
 
 
-async def drive(
+def drive(
     make_iterator: Callable[[Callable[[], bool]], Iterator[T]], limiter: anyio.CapacityLimiter | None = None,
-    prepare: Callable[[], None] | None = None,
+    prepare: Callable[[], None] | None = None, inline: bool = False,
+) -> AsyncIterator[list[T]]:
+    """The batches of ``make_iterator(should_stop)``'s items (see the module's docstring)."""
+    if inline:
+        return _drive_inline(make_iterator, prepare)
+    return _drive_in_thread(make_iterator, limiter, prepare)
+
+
+async def _drive_in_thread(
+    make_iterator: Callable[[Callable[[], bool]], Iterator[T]], limiter: anyio.CapacityLimiter | None,
+    prepare: Callable[[], None] | None,
 ) -> AsyncIterator[list[T]]:
     stop = threading.Event()
     iterator = iter(make_iterator(stop.is_set))
@@ -150,3 +172,39 @@ async def drive(
         buffer.room.set()
         with anyio.CancelScope(shield=True):
             await worker  # the step under way ends and the iterator is closed in the thread
+
+
+async def _drive_inline(
+    make_iterator: Callable[[Callable[[], bool]], Iterator[T]], prepare: Callable[[], None] | None,
+) -> AsyncIterator[list[T]]:
+    stop = threading.Event()
+    iterator = iter(make_iterator(stop.is_set))
+    try:
+        if prepare is not None:
+            prepare()
+            yield []
+        size = 1  # the first item alone: it is sent before the next is made (time to first token)
+        while True:
+            batch: list[T] = []
+            error: BaseException | None = None
+            ended = False
+            try:
+                for _ in range(size):
+                    batch.append(next(iterator))
+            except StopIteration:
+                ended = True
+            except Exception as raised:  # raised after the items made before it
+                error = raised
+            if batch:
+                yield batch
+            if error is not None:
+                raise error
+            if ended:
+                return
+            await asyncio.sleep(0)  # other requests' work runs between batches
+            size = _INLINE_BATCH
+    finally:
+        stop.set()
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()

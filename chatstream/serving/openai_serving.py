@@ -32,7 +32,7 @@ from ..engine.token_sampler import draw_seed
 from ..exceptions import ConfigurationError, ConstraintError, PromptTooLongError
 from . import openai_protocol as proto
 from . import openai_tools as tools
-from ._driver import drive
+from ._driver import drive, runs_inline
 from ._http import ChatStreamingResponse, read_body, unless_disconnected
 from .admission import Admission, once
 from .metrics import Metrics, Outcome, RejectReason
@@ -341,11 +341,16 @@ class OpenAIServing:
         except PromptTooLongError as error:
             raise proto.bad_request(str(error), param="messages", code="context_length_exceeded") from None
 
+    def _batches(self, make: Callable) -> AsyncIterator[list]:
+        """The generation's events in batches (``_driver.drive``): in a worker thread, or on the loop for a
+        generator that never blocks."""
+        return drive(make, self.context.limiter(), inline=runs_inline(self.context.generator))
+
     async def _collect(self, make: Callable, timer: Any, result: list) -> None:
         """``result``: one ``(text, logprob entries, finish)`` per choice (each ends at its FinishEvent)."""
         text: list[str] = []
         entries: list = []
-        async with contextlib.aclosing(drive(make, self.context.limiter())) as batches:
+        async with contextlib.aclosing(self._batches(make)) as batches:
             async for batch in batches:
                 tokens = 0
                 for event, entry in batch:
@@ -367,7 +372,7 @@ class OpenAIServing:
         try:
             yield proto.sse(proto.chunk(cid, created, model, {"role": "assistant", "content": ""}))
             # closed here, not by the garbage collector: the model stops before the slot is released
-            async with contextlib.aclosing(drive(make, self.context.limiter())) as batches:
+            async with contextlib.aclosing(self._batches(make)) as batches:
                 async for batch in batches:
                     if not batch:
                         continue

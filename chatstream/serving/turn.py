@@ -44,7 +44,7 @@ from ..engine.events import FinishEvent, TokenEvent, generation_events
 from ..engine.generation import GenerationParams, check_prompt_fits, trim_history
 from ..engine.token_sampler import draw_seed
 from ..exceptions import ConfigurationError, PromptTooLongError, SessionStoreError, SessionStoreUnavailable
-from ._driver import drive
+from ._driver import drive, runs_inline
 from ._http import (
     DEV_TOOL_HEADER,
     FINISH_TOKEN,
@@ -214,7 +214,7 @@ class AbstractRequestHandler(ABC):
             state.batches = None
         else:
             batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop),
-                            limiter)
+                            limiter, inline=runs_inline(generator))
         try:
             async with contextlib.aclosing(batches):
                 async for events in batches:
@@ -383,7 +383,8 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
                 await anyio.to_thread.run_sync(check_prompt_fits, generator, prompt, params)
                 return None
             batches = drive(lambda should_stop: generation_events(generator, prompt, params, should_stop),
-                            ctx.limiter(), prepare=lambda: check_prompt_fits(generator, prompt, params))
+                            ctx.limiter(), prepare=lambda: check_prompt_fits(generator, prompt, params),
+                            inline=runs_inline(generator))
             await batches.__anext__()  # [] once the check passed; its error otherwise
             state.batches = batches
         except PromptTooLongError as error:
@@ -556,7 +557,8 @@ async def console_turn(generator: Any, prompt: AbstractChatPrompt, user_input: s
     prompt.add_requester_msg(user_input)
     prompt.add_responder_msg(None)
     text, pos = "", "begin"
-    batches = drive(lambda should_stop: generator.stream(prompt, params, should_stop=should_stop), limiter)
+    batches = drive(lambda should_stop: generator.stream(prompt, params, should_stop=should_stop), limiter,
+                    inline=runs_inline(generator))
     async with contextlib.aclosing(batches):
         async for deltas in batches:
             for delta in deltas:
