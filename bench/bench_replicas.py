@@ -5,7 +5,9 @@
    (targets: SQLite and Redis within 1.1x of memory);
 2. Ray Serve, 2 replicas vs 1, one thread each: aggregate tokens/s of 16 concurrent conversations
    (target >= 1.6x; it needs 2 free cores);
-3. Ray's proxy vs direct uvicorn on one replica: time to first token p50 (target within 1.3x).
+3. Ray's proxy vs direct uvicorn on one replica: time to first token p50 (target within 1.3x); and the
+   same for a model-less FastAPI stream (``echo_app``), so the line says how much of the difference is
+   Ray's proxy itself, which any stream pays.
 
     OMP_NUM_THREADS=1 python bench/bench_replicas.py [--turns 3] [--conversations 8] [--rounds 3] [--no-ray]
 
@@ -160,6 +162,50 @@ def stores_part(args: argparse.Namespace, tmp: str) -> None:
               f"{rate:7.1f} tokens/s ({memory[1] / rate:.2f}x slower than memory; target <= 1.1x)", flush=True)
 
 
+def echo_app():
+    """A FastAPI app streaming 32 fixed 0.3 frames per turn, no model and no session: what Ray's proxy adds to
+    any stream, measured the same way as ChatStream's (part 3's floor)."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    async def chat_stream(request):  # a plain Starlette route: the request is not a parameter to validate
+        await request.body()
+
+        async def frames():
+            for index in range(32):
+                yield "x" * index + EOS
+
+        return StreamingResponse(frames(), media_type="text/plain")
+
+    app = FastAPI()
+    app.add_route("/chat_stream", chat_stream, methods=["POST"])
+    return app
+
+
+@contextlib.contextmanager
+def echo_serve():
+    port = free_port()
+    command = [sys.executable, "-c", "import sys, uvicorn; sys.path.insert(0, sys.argv[2]); import bench_replicas; "
+               "uvicorn.run(bench_replicas.echo_app(), host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')",
+               str(port), str(Path(__file__).parent)]
+    process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.post(url + "chat_stream", json={}, timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("the echo server did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 def ray_part(args: argparse.Namespace, tmp: str) -> None:
     try:
         import ray
@@ -184,6 +230,10 @@ def ray_part(args: argparse.Namespace, tmp: str) -> None:
             rates[replicas] = measure(url, 16, args.turns, concurrent=True)[1]
             if replicas == 1:
                 ray_ttft = measure(url, args.conversations, args.turns)[0]
+        serve.delete("chatstream")
+        serve.run(serve.deployment(serve.ingress(echo_app())(type("Echo", (), {}))).bind(), route_prefix="/",
+                  name="echo")
+        ray_echo_ttft = measure(url, args.conversations, args.turns)[0]
         print(f"2. Ray Serve, 16 concurrent conversations x {args.turns} turns, one thread per replica")
         print(f"   1 replica  {rates[1]:7.1f} tokens/s\n   2 replicas {rates[2]:7.1f} tokens/s "
               f"({rates[2] / rates[1]:.2f}x; target >= 1.6x)")
@@ -192,8 +242,13 @@ def ray_part(args: argparse.Namespace, tmp: str) -> None:
         ray.shutdown()
     with chatstream_serve(*SERVE, "--session-store", "memory") as base:
         direct_ttft = measure(base, args.conversations, args.turns)[0]
+    with echo_serve() as echo:
+        direct_echo_ttft = measure(echo, args.conversations, args.turns)[0]
     print(f"3. one replica, one request at a time: TTFT p50 through Ray's proxy {ray_ttft * 1000:.1f} ms, direct "
           f"uvicorn {direct_ttft * 1000:.1f} ms ({ray_ttft / direct_ttft:.2f}x; target <= 1.3x)")
+    print(f"   floor: a model-less FastAPI stream of 32 frames, through Ray's proxy {ray_echo_ttft * 1000:.1f} ms, "
+          f"direct {direct_echo_ttft * 1000:.1f} ms: Ray's proxy adds {(ray_echo_ttft - direct_echo_ttft) * 1000:.1f} "
+          f"ms to any stream here; ChatStream's added {(ray_ttft - direct_ttft) * 1000:.1f} ms")
 
 
 def main() -> None:
