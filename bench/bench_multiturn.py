@@ -42,7 +42,7 @@ import httpx
 
 MAX_NEW_TOKENS = 48
 REPEATS = 3  # conversations per measurement; each turn's figure is the median over them
-THROUGHPUT_ROUNDS = 3  # rounds of 8 concurrent sessions; the on/off figure is the median of per-round ratios
+THROUGHPUT_ROUNDS = 5  # rounds of 8 concurrent sessions; the on/off figure is the median of per-round ratios
 
 
 def questions(conversation: str) -> list[str]:
@@ -56,7 +56,7 @@ def questions(conversation: str) -> list[str]:
 # Conversation names: single letters, each one token of its own in common tokenizers, so two conversations
 # part at their first question's first token and their questions have the same number of tokens.
 NAMES = tuple("ABCDEFGHIJK")
-THROUGHPUT_NAMES = "abcdefghijklmnopqrstuvwxyz"  # 8 sessions a round, each round its own
+THROUGHPUT_NAMES = "abcdefghijklmnopqrstuvwxyzLMNOPQRSTUVWXYZ"  # 8 sessions a round, each round its own
 
 
 def free_port() -> int:
@@ -171,18 +171,21 @@ async def measure(urls: dict[str, str]) -> dict[str, dict]:
 
     results: dict[str, dict] = {label: {"turns": [], "throughput": [], "openai": [], "usages": []} for label in urls}
     for url in urls.values():
-        # Warm-ups: their own questions, so the system prompt is cached (as on any server that has answered
-        # once) but no measured turn finds its own question cached. The OpenAI calls have their own, as their
-        # system message differs from the session's.
+        # Warm-up: its own question, so the system prompt is cached (as on any server that has answered
+        # once) but no measured turn finds its own question cached.
         await one_session(url, 1, NAMES[0])
-        await openai_resent(url, 1, NAMES[1])
     for r in range(REPEATS):
         for label in order(r):
             results[label]["turns"].append(await one_session(urls[label], 10, NAMES[2 + r]))
+    assert len(THROUGHPUT_NAMES) >= 8 * THROUGHPUT_ROUNDS, "each throughput round needs 8 names of its own"
     for r in range(THROUGHPUT_ROUNDS):
         names = list(THROUGHPUT_NAMES[8 * r : 8 * r + 8])
         for label in order(r):
             results[label]["throughput"].append(await sessions_throughput(urls[label], names, 3))
+    for url in urls.values():
+        # The OpenAI calls' own warm-up (their system message differs from the session's), just before them:
+        # the throughput rounds may have evicted an earlier one.
+        await openai_resent(url, 1, NAMES[1])
     for r in range(REPEATS):
         for label in order(r):
             ttfts, usage = await openai_resent(urls[label], 10, NAMES[2 + REPEATS + r])

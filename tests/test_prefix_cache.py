@@ -99,6 +99,76 @@ def test_a_prompt_that_continues_a_whole_entry_takes_the_entry_itself_and_it_lea
     assert n == 2 and again is not other and again.get_seq_length() == 2
 
 
+def test_a_live_entry_costs_no_copy_until_taken_and_its_copy_is_the_streams_prefix():
+    """A running stream offers its prompt (``store_live``): nothing is copied when nobody reuses it; a request
+    that does gets a private copy of the stream's first positions, equal to a whole prefill of them, however
+    far the stream has decoded on; ``forget`` ends the offer."""
+    model, _ = bundled()
+    cache = PrefixCache(budget_mb=64)
+    prompt = [5, 6, 7, 8, 9]
+    running = _dynamic_cache(model, prompt)
+    copies = []
+
+    def copy_first(n):
+        copies.append(n)
+        return copy_prefix(running, n)
+
+    key = cache.store_live(prompt, running, copy_first)
+    assert key is not None and copies == [] and cache.stats.bytes == 0 and cache.stats.entries == 1
+    with torch.inference_mode():  # the stream decodes on into its own cache
+        model(input_ids=torch.tensor([[9, 10, 11]]), use_cache=True, **{cache_argument(model): running})
+    taken, n = cache.take([5, 6, 7, 8, 40])
+    assert (n, copies) == (4, [4]) and taken is not running
+    whole = _dynamic_cache(model, prompt[:4])
+    for mine, reference in zip(taken.layers, whole.layers, strict=True):
+        torch.testing.assert_close(mine.keys, reference.keys)
+    again, n = cache.take(prompt)  # the same prompt (another choice of an n > 1 request): still a copy
+    assert n == 4 and again is not running and cache.stats.entries == 1
+    cache.forget(key)
+    assert cache.take([5, 6, 7, 8, 40]) == (None, 0) and cache.stats.entries == 0
+    cache.forget(key)  # twice, or after the entry went: nothing happens
+
+
+def test_a_live_entry_never_stands_in_for_a_store_and_a_finished_history_replaces_it():
+    model, _ = bundled()
+    cache = PrefixCache(budget_mb=64)
+    running = _dynamic_cache(model, [5, 6, 7, 8, 9])
+    key = cache.store_live([5, 6, 7, 8, 9], running, lambda n: copy_prefix(running, n))
+    shorter = _dynamic_cache(model, [5, 6, 7])
+    cache.store([5, 6, 7], shorter)  # a live entry may end without leaving its cache: this one is kept
+    assert cache.stats.entries == 2 and cache.stats.bytes > 0
+    finished = _dynamic_cache(model, [5, 6, 7, 8, 9, 10, 11])
+    cache.store([5, 6, 7, 8, 9, 10, 11], finished)  # the stream's whole history covers both
+    assert cache.stats.entries == 1
+    cache.forget(key)
+    assert cache.stats.entries == 1
+
+
+def test_a_cache_whose_positions_decoding_may_rewrite_is_copied_at_once():
+    """A sliding-window layer drops its oldest positions as it decodes on: its prompt is copied when offered."""
+    model = _gemma2_sliding()
+    cache = PrefixCache(budget_mb=64)
+    running = _dynamic_cache(model, [5, 6, 7, 8, 9])
+    assert cache.store_live([5, 6, 7, 8, 9], running, lambda n: pytest.fail("a live copy of a sliding cache")) is None
+    assert cache.stats.entries == 1 and cache.stats.bytes > 0
+
+
+def test_a_batched_stream_leaves_no_live_entry_behind():
+    """Even when its finished history is not kept (here: larger than the budget), which would have replaced it."""
+    model, tokenizer = bundled()
+    generator = BatchedChatGenerator(model, tokenizer, "cpu", GREEDY, capacity=2, prefix_cache_mb=0.001)
+    try:
+        for question in ("What is a cat?", "And a dog?"):
+            prompt = ChatPromptFromTemplate(tokenizer)
+            prompt.set_system(SYSTEM)
+            prompt.add_requester_msg(question)
+            prompt.add_responder_msg(None)
+            list(generator.events(prompt, GREEDY))
+        assert generator.prefix_cache.stats.entries == 0
+    finally:
+        generator.close()
+
+
 def test_the_budget_is_never_exceeded_and_the_least_recently_used_goes_first():
     model, _ = bundled()
     one = copy_prefix(_dynamic_cache(model, list(range(10, 30))), 20)

@@ -18,6 +18,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -35,6 +36,14 @@ from .sampling import SamplingParams, sampled_logprobs
 from .token_sampler import TokenSampler
 
 _END = object()
+
+
+def _copy_prompt(sequence: _Sequence, length: int) -> Any:
+    """A copy of the first ``length`` positions of a running row's cache (its live prefix-cache entry). Its
+    handle may be a stale row of the stacked cache or a view into an earlier one, but it always holds the
+    prompt: rows only grow, and no position is rewritten (``store_live`` takes append-only caches only)."""
+    with torch.inference_mode():
+        return copy_prefix(sequence.handle, length)
 
 
 class _Sequence:
@@ -61,6 +70,7 @@ class _Sequence:
         self.detokenizer = detokenizer
         self.should_stop = should_stop
         self.handle: Any = None  # the row's own cache object (from its prefill)
+        self.live_key: int | None = None  # its prompt's live entry in the prefix cache, while it runs
         self.out: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False
         self.done = False
@@ -203,6 +213,8 @@ class BatchEngine:
         sequence.done = True
         if error is None:
             self._keep_prefix(sequence)
+        if self.prefix_cache is not None:
+            self.prefix_cache.forget(sequence.live_key)
         if error is not None:
             sequence.out.put(error)
         else:
@@ -245,7 +257,8 @@ class BatchEngine:
             self._take(sequence, output.logits[:, -1, :])
             if self.prefix_cache is not None:  # its first token is sent: later arrivals reuse the prompt
                 with torch.inference_mode():
-                    self.prefix_cache.store_copy(ids[0], output_cache(output))
+                    sequence.live_key = self.prefix_cache.store_live(ids[0], sequence.handle,
+                                                                     partial(_copy_prompt, sequence))
         except Exception as error:
             self._finish(sequence, None, error=error)
 

@@ -30,7 +30,7 @@ import copy
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +82,15 @@ class PrefixCacheStats:
 
 
 class _Entry:
-    __slots__ = ("cache", "chain", "ids", "kind", "nbytes")
+    """``source``: None for a stored entry; for a live one (``store_live``), what copies the first n positions of
+    the running stream's cache (``cache`` is then None and ``nbytes`` 0: it holds nothing of its own)."""
 
-    def __init__(self, ids: np.ndarray, chain: list[int], cache: Any, kind: str, nbytes: int) -> None:
+    __slots__ = ("cache", "chain", "ids", "kind", "nbytes", "source")
+
+    def __init__(self, ids: np.ndarray, chain: list[int], cache: Any, kind: str, nbytes: int,
+                 source: Callable[[int], Any] | None = None) -> None:
         self.ids, self.chain, self.cache, self.kind, self.nbytes = ids, chain, cache, kind, nbytes
+        self.source = source
 
 
 def _layer_kind(layer: Any) -> str | None:
@@ -116,6 +121,15 @@ def _reuse_kind(cache: Any) -> tuple[str | None, str]:
                           "cannot continue over a multi-token prompt suffix")
         return None, f"its {', '.join(odd)} cache layers cannot be cut or copied safely"
     return (_CROPPABLE if all(k == _CROPPABLE for k in kinds) else _WHOLE), ""
+
+
+def _append_only(cache: Any) -> bool:
+    """Whether decoding on from ``cache`` never rewrites a position it holds: every layer a full-attention
+    ``DynamicLayer`` (a sliding-window layer drops its oldest positions; other caches are not known to)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return isinstance(layers, list) and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def _nbytes(cache: Any) -> int:
@@ -207,6 +221,9 @@ class PrefixCache:
             self._counts["hits"] += 1
             self._counts["reused_tokens"] += best_len
             self._counts["computed_tokens"] += len(prompt) - best_len
+            if entry.source is not None:  # a live stream's prompt: copied now, on the thread that decodes it
+                self._entries.move_to_end(best)
+                return entry.source(best_len), best_len
             if best_len == len(entry.ids):
                 # All of it continues (a session's next turn, the usual case): hand the entry itself over
                 # instead of copying it. It leaves the cache, so no other stream can reach it; the stream
@@ -238,6 +255,40 @@ class PrefixCache:
                 return
         self._keep(held, chain, kind, copy_prefix(cache, len(held), kind))
 
+    def store_live(self, ids: Sequence[int] | torch.Tensor, cache: Any, copy_first: Callable[[int], Any]) -> int | None:
+        """Offer a running stream's prefilled prompt (``ids``, held by ``cache``) without copying it: requests that
+        arrive while the stream decodes get ``copy_first(n)``, a copy of its first n positions, made when they
+        take it. What ``store_copy`` does, paid only when someone reuses it (a session's next turn, which nobody
+        else continues, then costs no copy). The key it returns goes to ``forget`` when the stream ends.
+
+        Only for a cache whose positions decoding never rewrites (full-attention ``DynamicLayer`` layers; others
+        get ``store_copy``'s copy now) and for an owner that takes and forgets on the thread that decodes the
+        stream (the batching scheduler), so ``copy_first`` never reads a cache being updated."""
+        if not self.enabled or not _append_only(cache):
+            self.store_copy(ids, cache)
+            return None
+        admitted = self._admit(ids, cache)
+        if admitted is None:
+            return None
+        held, chain, kind = admitted
+        with self._lock:
+            if self._covering(held, chain) is not None:
+                return None
+            key = self._next
+            self._next += 1
+            self._entries[key] = _Entry(held, chain, None, kind, 0, copy_first)
+            self._index.add(key, chain)
+        return key
+
+    def forget(self, key: int | None) -> None:
+        """The stream behind live entry ``key`` ended: nothing can copy from it any more."""
+        if key is None:
+            return
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.source is not None:
+                self._drop(key)
+
     def _admit(self, ids: Sequence[int] | torch.Tensor, cache: Any) -> tuple[np.ndarray, list[int], str] | None:
         """(the ids as int64, their block chain, the cache's reuse kind), or None when nothing is to be stored
         (the reason logged once for a cache that cannot be reused)."""
@@ -251,10 +302,11 @@ class PrefixCache:
         return held, block_chain(held), kind
 
     def _covering(self, held: np.ndarray, chain: list[int]) -> int | None:
-        """The key of a croppable entry whose ids start with ``held`` (under the lock), if any."""
+        """The key of a stored croppable entry whose ids start with ``held`` (under the lock), if any (a live one
+        may end without leaving its cache)."""
         for key in self._index.sharing_all(chain) if chain else self._entries:
             entry = self._entries[key]
-            if entry.kind == _CROPPABLE and len(entry.ids) >= len(held) \
+            if entry.kind == _CROPPABLE and entry.source is None and len(entry.ids) >= len(held) \
                     and _common_prefix(entry.ids, held) == len(held):
                 return key
         return None
