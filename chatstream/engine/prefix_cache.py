@@ -125,7 +125,10 @@ def _reuse_kind(cache: Any) -> tuple[str | None, str]:
 
 def _append_only(cache: Any) -> bool:
     """Whether decoding on from ``cache`` never rewrites a position it holds: every layer a full-attention
-    ``DynamicLayer`` (a sliding-window layer drops its oldest positions; other caches are not known to)."""
+    ``DynamicLayer`` (a sliding-window layer drops its oldest positions; other caches are not known to). A cache
+    class of its own (the replay ``MockCache``) is copied at once, as before, and never imports transformers."""
+    if callable(getattr(cache, "copy_prefix", None)):
+        return False
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(cache, "layers", None)
