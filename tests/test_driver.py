@@ -5,6 +5,8 @@ import asyncio
 import contextlib
 import threading
 
+import pytest
+
 from chatstream.serving import _driver
 from chatstream.serving._driver import drive
 
@@ -61,15 +63,16 @@ async def test_leaving_stops_the_iterator_after_its_step_and_closes_it_in_the_wo
     assert not stopped or stopped[0] < 1_000_000
 
 
-async def test_an_error_is_raised_after_the_items_before_it():
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+async def test_an_error_is_raised_after_the_items_before_it(inline):
     def items(should_stop):
         yield 1
         yield 2
         raise ValueError("boom")
 
     received = []
-    with contextlib.suppress(ValueError):
-        async with contextlib.aclosing(drive(items)) as hand_overs:
+    with pytest.raises(ValueError, match="boom"):
+        async with contextlib.aclosing(drive(items, inline=inline)) as hand_overs:
             async for batch in hand_overs:
                 received += batch
     assert received == [1, 2]
@@ -117,24 +120,6 @@ async def test_inline_lets_other_tasks_run_between_batches():
             pass
     task.cancel()
     assert len({tick for tick in ticks if 0 < tick < len(made)}) >= 5  # it ran while the items were made
-
-
-async def test_inline_raises_after_the_items_made_before_the_error():
-    def items(should_stop):
-        yield 1
-        yield 2
-        raise ValueError("boom")
-
-    received = []
-    try:
-        async with contextlib.aclosing(drive(items, inline=True)) as hand_overs:
-            async for batch in hand_overs:
-                received.extend(batch)
-    except ValueError as error:
-        assert str(error) == "boom"
-    else:
-        raise AssertionError("the iterator's error was not raised")
-    assert received == [1, 2]
 
 
 async def test_inline_leaving_sets_the_stop_flag_and_closes_the_iterator():

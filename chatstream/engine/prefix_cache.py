@@ -277,11 +277,7 @@ class PrefixCache:
         with self._lock:
             if self._covering(held, chain) is not None:
                 return None
-            key = self._next
-            self._next += 1
-            self._entries[key] = _Entry(held, chain, None, kind, 0, copy_first)
-            self._index.add(key, chain)
-        return key
+            return self._insert(_Entry(held, chain, None, kind, 0, copy_first))
 
     def forget(self, key: int | None) -> None:
         """The stream behind live entry ``key`` ended: nothing can copy from it any more."""
@@ -331,10 +327,16 @@ class PrefixCache:
             while self._bytes + nbytes > self.budget_bytes and self._entries:
                 self._drop(next(iter(self._entries)))
                 self._counts["evictions"] += 1
-            self._entries[self._next] = _Entry(held, chain, cache, kind, nbytes)
-            self._index.add(self._next, chain)
-            self._next += 1
-            self._bytes += nbytes
+            self._insert(_Entry(held, chain, cache, kind, nbytes))
+
+    def _insert(self, entry: _Entry) -> int:
+        """File ``entry`` under a new key (under the lock): the most recently used, in the index, its bytes counted."""
+        key = self._next
+        self._next += 1
+        self._entries[key] = entry
+        self._index.add(key, entry.chain)
+        self._bytes += entry.nbytes
+        return key
 
     def clear(self) -> None:
         with self._lock:

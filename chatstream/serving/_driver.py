@@ -148,9 +148,7 @@ async def _drive_in_thread(
             error = raised
         finally:
             try:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
+                _close(iterator)
             finally:
                 buffer.end(error)
 
@@ -205,6 +203,11 @@ async def _drive_inline(
             size = _INLINE_BATCH
     finally:
         stop.set()
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
+        _close(iterator)
+
+
+def _close(iterator: Iterator) -> None:
+    """Close a generator (a plain iterator has nothing to close)."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
