@@ -1,7 +1,9 @@
 """Multi-turn chat with and without the prefix cache (issue 20): a turn should cost its new tokens only.
 
 Starts two real `chatstream serve` subprocesses on loopback (greedy, 48 new tokens): one with the prefix
-cache (its default budget) and one with `--prefix-cache-mb 0`. After a warm-up on each:
+cache (its default budget) and one with `--prefix-cache-mb 0`, each keeping its sessions in a SQLite file of
+its own, both with the same PYTHONHASHSEED (printed; two otherwise identical servers differed by up to 3% in
+tokens/s with different seeds). After a warm-up on each:
 
 1. `/chat_stream` sessions of 10 turns: time to first token (TTFT) of each turn;
 2. rounds of 8 concurrent sessions of 3 turns each: generated tokens per second;
@@ -10,9 +12,10 @@ cache (its default budget) and one with `--prefix-cache-mb 0`. After a warm-up o
 Each measurement runs on one server then the other, the order alternating, so the machine's load falls
 on both alike. 1 and 3 run ``REPEATS`` conversations and a turn's TTFT is the median over them (one sample
 per turn swings with the load); 2 runs ``THROUGHPUT_ROUNDS`` rounds and reports the median per-round
-ratio. Every conversation, and each warm-up, asks its own questions, starting with its own token: turn 1
-then finds the system prompt cached (as on any server that has answered once) and prefills its question,
-as turn 10 prefills its own; it never finds its whole prompt cached. The bench asserts that every
+ratio (a round's clock stops before its /metrics scrape). Every conversation, and each warm-up, asks its own
+questions, starting with its own token: turn 1 then finds the system prompt cached (as on any server that
+has answered once) and prefills its question, as turn 10 prefills its own; it never finds its whole prompt
+cached. The bench asserts that every
 conversation's call N prefilled as many new tokens as any other's, so each median compares like with like.
 
 The last line: `TTFT turn 10 / turn 1: <r>x (cache off: <r0>x); 8-session tokens/s cache on/off: <s>x`.
@@ -32,16 +35,19 @@ import asyncio
 import http.cookiejar
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
 
 MAX_NEW_TOKENS = 48
 REPEATS = 3  # conversations per measurement; each turn's figure is the median over them
+HASH_SEED = os.environ.get("PYTHONHASHSEED") or str(random.randrange(1, 2**32))  # both servers', printed
 THROUGHPUT_ROUNDS = 5  # rounds of 8 concurrent sessions; the on/off figure is the median of per-round ratios
 
 
@@ -65,16 +71,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(model: str | None, cache_mb: float | None) -> tuple[subprocess.Popen, str]:
+def start(model: str | None, cache_mb: float | None, state_dir: str) -> tuple[subprocess.Popen, str]:
+    """A `chatstream serve` on a free port, keeping its sessions in a SQLite file of its own under ``state_dir``
+    (the default store, but never shared with the other server nor left in the user's state directory), with
+    ``HASH_SEED``: two processes with different hash seeds lay out their dicts differently, and on the bundled
+    model two identical servers then differed by up to 3% in tokens/s, which would count as the cache's effect."""
     port = free_port()
     command = [sys.executable, "-m", "chatstream.serving.cli", "serve", "--port", str(port), "--temperature", "0",
                "--max-new-tokens", str(MAX_NEW_TOKENS), "--concurrency", "8", "--queue-size", "16",
-               "--log-level", "warning"]
+               "--log-level", "warning", "--session-store", f"sqlite://{state_dir}/sessions-{port}.sqlite3"]
     if model:
         command += ["--model", model]
     if cache_mb is not None:
         command += ["--prefix-cache-mb", str(cache_mb)]
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONHASHSEED": HASH_SEED})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -116,7 +126,8 @@ async def sessions_throughput(url: str, names: list[str], turns: int) -> float:
     before = generated_tokens(url)
     started = time.perf_counter()
     await asyncio.gather(*(one_session(url, turns, name) for name in names))
-    return (generated_tokens(url) - before) / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started  # before the /metrics scrape, which is no part of the sessions' work
+    return (generated_tokens(url) - before) / seconds
 
 
 def generated_tokens(url: str) -> float:
@@ -246,14 +257,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="local HF model directory (default: the bundled tiny model)")
     args = parser.parse_args()
-    servers = {label: start(args.model, cache_mb) for label, cache_mb in (("on", None), ("off", 0))}
-    try:
-        results = asyncio.run(measure({label: url for label, (_, url) in servers.items()}))
-    finally:
-        for process, _ in servers.values():
-            process.terminate()
-            process.wait(timeout=30)
-    print(f"model: {args.model or 'bundled tiny-chat'}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    with tempfile.TemporaryDirectory() as state_dir:
+        servers = {label: start(args.model, cache_mb, state_dir) for label, cache_mb in (("on", None), ("off", 0))}
+        try:
+            results = asyncio.run(measure({label: url for label, (_, url) in servers.items()}))
+        finally:
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=30)
+    print(f"model: {args.model or 'bundled tiny-chat'}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; "
+          f"both servers PYTHONHASHSEED={HASH_SEED}")
     for label, result in results.items():
         turns = " ".join(f"{t * 1000:.0f}" for t in result["turns"])
         openai = " ".join(f"{t * 1000:.0f}" for t in result["openai"])
