@@ -171,3 +171,29 @@ def test_only_a_generator_that_never_waits_runs_inline():
     assert _driver.runs_inline(ChatGeneratorMock(params={"type": "long", "time_per_token_sec": 0.01})) is False
     assert _driver.runs_inline(ChatGeneratorMock(params={"initial_wait_sec": 0.5})) is False
     assert _driver.runs_inline(object()) is False  # a model's generator: a worker thread
+
+
+@pytest.mark.parametrize("waits", [False, True])
+async def test_a_prompt_check_for_a_generator_that_never_waits_runs_on_the_loop(waits):
+    """``call_for``: no thread hop per request for the mock; a model's (or a waiting mock's) check in a worker."""
+    from chatstream.engine.mock_generator import ChatGeneratorMock
+
+    generator = ChatGeneratorMock(params={"type": "long", **({"initial_wait_sec": 0.01} if waits else {})})
+    loop_thread = threading.get_ident()
+
+    def check(value: int) -> tuple[int, int]:
+        return threading.get_ident(), value * 2
+
+    ran_on, value = await _driver.call_for(generator, check, 21)
+    assert value == 42 and (ran_on != loop_thread) is waits
+
+
+async def test_a_prompt_checks_error_reaches_the_caller_either_way():
+    from chatstream.engine.mock_generator import ChatGeneratorMock
+
+    def check() -> None:
+        raise ValueError("does not fit")
+
+    for generator in (ChatGeneratorMock(), object()):
+        with pytest.raises(ValueError, match="does not fit"):
+            await _driver.call_for(generator, check)

@@ -47,6 +47,15 @@ def runs_inline(generator: Any) -> bool:
     return getattr(generator, "runs_inline", False) is True
 
 
+async def call_for(generator: Any, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``, work done for ``generator`` (checking a prompt against it): in a worker thread, as
+    it may tokenize a long history, but on the loop for a generator that never blocks, whose checks do not
+    either (a thread hop per request is then all the call would cost)."""
+    if runs_inline(generator):
+        return function(*args)
+    return await anyio.to_thread.run_sync(function, *args)
+
+
 class _Buffer:
     """What the worker thread hands over: items (appended by ``drive``'s thread loop), the end, the error;
     guarded by one lock. ``room`` is cleared while the thread must wait for the consumer to take the items:

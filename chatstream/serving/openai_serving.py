@@ -32,7 +32,7 @@ from ..engine.token_sampler import draw_seed
 from ..exceptions import ConfigurationError, ConstraintError, PromptTooLongError
 from . import openai_protocol as proto
 from . import openai_tools as tools
-from ._driver import drive, runs_inline
+from ._driver import call_for, drive, runs_inline
 from ._http import ChatStreamingResponse, read_body, unless_disconnected
 from .admission import Admission, once
 from .metrics import Metrics, Outcome, RejectReason
@@ -336,8 +336,8 @@ class OpenAIServing:
             raise proto.bad_request(str(error), param="response_format", code="unsupported_schema") from None
 
     async def _check_fits(self, prompt: AbstractChatPrompt, params: GenerationParams) -> None:
-        try:  # tokenizes the history: not on the event loop
-            await anyio.to_thread.run_sync(check_prompt_fits, self.context.generator, prompt, params)
+        try:  # tokenizes the history: not on the event loop (unless the generator never blocks)
+            await call_for(self.context.generator, check_prompt_fits, self.context.generator, prompt, params)
         except PromptTooLongError as error:
             raise proto.bad_request(str(error), param="messages", code="context_length_exceeded") from None
 

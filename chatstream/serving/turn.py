@@ -44,7 +44,7 @@ from ..engine.events import FinishEvent, TokenEvent, generation_events
 from ..engine.generation import GenerationParams, check_prompt_fits, trim_history
 from ..engine.token_sampler import draw_seed
 from ..exceptions import ConfigurationError, PromptTooLongError, SessionStoreError, SessionStoreUnavailable
-from ._driver import drive, runs_inline
+from ._driver import call_for, drive, runs_inline
 from ._http import (
     DEV_TOOL_HEADER,
     FINISH_TOKEN,
@@ -380,7 +380,7 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
         try:
             # a handler that overrides generate() would leave the started generation unread: check apart
             if state is None or type(self).generate is not AbstractRequestHandler.generate:
-                await anyio.to_thread.run_sync(check_prompt_fits, generator, prompt, params)
+                await call_for(generator, check_prompt_fits, generator, prompt, params)
                 return None
             batches = drive(lambda should_stop: generation_events(generator, prompt, params, should_stop),
                             ctx.limiter(), prepare=lambda: check_prompt_fits(generator, prompt, params),
