@@ -2,8 +2,8 @@
 
 Starts two real `chatstream serve` subprocesses on loopback (greedy, 48 new tokens): one with the prefix
 cache (its default budget) and one with `--prefix-cache-mb 0`, each keeping its sessions in a SQLite file of
-its own, both with the same PYTHONHASHSEED (printed; two otherwise identical servers differed by up to 3% in
-tokens/s with different seeds). After a warm-up on each:
+its own, both with the same PYTHONHASHSEED (printed; two otherwise identical servers differed by up to 4.6% in
+tokens/s with seeds of their own). After a warm-up on each:
 
 1. `/chat_stream` sessions of 10 turns: time to first token (TTFT) of each turn;
 2. rounds of 8 concurrent sessions of 3 turns each: generated tokens per second;
@@ -75,7 +75,7 @@ def start(model: str | None, cache_mb: float | None, state_dir: str) -> tuple[su
     """A `chatstream serve` on a free port, keeping its sessions in a SQLite file of its own under ``state_dir``
     (the default store, but never shared with the other server nor left in the user's state directory), with
     ``HASH_SEED``: two processes with different hash seeds lay out their dicts differently, and on the bundled
-    model two identical servers then differed by up to 3% in tokens/s, which would count as the cache's effect."""
+    model two identical servers then differed by up to 4.6% in tokens/s, which would count as the cache's effect."""
     port = free_port()
     command = [sys.executable, "-m", "chatstream.serving.cli", "serve", "--port", str(port), "--temperature", "0",
                "--max-new-tokens", str(MAX_NEW_TOKENS), "--concurrency", "8", "--queue-size", "16",
