@@ -11,12 +11,13 @@ tokens/s with seeds of their own). After a warm-up on each:
 
 Each measurement runs on one server then the other, the order alternating, so the machine's load falls
 on both alike. 1 and 3 run ``REPEATS`` conversations and a turn's TTFT is the median over them (one sample
-per turn swings with the load); 2 runs ``THROUGHPUT_ROUNDS`` rounds and reports the median per-round
-ratio (a round's clock stops before its /metrics scrape). Every conversation, and each warm-up, asks its own
-questions, starting with its own token: turn 1 then finds the system prompt cached (as on any server that
-has answered once) and prefills its question, as turn 10 prefills its own; it never finds its whole prompt
-cached. The bench asserts that every
-conversation's call N prefilled as many new tokens as any other's, so each median compares like with like.
+per turn swings with the load); 2 runs ``THROUGHPUT_ROUNDS`` rounds (``--throughput-rounds``) and reports
+the median per-round ratio, with the rounds a +-2% figure needs at the spread seen (a round's clock stops
+before its /metrics scrape). Every conversation, and each warm-up, asks its own questions, starting with
+its own token: turn 1 then finds the system prompt cached (as on any server that has answered once) and
+prefills its question, as turn 10 prefills its own; it never finds its whole prompt cached. The bench
+asserts that every conversation's call N prefilled as many new tokens as any other's, so each median
+compares like with like.
 
 The last line: `TTFT turn 10 / turn 1: <r>x (cache off: <r0>x); 8-session tokens/s cache on/off: <s>x`.
 Targets: r <= 1.3 and s >= 1.0; and the OpenAI call 10 within 1.3x of call 1 (printed above it). The
@@ -25,7 +26,7 @@ their cached lengths (what a perfect prefix cache would leave), and call 10's ne
 cache (what the history alone costs).
 Run with OMP_NUM_THREADS=1 on a shared machine (each server then gets one thread).
 
-    python bench/bench_multiturn.py [--model DIR]
+    python bench/bench_multiturn.py [--model DIR] [--throughput-rounds N]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import argparse
 import asyncio
 import http.cookiejar
 import json
+import math
 import os
 import random
 import socket
@@ -48,7 +50,9 @@ import httpx
 MAX_NEW_TOKENS = 48
 REPEATS = 3  # conversations per measurement; each turn's figure is the median over them
 HASH_SEED = os.environ.get("PYTHONHASHSEED") or str(random.randrange(1, 2**32))  # both servers', printed
-THROUGHPUT_ROUNDS = 5  # rounds of 8 concurrent sessions; the on/off figure is the median of per-round ratios
+# Rounds of 8 concurrent sessions (the on/off figure is the median of per-round ratios): the bundled model's take
+# about a second and swing +-5%, a real model's take tens of seconds.
+THROUGHPUT_ROUNDS = {"bundled": 60, "model": 5}
 
 
 def questions(conversation: str) -> list[str]:
@@ -62,7 +66,14 @@ def questions(conversation: str) -> list[str]:
 # Conversation names: single letters, each one token of its own in common tokenizers, so two conversations
 # part at their first question's first token and their questions have the same number of tokens.
 NAMES = tuple("ABCDEFGHIJK")
-THROUGHPUT_NAMES = "abcdefghijklmnopqrstuvwxyzLMNOPQRSTUVWXYZ"  # 8 sessions a round, each round its own
+THROUGHPUT_NAMES = "abcdefghijklmnopqrstuvwxyzLMNOPQRSTUVWXYZ"
+
+
+def throughput_names(round_index: int) -> list[str]:
+    """The 8 sessions of a throughput round, each round its own (single letters, then a letter and a digit)."""
+    letters = len(THROUGHPUT_NAMES)
+    return [THROUGHPUT_NAMES[index % letters] + (str(index // letters) if index >= letters else "")
+            for index in range(8 * round_index, 8 * round_index + 8)]
 
 
 def free_port() -> int:
@@ -174,7 +185,7 @@ def per_turn_median(runs: list[list[float]]) -> list[float]:
     return [statistics.median(turn) for turn in zip(*runs, strict=True)]
 
 
-async def measure(urls: dict[str, str]) -> dict[str, dict]:
+async def measure(urls: dict[str, str], throughput_rounds: int) -> dict[str, dict]:
     """Both servers, interleaved: each conversation (and each throughput round) runs on one server then the
     other, the order alternating, so load on the machine falls on both alike."""
     def order(index: int) -> list[str]:
@@ -188,9 +199,8 @@ async def measure(urls: dict[str, str]) -> dict[str, dict]:
     for r in range(REPEATS):
         for label in order(r):
             results[label]["turns"].append(await one_session(urls[label], 10, NAMES[2 + r]))
-    assert len(THROUGHPUT_NAMES) >= 8 * THROUGHPUT_ROUNDS, "each throughput round needs 8 names of its own"
-    for r in range(THROUGHPUT_ROUNDS):
-        names = list(THROUGHPUT_NAMES[8 * r : 8 * r + 8])
+    for r in range(throughput_rounds):
+        names = throughput_names(r)
         for label in order(r):
             results[label]["throughput"].append(await sessions_throughput(urls[label], names, 3))
     for url in urls.values():
@@ -256,11 +266,15 @@ def prefill_floor(model_dir: str | None, shapes: list[tuple[int, int]], rounds: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="local HF model directory (default: the bundled tiny model)")
+    parser.add_argument("--throughput-rounds", type=int, default=None,
+                        help=f"rounds of 8 concurrent sessions (default: {THROUGHPUT_ROUNDS['bundled']} on the bundled "
+                             f"model, {THROUGHPUT_ROUNDS['model']} on --model)")
     args = parser.parse_args()
+    rounds = args.throughput_rounds or THROUGHPUT_ROUNDS["model" if args.model else "bundled"]
     with tempfile.TemporaryDirectory() as state_dir:
         servers = {label: start(args.model, cache_mb, state_dir) for label, cache_mb in (("on", None), ("off", 0))}
         try:
-            results = asyncio.run(measure({label: url for label, (_, url) in servers.items()}))
+            results = asyncio.run(measure({label: url for label, (_, url) in servers.items()}, rounds))
         finally:
             for process, _ in servers.values():
                 process.terminate()
@@ -290,7 +304,15 @@ def main() -> None:
     print(f"TTFT turn 10 / turn 1: {on['turns'][-1] / on['turns'][0]:.2f}x "
           f"(cache off: {off['turns'][-1] / off['turns'][0]:.2f}x); "
           f"8-session tokens/s cache on/off: {statistics.median(on['throughput_ratios']):.2f}x "
-          f"(per round: {' '.join(f'{r:.2f}' for r in on['throughput_ratios'])})")
+          f"(per round: {' '.join(f'{r:.2f}' for r in on['throughput_ratios'])}; {spread(on['throughput_ratios'])})")
+
+
+def spread(ratios: list[float]) -> str:
+    """How far the median of ``ratios`` can be trusted: the rounds a +-2% figure (95% confidence) needs."""
+    if len(ratios) < 2:
+        return "one round"
+    relative = statistics.stdev(ratios) / statistics.mean(ratios)
+    return f"stdev {relative:.1%}, +-2% needs {max(2, math.ceil((1.96 * relative / 0.02) ** 2))} rounds"
 
 
 if __name__ == "__main__":

@@ -26,12 +26,13 @@ class FinishReason(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one is made per token, and a frozen one takes 4x as long to make (~0.4 µs)
 class TokenEvent:
     """One generated token. ``text`` is what it made safe to show (may be ""; stop strings never show).
 
     ``logprob`` and ``top_logprobs`` ((token id, logprob) pairs, most likely first) are set only when
     log-probabilities were asked for; the generator mock and stream-only generators give ``token_id`` -1.
+    Treat it as read-only: it is handed on as it is.
     """
 
     token_id: int

@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..engine.chat_prompt import AbstractChatPrompt
-from ..engine.events import FinishEvent, TokenEvent, generation_events
+from ..engine.events import FinishEvent, generation_events
 from ..engine.generation import GenerationParams, check_prompt_fits, trim_history
 from ..engine.token_sampler import draw_seed
 from ..exceptions import ConfigurationError, PromptTooLongError, SessionStoreError, SessionStoreUnavailable
@@ -218,7 +218,8 @@ class AbstractRequestHandler(ABC):
         try:
             async with contextlib.aclosing(batches):
                 async for events in batches:
-                    tokens = sum(isinstance(event, TokenEvent) for event in events) if timer is not None else 0
+                    # a generation's one FinishEvent comes last: every other event of a batch is a token
+                    tokens = len(events) - isinstance(events[-1], FinishEvent) if timer is not None and events else 0
                     if tokens:
                         timer.token(tokens)
                     for event in events:
