@@ -13,11 +13,14 @@ Each measurement runs on one server then the other, the order alternating, so th
 on both alike. 1 and 3 run ``REPEATS`` conversations and a turn's TTFT is the median over them (one sample
 per turn swings with the load); 2 runs ``THROUGHPUT_ROUNDS`` rounds (``--throughput-rounds``) and reports
 the median per-round ratio, with the rounds a +-2% figure needs at the spread seen (a round's clock stops
-before its /metrics scrape). Every conversation, and each warm-up, asks its own questions, starting with
-its own token: turn 1 then finds the system prompt cached (as on any server that has answered once) and
-prefills its question, as turn 10 prefills its own; it never finds its whole prompt cached. The bench
-asserts that every conversation's call N prefilled as many new tokens as any other's, so each median
-compares like with like.
+before its /metrics scrape). On the bundled model the rounds are spread over ``THROUGHPUT_PAIRS`` pairs of
+servers (``--throughput-pairs``), the first pair's after 1, the others' on pairs started afresh, each pair
+with a hash seed of its own: a pair's seed moved the figure by a few percent, as much as the cache does.
+
+Every conversation, and each warm-up, asks its own questions, starting with its own token: turn 1 then
+finds the system prompt cached (as on any server that has answered once) and prefills its question, as
+turn 10 prefills its own; it never finds its whole prompt cached. The bench asserts that every
+conversation's call N prefilled as many new tokens as any other's, so each median compares like with like.
 
 The last line: `TTFT turn 10 / turn 1: <r>x (cache off: <r0>x); 8-session tokens/s cache on/off: <s>x`.
 Targets: r <= 1.3 and s >= 1.0; and the OpenAI call 10 within 1.3x of call 1 (printed above it). The
@@ -26,7 +29,7 @@ their cached lengths (what a perfect prefix cache would leave), and call 10's ne
 cache (what the history alone costs).
 Run with OMP_NUM_THREADS=1 on a shared machine (each server then gets one thread).
 
-    python bench/bench_multiturn.py [--model DIR] [--throughput-rounds N]
+    python bench/bench_multiturn.py [--model DIR] [--throughput-rounds N] [--throughput-pairs K]
 """
 
 from __future__ import annotations
@@ -49,10 +52,13 @@ import httpx
 
 MAX_NEW_TOKENS = 48
 REPEATS = 3  # conversations per measurement; each turn's figure is the median over them
-HASH_SEED = os.environ.get("PYTHONHASHSEED") or str(random.randrange(1, 2**32))  # both servers', printed
+HASH_SEED = int(os.environ.get("PYTHONHASHSEED") or random.randrange(1, 2**32))  # the first pair's; printed
 # Rounds of 8 concurrent sessions (the on/off figure is the median of per-round ratios): the bundled model's take
 # about a second and swing +-5%, a real model's take tens of seconds.
 THROUGHPUT_ROUNDS = {"bundled": 60, "model": 5}
+# Server pairs the rounds are spread over, each pair started afresh with a hash seed of its own: a pair's seed
+# (its processes' memory layout) moved the bundled model's on/off figure by a few percent, as much as the cache.
+THROUGHPUT_PAIRS = {"bundled": 4, "model": 1}
 
 
 def questions(conversation: str) -> list[str]:
@@ -82,11 +88,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(model: str | None, cache_mb: float | None, state_dir: str) -> tuple[subprocess.Popen, str]:
+def start(model: str | None, cache_mb: float | None, state_dir: str, seed: int) -> tuple[subprocess.Popen, str]:
     """A `chatstream serve` on a free port, keeping its sessions in a SQLite file of its own under ``state_dir``
     (the default store, but never shared with the other server nor left in the user's state directory), with
-    ``HASH_SEED``: two processes with different hash seeds lay out their dicts differently, and on the bundled
-    model two identical servers then differed by up to 4.6% in tokens/s, which would count as the cache's effect."""
+    PYTHONHASHSEED ``seed``, the same for both servers of a pair: two processes with different hash seeds lay out
+    their dicts differently, and on the bundled model two identical servers then differed by up to 4.6% in
+    tokens/s, which would count as the cache's effect."""
     port = free_port()
     command = [sys.executable, "-m", "chatstream.serving.cli", "serve", "--port", str(port), "--temperature", "0",
                "--max-new-tokens", str(MAX_NEW_TOKENS), "--concurrency", "8", "--queue-size", "16",
@@ -95,7 +102,7 @@ def start(model: str | None, cache_mb: float | None, state_dir: str) -> tuple[su
         command += ["--model", model]
     if cache_mb is not None:
         command += ["--prefix-cache-mb", str(cache_mb)]
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONHASHSEED": HASH_SEED})
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONHASHSEED": str(seed)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -199,10 +206,7 @@ async def measure(urls: dict[str, str], throughput_rounds: int) -> dict[str, dic
     for r in range(REPEATS):
         for label in order(r):
             results[label]["turns"].append(await one_session(urls[label], 10, NAMES[2 + r]))
-    for r in range(throughput_rounds):
-        names = throughput_names(r)
-        for label in order(r):
-            results[label]["throughput"].append(await sessions_throughput(urls[label], names, 3))
+    await throughput_rounds_on(urls, range(throughput_rounds), results)
     for url in urls.values():
         # The OpenAI calls' own warm-up (their system message differs from the session's), just before them:
         # the throughput rounds may have evicted an earlier one.
@@ -217,9 +221,32 @@ async def measure(urls: dict[str, str], throughput_rounds: int) -> dict[str, dic
         result["openai"] = per_turn_median(result["openai"])
         result["new"] = equal_new_tokens(result["usages"])
         result["cached"] = result["usages"][-1]
-    on, off = results["on"]["throughput"], results["off"]["throughput"]
-    results["on"]["throughput_ratios"] = sorted(a / b for a, b in zip(on, off, strict=True))
     return results
+
+
+async def throughput_rounds_on(urls: dict[str, str], rounds: range, results: dict[str, dict]) -> None:
+    """Rounds of 8 concurrent 3-turn sessions on both servers (the order alternating), each round's tokens/s
+    appended to ``results[label]["throughput"]``; round r's sessions are ``throughput_names(r)``."""
+    for r in rounds:
+        for label in (list(urls) if r % 2 == 0 else list(reversed(urls))):
+            results[label]["throughput"].append(await sessions_throughput(urls[label], throughput_names(r), 3))
+
+
+async def fresh_pair_throughput(urls: dict[str, str], rounds: range, results: dict[str, dict]) -> None:
+    """``throughput_rounds_on`` on a pair just started (after its warm-up, as ``measure``'s)."""
+    for url in urls.values():
+        await one_session(url, 1, NAMES[0])
+    await throughput_rounds_on(urls, rounds, results)
+
+
+def start_pair(model: str | None, state_dir: str, seed: int) -> dict[str, tuple[subprocess.Popen, str]]:
+    return {label: start(model, cache_mb, state_dir, seed) for label, cache_mb in (("on", None), ("off", 0))}
+
+
+def stop_pair(servers: dict[str, tuple[subprocess.Popen, str]]) -> None:
+    for process, _ in servers.values():
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def equal_new_tokens(usages: list[list[tuple[int, int]]]) -> list[int]:
@@ -269,18 +296,34 @@ def main() -> None:
     parser.add_argument("--throughput-rounds", type=int, default=None,
                         help=f"rounds of 8 concurrent sessions (default: {THROUGHPUT_ROUNDS['bundled']} on the bundled "
                              f"model, {THROUGHPUT_ROUNDS['model']} on --model)")
+    parser.add_argument("--throughput-pairs", type=int, default=None,
+                        help=f"server pairs the rounds are spread over, each with a hash seed of its own "
+                             f"(default: {THROUGHPUT_PAIRS['bundled']} on the bundled model, "
+                             f"{THROUGHPUT_PAIRS['model']} on --model)")
     args = parser.parse_args()
-    rounds = args.throughput_rounds or THROUGHPUT_ROUNDS["model" if args.model else "bundled"]
+    kind = "model" if args.model else "bundled"
+    rounds = args.throughput_rounds or THROUGHPUT_ROUNDS[kind]
+    pairs = max(1, min(args.throughput_pairs or THROUGHPUT_PAIRS[kind], rounds))
+    seeds = [1 + (HASH_SEED - 1 + k) % (2**32 - 1) for k in range(pairs)]
+    shares = [range(rounds * k // pairs, rounds * (k + 1) // pairs) for k in range(pairs)]
     with tempfile.TemporaryDirectory() as state_dir:
-        servers = {label: start(args.model, cache_mb, state_dir) for label, cache_mb in (("on", None), ("off", 0))}
+        servers = start_pair(args.model, state_dir, seeds[0])
         try:
-            results = asyncio.run(measure({label: url for label, (_, url) in servers.items()}, rounds))
+            results = asyncio.run(measure({label: url for label, (_, url) in servers.items()}, len(shares[0])))
         finally:
-            for process, _ in servers.values():
-                process.terminate()
-                process.wait(timeout=30)
+            stop_pair(servers)
+        for seed, share in zip(seeds[1:], shares[1:], strict=True):
+            servers = start_pair(args.model, state_dir, seed)
+            try:
+                asyncio.run(fresh_pair_throughput({label: url for label, (_, url) in servers.items()}, share,
+                                                  results))
+            finally:
+                stop_pair(servers)
+    on_rounds, off_rounds = results["on"]["throughput"], results["off"]["throughput"]
+    results["on"]["throughput_ratios"] = sorted(a / b for a, b in zip(on_rounds, off_rounds, strict=True))
     print(f"model: {args.model or 'bundled tiny-chat'}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; "
-          f"both servers PYTHONHASHSEED={HASH_SEED}")
+          f"{rounds} throughput rounds over {pairs} server pair(s), PYTHONHASHSEED per pair (both servers alike): "
+          f"{', '.join(map(str, seeds))}")
     for label, result in results.items():
         turns = " ".join(f"{t * 1000:.0f}" for t in result["turns"])
         openai = " ".join(f"{t * 1000:.0f}" for t in result["openai"])
@@ -312,7 +355,9 @@ def spread(ratios: list[float]) -> str:
     if len(ratios) < 2:
         return "one round"
     relative = statistics.stdev(ratios) / statistics.mean(ratios)
-    return f"stdev {relative:.1%}, +-2% needs {max(2, math.ceil((1.96 * relative / 0.02) ** 2))} rounds"
+    return (f"median {statistics.median(ratios):.3f}, mean {statistics.mean(ratios):.3f} +- "
+            f"{1.96 * relative / math.sqrt(len(ratios)):.1%} (95%), stdev {relative:.1%}, +-2% needs "
+            f"{max(2, math.ceil((1.96 * relative / 0.02) ** 2))} rounds")
 
 
 if __name__ == "__main__":
