@@ -56,8 +56,10 @@ HASH_SEED = int(os.environ.get("PYTHONHASHSEED") or random.randrange(1, 2**32)) 
 # Rounds of 8 concurrent sessions (the on/off figure is the median of per-round ratios): the bundled model's take
 # about a second and swing +-5%, a real model's take tens of seconds.
 THROUGHPUT_ROUNDS = {"bundled": 60, "model": 5}
-# Server pairs the rounds are spread over, each pair started afresh with a hash seed of its own: a pair's seed
-# (its processes' memory layout) moved the bundled model's on/off figure by a few percent, as much as the cache.
+# Server pairs the rounds are spread over, each pair started afresh with a hash seed of its own (both servers of
+# a pair share it: two identical servers with seeds of their own differed by up to 4.6% in tokens/s). A pair's
+# seed (its processes' memory layout) still moved the bundled model's on/off figure by a few percent, as much as
+# the cache.
 THROUGHPUT_PAIRS = {"bundled": 4, "model": 1}
 
 
@@ -91,9 +93,7 @@ def free_port() -> int:
 def start(model: str | None, cache_mb: float | None, state_dir: str, seed: int) -> tuple[subprocess.Popen, str]:
     """A `chatstream serve` on a free port, keeping its sessions in a SQLite file of its own under ``state_dir``
     (the default store, but never shared with the other server nor left in the user's state directory), with
-    PYTHONHASHSEED ``seed``, the same for both servers of a pair: two processes with different hash seeds lay out
-    their dicts differently, and on the bundled model two identical servers then differed by up to 4.6% in
-    tokens/s, which would count as the cache's effect."""
+    PYTHONHASHSEED ``seed``, the same for both servers of a pair (``THROUGHPUT_PAIRS`` says why)."""
     port = free_port()
     command = [sys.executable, "-m", "chatstream.serving.cli", "serve", "--port", str(port), "--temperature", "0",
                "--max-new-tokens", str(MAX_NEW_TOKENS), "--concurrency", "8", "--queue-size", "16",
@@ -192,19 +192,26 @@ def per_turn_median(runs: list[list[float]]) -> list[float]:
     return [statistics.median(turn) for turn in zip(*runs, strict=True)]
 
 
+def order(urls: dict[str, str], index: int) -> list[str]:
+    """The servers' labels in the order measurement ``index`` runs them: alternating, so load on the machine
+    falls on both alike."""
+    return list(urls) if index % 2 == 0 else list(reversed(urls))
+
+
+async def warm_up(urls: dict[str, str]) -> None:
+    """One turn on each server with its own question, so the system prompt is cached (as on any server that has
+    answered once) but no measured turn finds its own question cached."""
+    for url in urls.values():
+        await one_session(url, 1, NAMES[0])
+
+
 async def measure(urls: dict[str, str], throughput_rounds: int) -> dict[str, dict]:
     """Both servers, interleaved: each conversation (and each throughput round) runs on one server then the
-    other, the order alternating, so load on the machine falls on both alike."""
-    def order(index: int) -> list[str]:
-        return list(urls) if index % 2 == 0 else list(reversed(urls))
-
+    other (``order``)."""
     results: dict[str, dict] = {label: {"turns": [], "throughput": [], "openai": [], "usages": []} for label in urls}
-    for url in urls.values():
-        # Warm-up: its own question, so the system prompt is cached (as on any server that has answered
-        # once) but no measured turn finds its own question cached.
-        await one_session(url, 1, NAMES[0])
+    await warm_up(urls)
     for r in range(REPEATS):
-        for label in order(r):
+        for label in order(urls, r):
             results[label]["turns"].append(await one_session(urls[label], 10, NAMES[2 + r]))
     await throughput_rounds_on(urls, range(throughput_rounds), results)
     for url in urls.values():
@@ -212,7 +219,7 @@ async def measure(urls: dict[str, str], throughput_rounds: int) -> dict[str, dic
         # the throughput rounds may have evicted an earlier one.
         await openai_resent(url, 1, NAMES[1])
     for r in range(REPEATS):
-        for label in order(r):
+        for label in order(urls, r):
             ttfts, usage = await openai_resent(urls[label], 10, NAMES[2 + REPEATS + r])
             results[label]["openai"].append(ttfts)
             results[label]["usages"].append(usage)
@@ -225,17 +232,16 @@ async def measure(urls: dict[str, str], throughput_rounds: int) -> dict[str, dic
 
 
 async def throughput_rounds_on(urls: dict[str, str], rounds: range, results: dict[str, dict]) -> None:
-    """Rounds of 8 concurrent 3-turn sessions on both servers (the order alternating), each round's tokens/s
-    appended to ``results[label]["throughput"]``; round r's sessions are ``throughput_names(r)``."""
+    """Rounds of 8 concurrent 3-turn sessions on both servers (``order``), each round's tokens/s appended to
+    ``results[label]["throughput"]``; round r's sessions are ``throughput_names(r)``."""
     for r in rounds:
-        for label in (list(urls) if r % 2 == 0 else list(reversed(urls))):
+        for label in order(urls, r):
             results[label]["throughput"].append(await sessions_throughput(urls[label], throughput_names(r), 3))
 
 
 async def fresh_pair_throughput(urls: dict[str, str], rounds: range, results: dict[str, dict]) -> None:
-    """``throughput_rounds_on`` on a pair just started (after its warm-up, as ``measure``'s)."""
-    for url in urls.values():
-        await one_session(url, 1, NAMES[0])
+    """``throughput_rounds_on`` on a pair just started, after ``measure``'s warm-up."""
+    await warm_up(urls)
     await throughput_rounds_on(urls, rounds, results)
 
 
@@ -351,13 +357,16 @@ def main() -> None:
 
 
 def spread(ratios: list[float]) -> str:
-    """How far the median of ``ratios`` can be trusted: the rounds a +-2% figure (95% confidence) needs."""
+    """How far ``ratios``' figure can be trusted: median, mean with its 95% interval, and the rounds a +-2%
+    figure needs (``bench_serving.rounds_for``)."""
+    from bench_serving import rounds_for
+
     if len(ratios) < 2:
         return "one round"
     relative = statistics.stdev(ratios) / statistics.mean(ratios)
     return (f"median {statistics.median(ratios):.3f}, mean {statistics.mean(ratios):.3f} +- "
             f"{1.96 * relative / math.sqrt(len(ratios)):.1%} (95%), stdev {relative:.1%}, +-2% needs "
-            f"{max(2, math.ceil((1.96 * relative / 0.02) ** 2))} rounds")
+            f"{rounds_for(ratios, 0.02)} rounds")
 
 
 if __name__ == "__main__":
