@@ -95,7 +95,16 @@ async def test_inline_runs_on_the_loop_first_item_alone_then_in_batches():
     assert threads == {loop_thread}  # no worker thread
     assert batches[0] == [0]
     assert [item for batch in batches for item in batch] == list(range(100))
-    assert all(len(batch) <= _driver._INLINE_BATCH for batch in batches)
+    assert all(len(batch) <= _driver.INLINE_BATCH for batch in batches)
+
+
+async def test_inline_batch_sets_the_size_of_the_batches_after_the_first():
+    def items(should_stop):
+        yield from range(12)
+
+    async with contextlib.aclosing(drive(items, inline=True, inline_batch=5)) as hand_overs:
+        batches = [batch async for batch in hand_overs]
+    assert batches == [[0], [1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11]]
 
 
 async def test_inline_lets_other_tasks_run_between_batches():
@@ -109,7 +118,7 @@ async def test_inline_lets_other_tasks_run_between_batches():
     made = []
 
     def items(should_stop):
-        for number in range(10 * _driver._INLINE_BATCH):
+        for number in range(10 * _driver.INLINE_BATCH):
             made.append(number)
             yield number
 

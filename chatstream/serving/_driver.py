@@ -20,7 +20,7 @@ thread, so it costs no thread round trip of its own: its exception is raised at 
 it passes the first batch is empty (``[]``), so the caller can answer before any item is made.
 
 ``inline=True`` is for an iterator that never blocks (``runs_inline(generator)``: the generator mock without
-waits): it is run on the event loop itself, the first item alone, then ``_INLINE_BATCH`` items a batch with
+waits): it is run on the event loop itself, the first item alone, then ``inline_batch`` items a batch with
 a pass through the loop between batches, so it costs no thread and no hand-over and holds the loop no
 longer than a batch takes. Same contract: ``prepare`` first (then ``[]``), an error after the items made
 before it, the iterator closed (and its stop flag set) when the consumer leaves.
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from itertools import islice
 from typing import Any, TypeVar
 
 import anyio
@@ -39,7 +40,11 @@ import anyio.to_thread
 T = TypeVar("T")
 
 _AHEAD = 256  # items the thread may buffer before it waits for the consumer to take them
-_INLINE_BATCH = 16  # items an inline iterator makes before the loop runs other work
+# Items an inline iterator makes before the loop runs other work. Where a batch becomes one write (the OpenAI
+# stream) it is small, as the next request's first token waits for it; where each item is a write of its own
+# (the 0.3 stream) a batch only sets how often the loop runs other work, and a pass costs more than the items.
+INLINE_BATCH = 16
+INLINE_BATCH_ITEMWISE = 64
 
 
 def runs_inline(generator: Any) -> bool:
@@ -112,11 +117,12 @@ def _wake(waiter: asyncio.Future) -> None:
 
 def drive(
     make_iterator: Callable[[Callable[[], bool]], Iterator[T]], limiter: anyio.CapacityLimiter | None = None,
-    prepare: Callable[[], None] | None = None, inline: bool = False,
+    prepare: Callable[[], None] | None = None, inline: bool = False, inline_batch: int = INLINE_BATCH,
 ) -> AsyncIterator[list[T]]:
-    """The batches of ``make_iterator(should_stop)``'s items (see the module's docstring)."""
+    """The batches of ``make_iterator(should_stop)``'s items (see the module's docstring); ``inline_batch``: the
+    batch of an inline iterator after its first item."""
     if inline:
-        return _drive_inline(make_iterator, prepare)
+        return _drive_inline(make_iterator, prepare, inline_batch)
     return _drive_in_thread(make_iterator, limiter, prepare)
 
 
@@ -182,7 +188,7 @@ async def _drive_in_thread(
 
 
 async def _drive_inline(
-    make_iterator: Callable[[Callable[[], bool]], Iterator[T]], prepare: Callable[[], None] | None,
+    make_iterator: Callable[[Callable[[], bool]], Iterator[T]], prepare: Callable[[], None] | None, batch_size: int,
 ) -> AsyncIterator[list[T]]:
     stop = threading.Event()
     iterator = iter(make_iterator(stop.is_set))
@@ -194,14 +200,11 @@ async def _drive_inline(
         while True:
             batch: list[T] = []
             error: BaseException | None = None
-            ended = False
             try:
-                for _ in range(size):
-                    batch.append(next(iterator))
-            except StopIteration:
-                ended = True
+                batch.extend(islice(iterator, size))  # keeps what came before an error
             except Exception as raised:  # raised after the items made before it
                 error = raised
+            ended = error is None and len(batch) < size
             if batch:
                 yield batch
             if error is not None:
@@ -209,7 +212,7 @@ async def _drive_inline(
             if ended:
                 return
             await asyncio.sleep(0)  # other requests' work runs between batches
-            size = _INLINE_BATCH
+            size = batch_size
     finally:
         stop.set()
         _close(iterator)

@@ -44,7 +44,7 @@ from ..engine.events import FinishEvent, generation_events
 from ..engine.generation import GenerationParams, check_prompt_fits, trim_history
 from ..engine.token_sampler import draw_seed
 from ..exceptions import ConfigurationError, PromptTooLongError, SessionStoreError, SessionStoreUnavailable
-from ._driver import call_for, drive, runs_inline
+from ._driver import INLINE_BATCH_ITEMWISE, call_for, drive, runs_inline
 from ._http import (
     DEV_TOOL_HEADER,
     FINISH_TOKEN,
@@ -214,7 +214,7 @@ class AbstractRequestHandler(ABC):
             state.batches = None
         else:
             batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop),
-                            limiter, inline=runs_inline(generator))
+                            limiter, inline=runs_inline(generator), inline_batch=INLINE_BATCH_ITEMWISE)
         try:
             async with contextlib.aclosing(batches):
                 async for events in batches:
@@ -385,7 +385,7 @@ class SimpleSessionRequestHandler(AbstractRequestHandler):
                 return None
             batches = drive(lambda should_stop: generation_events(generator, prompt, params, should_stop),
                             ctx.limiter(), prepare=lambda: check_prompt_fits(generator, prompt, params),
-                            inline=runs_inline(generator))
+                            inline=runs_inline(generator), inline_batch=INLINE_BATCH_ITEMWISE)  # a chunk per token
             await batches.__anext__()  # [] once the check passed; its error otherwise
             state.batches = batches
         except PromptTooLongError as error:
