@@ -35,7 +35,7 @@ from ..engine.mock_generator import ChatGeneratorMock
 from ..engine.token_sampler import TokenSampler, TokenSamplerIsok
 from ..exceptions import ConfigurationError
 from . import api as _api
-from . import extra_attributes
+from . import extra_attributes, startup_heap
 from ._endpoints import EndpointsMixin
 from ._http import DEFAULT_MAX_BODY_BYTES, DEFAULT_SEND_TIMEOUT_SEC, FINISH_TOKEN, bearer_matches, error_response
 from .admission import Admission
@@ -222,6 +222,7 @@ class ChatStream(EndpointsMixin):
         self.gate = Gate(None, self.sessions, self.eloc, self.logger)
         self.set_client_roles(client_roles)
         self._ready = False
+        self._holds_heap = False  # whether this ChatStream holds the start-up heap freeze (startup_heap)
         self.metrics = Metrics(source_of(self.chat_generator), running=lambda: self.admission.running,
                                waiting=lambda: self.admission.waiting, replica=self.replica_name,
                                prefix_cache=getattr(self.chat_generator, "prefix_cache", None))
@@ -319,6 +320,7 @@ class ChatStream(EndpointsMixin):
         needed: admission happens in the request itself."""
         self._check_can_generate()
         self._ready = True
+        self._hold_heap()
         self.logger.debug("ChatStream %s ready", self.name)
 
     async def queue_worker(self) -> None:
@@ -327,10 +329,23 @@ class ChatStream(EndpointsMixin):
         ready and waits until it is cancelled, which stops taking chat requests (503) again."""
         self._check_can_generate()
         self._ready = True
+        self._hold_heap()
         try:
             await asyncio.Event().wait()
         finally:
             self._ready = False
+            self._release_heap()
+
+    def _hold_heap(self) -> None:
+        """Freeze the start-up heap while this ChatStream serves (``startup_heap``), once per start."""
+        if not self._holds_heap:
+            startup_heap.hold()
+            self._holds_heap = True
+
+    def _release_heap(self) -> None:
+        if self._holds_heap:
+            self._holds_heap = False
+            startup_heap.release()
 
     def _check_can_generate(self) -> None:
         if self._no_model is not None:
@@ -339,6 +354,7 @@ class ChatStream(EndpointsMixin):
     async def stop_queue_worker(self) -> None:
         """Stop taking chat requests (503), close the probe recorder, if any, and the session store's connections."""
         self._ready = False
+        self._release_heap()
         self.close()
         try:
             await self.sessions.store.aclose()
