@@ -256,6 +256,34 @@ async def test_a_send_failure_closes_the_stream_at_once_and_keeps_the_partial_an
     assert prompt.get_responder_last_msg() == "ab"
 
 
+async def test_a_client_that_leaves_in_the_middle_of_a_batch_keeps_the_answer_as_far_as_it_was_sent():
+    """An inline generator hands its tokens over in batches whose frames are made before they are sent: the
+    history must still end where the stream did, not at the end of the batch."""
+    generator = ListGenerator([f"w{i} " for i in range(100)])
+    generator.runs_inline = True  # the driver runs it on the loop, in batches of many tokens
+    prompt = open_prompt()
+    messages = []
+
+    async def finished(message):
+        messages.append(message)
+
+    response = ChatStreamingResponse(handler_with(generator).generate(prompt, finished))
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+        if len(sent) == 12:  # start, ten chunks, then the connection breaks on the eleventh
+            raise OSError("connection reset by peer")
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    with pytest.raises(ClientDisconnect):
+        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    assert messages == ["client_disconnected_while_streaming"] and generator.closed == 1
+    assert prompt.get_responder_last_msg() == "".join(f"w{i} " for i in range(11)) == sent[-1]["body"].decode()[:-9]
+
+
 class ParamsRecorder:
     def __init__(self):
         self.params = []

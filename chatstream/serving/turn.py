@@ -208,13 +208,14 @@ class AbstractRequestHandler(ABC):
         delta = state is not None and state.chat_request.delta
         # delta mode: the last (longest replaced string - 1) characters wait, as a replacement may still change them
         hold = max((len(old) for old, _ in replacements), default=1) - 1 if delta and replacements else 0
-        text, message, sent, escaping = "", GENERATION_ERROR, 0, False
+        text, message, sent, escaping, shown = "", GENERATION_ERROR, 0, False, ""
         batches = state.batches if state is not None else None
         if batches is not None:  # started by process_request (it checked the prompt in the generation's thread)
             state.batches = None
         else:
             batches = drive(lambda should_stop: generation_events(generator, chat_prompt, params, should_stop),
                             limiter, inline=runs_inline(generator), inline_batch=INLINE_BATCH_ITEMWISE)
+        sending = None  # the answer as the frame being sent shows it, while a batch's frames go out
         try:
             async with contextlib.aclosing(batches):
                 async for events in batches:
@@ -222,6 +223,9 @@ class AbstractRequestHandler(ABC):
                     tokens = len(events) - isinstance(events[-1], FinishEvent) if timer is not None and events else 0
                     if tokens:
                         timer.token(tokens)
+                    # a batch's frames are made first, then sent back to back: the socket writes of one stream
+                    # follow each other as closely as a bare server's do (the kernel then coalesces their work)
+                    frames: list[tuple[str, str]] = []
                     for event in events:
                         if isinstance(event, FinishEvent) and state is not None:
                             state.usage = (event.prompt_tokens, event.completion_tokens)
@@ -229,15 +233,20 @@ class AbstractRequestHandler(ABC):
                             continue
                         text += event.text
                         shown = chat_prompt.replace_string(text, replacements) if replacements else text
-                        chat_prompt.set_responder_last_msg(shown)
                         if delta:
                             if len(shown) - hold > sent:
-                                yield escape_frame(shown[sent:len(shown) - hold]) + FINISH_TOKEN
+                                frames.append((escape_frame(shown[sent:len(shown) - hold]) + FINISH_TOKEN, shown))
                                 sent = len(shown) - hold
                             continue
                         # only the new end can bring a marker in (scanning the whole answer per token is O(n^2))
                         escaping = escaping or bool(replacements) or "<::E" in shown[-len(event.text) - 3:]
-                        yield (escape_frame(shown) if escaping else shown) + FINISH_TOKEN
+                        frames.append(((escape_frame(shown) if escaping else shown) + FINISH_TOKEN, shown))
+                    for frame, showing in frames:
+                        sending = showing
+                        yield frame
+                    if frames:
+                        chat_prompt.set_responder_last_msg(shown)
+                    sending = None
             if not text:  # an answer with no token: its one (empty) chunk, as 0.3 sent it
                 yield FINISH_TOKEN
             elif delta and sent < len(shown):  # the held-back end
@@ -245,6 +254,8 @@ class AbstractRequestHandler(ABC):
             message = SUCCESS
         except (anyio.get_cancelled_exc_class(), GeneratorExit):  # the client left (or the response was closed)
             message = DISCONNECTED_WHILE_STREAMING
+            if sending is not None:  # left during a batch: the answer is kept as far as it was sent
+                chat_prompt.set_responder_last_msg(sending)
             raise
         except Exception:
             self.logger.exception(self.eloc.t("generation_failed", request_id=request_id))
