@@ -7,7 +7,8 @@ ratios** (bare tokens/s / ChatStream tokens/s) with its spread; the output says 
 figure (95% confidence) needs at the spread seen. On a machine shared with other work the wall-clock ratio
 swings with the neighbours' load, so the bench also reports the **CPU ratio**: the CPU seconds each server
 process (all its threads) spent per token in the round, ChatStream's over bare's, which other processes
-disturb far less.
+disturb far less. Each server reads its own CPU clock (``GET /bench/cpu``: ``time.process_time()``, to the
+microsecond; /proc's figures tick every 10 ms, a fifth of a short ``--openai`` round).
 
 The clients speak HTTP/1.1 themselves (asyncio streams, keep-alive) and read the chunked body chunk by
 chunk: one HTTP chunk is one write of the server (uvicorn writes each ``http.response.body`` message as one
@@ -44,8 +45,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-
-import psutil
 
 EOS = b"<::EOS::>"
 PROMPT = "Tell me a long story."
@@ -119,7 +118,7 @@ def bare_app(delta: bool):
 
     return Starlette(routes=[Route("/chat_stream", chat, methods=["POST"]),
                              Route("/v1/chat/completions", completions, methods=["POST"]),
-                             Route("/health", health)])
+                             Route("/health", health), Route(CPU_PATH, report_cpu)])
 
 
 def chatstream_app(clients: int):
@@ -132,6 +131,7 @@ def chatstream_app(clients: int):
                              too_many_request_as_http_error=True, session_secret="bench-session-secret-0123")
     app = FastAPI(lifespan=chat_stream.lifespan)
     chat_stream.append_apis(app, {"include": ["chat_stream", "health", "openai"]})
+    app.router.add_route(CPU_PATH, report_cpu)
     return app
 
 
@@ -274,10 +274,26 @@ async def one_round(port: int, clients: int, requests: int, openai: bool, delta:
                  [[w.count(b"data: ") for w in r.writes] for r in replies])
 
 
-def cpu_seconds(process: subprocess.Popen) -> float:
-    """User + system CPU seconds of a server process so far, all its threads."""
-    times = psutil.Process(process.pid).cpu_times()
-    return times.user + times.system
+CPU_PATH = "/bench/cpu"  # both servers answer it with time.process_time()
+
+
+async def report_cpu(request):
+    from starlette.responses import PlainTextResponse
+
+    return PlainTextResponse(repr(time.process_time()))
+
+
+def cpu_seconds(port: int) -> float:
+    """The CPU seconds a server process has used so far, all its threads (exited ones too), read by the process
+    itself (``CLOCK_PROCESS_CPUTIME_ID``): /proc's counters tick every 10 ms, a fifth of a short round."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", CPU_PATH)
+        return float(connection.getresponse().read())
+    finally:
+        connection.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -320,14 +336,14 @@ def main() -> None:
         for kind in ("chatstream", "bare"):  # warm-up
             asyncio.run(one_round(servers[kind][1], args.clients, 1, args.openai, args.delta))
         for _ in range(args.rounds):
-            cpu = cpu_seconds(servers["chatstream"][0])
+            cpu = cpu_seconds(servers["chatstream"][1])
             ours = asyncio.run(one_round(servers["chatstream"][1], args.clients, args.requests, args.openai,
                                          args.delta))
-            cpu_ours = cpu_seconds(servers["chatstream"][0]) - cpu
-            cpu = cpu_seconds(servers["bare"][0])
+            cpu_ours = cpu_seconds(servers["chatstream"][1]) - cpu
+            cpu = cpu_seconds(servers["bare"][1])
             bare = asyncio.run(one_round(servers["bare"][1], args.clients, args.requests, args.openai, args.delta,
                                          ours.groups if args.openai else None))
-            cpu_ratios.append(cpu_ours / (cpu_seconds(servers["bare"][0]) - cpu))
+            cpu_ratios.append(cpu_ours / (cpu_seconds(servers["bare"][1]) - cpu))
             for kind, result in (("chatstream", ours), ("bare", bare)):
                 assert result.tokens == expected, (kind, result.tokens, expected)
                 rates[kind].append(result.tokens / result.seconds)
