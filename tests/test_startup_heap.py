@@ -22,6 +22,7 @@ def clean_heap(monkeypatch):
     gc.unfreeze()
     monkeypatch.setattr(startup_heap, "_holders", 0)
     monkeypatch.setattr(startup_heap, "_ours", False)
+    monkeypatch.setattr(startup_heap, "_collected", False)
     yield
     gc.unfreeze()
     if frozen_before:
@@ -38,6 +39,20 @@ def test_garbage_is_collected_before_the_freeze_and_the_living_are_frozen():
     assert alive not in gc.get_objects(2)  # frozen objects are in no generation: collections skip them
     startup_heap.release()
     assert gc.get_freeze_count() == 0
+
+
+def test_only_the_first_freeze_of_the_process_collects_and_garbage_frozen_later_goes_at_the_stop():
+    startup_heap.hold()
+    startup_heap.release()
+    garbage = Node()
+    dead = weakref.ref(garbage)
+    del garbage
+    startup_heap.hold()  # a second start (the next test of a suite): no full collection, the garbage is frozen
+    gc.collect()
+    assert dead() is not None
+    startup_heap.release()
+    gc.collect()
+    assert dead() is None, "garbage frozen at a start was kept after the stop"
 
 
 def test_objects_made_while_serving_are_collected_as_usual():

@@ -6,13 +6,15 @@ more with a real model's stack, during which every stream on the event loop stop
 long enough to be promoted (sessions, histories), so full collections come every few seconds under load: the
 per-round throughput of ``bench/bench_serving.py`` was bimodal, a third of its rounds ~20% slower.
 
-``hold()`` (a ChatStream starts serving) collects once, then freezes what is alive (``gc.freeze``: moved to a
-permanent generation that collections skip; reference counting still frees it). Objects made afterwards are
-collected as usual. ``release()`` (it stops) unfreezes them, so a process that starts and stops ChatStreams
-(a test suite) never keeps garbage past a stop. Several ChatStreams in one process share one freeze: the first
-``hold`` makes it, the last ``release`` undoes it. A heap frozen by someone else before (a pre-fork server's
-``gc.freeze()``) is left frozen. vLLM freezes its heap after start-up for the same reason
-(``vllm.utils.gc_utils.freeze_gc_heap``).
+``hold()`` (a ChatStream starts serving) freezes what is alive (``gc.freeze``: moved to a permanent generation
+that collections skip; reference counting still frees it); objects made afterwards are collected as usual.
+``release()`` (it stops) unfreezes them, so garbage frozen with the living is collected after the stop. The
+first ``hold`` of the process collects before it freezes (a server's start: what model loading left behind
+must not be kept for the server's life); later ones do not, as a full collection takes 0.1-0.2 s in a test
+process and a test suite starts a ChatStream per test: what they freeze is kept until their stop at most.
+Several ChatStreams in one process share one freeze: the first ``hold`` makes it, the last ``release`` undoes
+it. A heap frozen by someone else before (a pre-fork server's ``gc.freeze()``) is left frozen. vLLM freezes
+its heap after start-up for the same reason (``vllm.utils.gc_utils.freeze_gc_heap``).
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ import threading
 _lock = threading.Lock()
 _holders = 0
 _ours = False  # whether the freeze in place is ours to undo
+_collected = False  # whether this process collected before a freeze already
 
 
 def hold() -> None:
-    """One more ChatStream serves in this process; the first freezes the heap (after a full collection)."""
-    global _holders, _ours
+    """One more ChatStream serves in this process; the first freezes the heap (the process's first freeze after
+    a full collection)."""
+    global _holders, _ours, _collected
     with _lock:
         if _holders == 0 and gc.isenabled():
             _ours = gc.get_freeze_count() == 0
-            gc.collect()  # what is garbage now must not be frozen, or it is kept until release()
+            if not _collected:
+                gc.collect()  # garbage frozen now would be kept until release(): the whole life of a server
+                _collected = True
             gc.freeze()
         _holders += 1
 
