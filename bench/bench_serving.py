@@ -25,6 +25,9 @@ number of writes and sent the same bytes in every round.
   the matching request of the same round (``{"groups": [...]}`` in the body) and writes them in exactly
   those groups. Also prints each side's time to first token (client side: request sent -> first content
   chunk), p50 and p95 over all rounds.
+- ``--in-process``: ``/chat_stream`` (or ``--delta``) only; both apps in this process, each request handed
+  straight to the ASGI app (no uvicorn, no sockets, no client): ChatStream's own CPU per request, without the
+  kernel's share, which depends on how closely a stream's writes follow each other.
 - ``--profile FILE``: the ChatStream server runs under cProfile and writes its stats to FILE at exit
   (``python -m pstats FILE``; figures are then not comparable).
 
@@ -309,6 +312,76 @@ def rounds_for(ratios: list[float], margin: float = 0.05) -> int:
     return max(2, math.ceil((1.96 * relative / margin) ** 2))
 
 
+def asgi_scope(path: str, body: bytes) -> dict:
+    """The scope uvicorn's h11 server gives a POST (ASGI spec 2.3, as it reports)."""
+    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+            "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())]}
+
+
+async def asgi_request(app, path: str, body: bytes) -> tuple[int, int]:
+    """One request handed straight to ``app``, no server and no socket: (body messages, bytes) of its response."""
+    received, writes, size = False, 0, 0
+    finished = asyncio.Event()
+
+    async def receive() -> dict:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        nonlocal writes, size
+        if message["type"] == "http.response.body":
+            if message.get("body"):
+                writes, size = writes + 1, size + len(message["body"])
+            if not message.get("more_body"):
+                finished.set()
+
+    await app(asgi_scope(path, body), receive, send)
+    return writes, size
+
+
+async def in_process(args: argparse.Namespace) -> None:
+    """``--in-process``: both apps in this process, driven through ASGI (no uvicorn, no sockets, no client):
+    the CPU each spends per request on its own work, rounds interleaved, same writes and bytes asserted."""
+    import contextlib
+
+    body = json.dumps({"user_input": PROMPT, **({"stream_mode": "delta"} if args.delta else {})}).encode()
+    apps = {"chatstream": chatstream_app(args.clients), "bare": bare_app(args.delta)}
+    per_request: dict[str, list[float]] = {"chatstream": [], "bare": []}
+    async with contextlib.AsyncExitStack() as stack:  # ChatStream's lifespan freezes the heap both apps share
+        await stack.enter_async_context(apps["chatstream"].router.lifespan_context(apps["chatstream"]))
+        for kind in ("chatstream", "bare"):  # warm-up
+            await asyncio.gather(*(asgi_request(apps[kind], "/chat_stream", body) for _ in range(args.clients)))
+        for r in range(args.rounds):
+            work = {}
+            for kind in (("chatstream", "bare") if r % 2 == 0 else ("bare", "chatstream")):
+                started = time.process_time()
+                replies = []
+                for _ in range(args.requests):
+                    replies += await asyncio.gather(*(asgi_request(apps[kind], "/chat_stream", body)
+                                                      for _ in range(args.clients)))
+                per_request[kind].append((time.process_time() - started) / len(replies))
+                work[kind] = replies
+            assert work["chatstream"] == work["bare"], "unequal work: the apps made different writes or bytes"
+    writes, size = work["bare"][0]
+    ratios = [ours / bare for ours, bare in zip(per_request["chatstream"], per_request["bare"], strict=True)]
+    print(f"in process (ASGI, no sockets): {args.clients} concurrent x {args.requests} requests x {args.rounds} "
+          f"rounds; both sides: {writes} writes and {size} bytes per response")
+    for kind in ("bare", "chatstream"):
+        print(f"{kind:<10}: {1e6 * statistics.median(per_request[kind]):7.0f} us CPU per request (median; "
+              f"{1e6 * statistics.median(per_request[kind]) / writes:.2f} per write)")
+    print(f"CPU ratio (chatstream / bare), median of per-round ratios: {statistics.median(ratios):.2f}x (spread "
+          f"{min(ratios):.2f}-{max(ratios):.2f}; +-5% needs {rounds_for(ratios)} rounds); ChatStream's own work: "
+          f"{1e6 * (statistics.median(per_request['chatstream']) - statistics.median(per_request['bare'])):.0f} us "
+          f"per request")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -317,11 +390,16 @@ def main() -> None:
     parser.add_argument("--openai", action="store_true", help="the OpenAI streaming endpoint against bare SSE")
     parser.add_argument("--delta", action="store_true", help="/chat_stream in delta mode (stream_mode: delta)")
     parser.add_argument("--profile", help="run the ChatStream server under cProfile, stats to this file")
+    parser.add_argument("--in-process", action="store_true",
+                        help="/chat_stream, both apps driven through ASGI in this process: no server, no sockets")
     parser.add_argument("--serve", choices=("bare", "chatstream"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         run_server(args.serve, args.port, args.clients, args.delta, args.profile)
+        return
+    if args.in_process:
+        asyncio.run(in_process(args))
         return
 
     per_answer = len(deltas())
