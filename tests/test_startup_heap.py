@@ -88,6 +88,27 @@ def test_a_freeze_made_by_someone_else_is_left_in_place():
     assert gc.get_freeze_count() > 0
 
 
+def test_over_a_freeze_made_before_nothing_more_is_frozen():
+    gc.freeze()  # e.g. a conftest's or a pre-fork server's
+    frozen = gc.get_freeze_count()
+    garbage = Node()
+    dead = weakref.ref(garbage)
+    del garbage
+    startup_heap.hold()
+    assert gc.get_freeze_count() == frozen
+    startup_heap.release()
+    gc.collect()
+    assert dead() is None, "garbage made after someone else's freeze was frozen by a start"
+
+
+def test_a_freeze_made_while_serving_is_not_undone_by_the_stop():
+    startup_heap.hold()
+    warmed_up = [Node() for _ in range(100)]  # what the app made since the start
+    gc.freeze()  # e.g. the app's own freeze after its warm-up
+    startup_heap.release()
+    assert gc.get_freeze_count() > 0 and warmed_up
+
+
 def test_a_disabled_collector_is_left_alone():
     gc.disable()
     try:

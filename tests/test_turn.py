@@ -219,6 +219,27 @@ async def test_delta_mode_holds_back_text_a_replacement_may_still_change():
     assert "".join(frames(delta.text)) == frames(full.text)[-1] == "one\ntwo<N"
 
 
+class InlineWords(Words):
+    """Words the driver runs on the loop, all in one batch (a generator that never blocks)."""
+
+    runs_inline = True
+
+
+async def test_delta_mode_keeps_in_the_history_the_text_it_held_back_until_the_end():
+    """A batch whose text is all held back (a replacement may still change it) makes no frame, yet is part of
+    the answer: the history must hold it, as the client gets it at the end."""
+    from chatstream.engine.chat_prompt_presets import ChatPromptRinnaJapaneseGPTNeoxInst
+
+    for generator, answer in ((InlineWords("Hi"), "Hi"), (Words("Hi"), "Hi"), (InlineWords("abc", "<NL", ">"),
+                                                                                    "abc\n")):
+        _, client = await started(chat_generator=generator, chat_prompt_clazz=ChatPromptRinnaJapaneseGPTNeoxInst)
+        async with client:
+            delta = await client.post("/chat_stream", json={"user_input": "hi", "stream_mode": "delta"})
+            await client.post("/chat_stream", json={"user_input": "again", "stream_mode": "delta"})
+        assert "".join(frames(delta.text)) == answer
+        assert f"システム: {answer}<NL>ユーザー: again" in generator.prompts[1], generator.prompts[1]
+
+
 async def test_an_unknown_stream_mode_is_a_400_that_says_what_to_send():
     _, client = await started(chat_generator=Words("x"))
     async with client:

@@ -13,7 +13,8 @@ first ``hold`` of the process collects before it freezes (a server's start: what
 must not be kept for the server's life); later ones do not, as a full collection takes 0.1-0.2 s in a test
 process and a test suite starts a ChatStream per test: what they freeze is kept until their stop at most.
 Several ChatStreams in one process share one freeze: the first ``hold`` makes it, the last ``release`` undoes
-it. A heap frozen by someone else before (a pre-fork server's ``gc.freeze()``) is left frozen. vLLM freezes
+it. A heap frozen by someone else (a pre-fork server's ``gc.freeze()``), before the start or while serving,
+is left as it is: nothing more is frozen over it, and nothing is unfrozen under it. vLLM freezes
 its heap after start-up for the same reason (``vllm.utils.gc_utils.freeze_gc_heap``).
 """
 
@@ -26,19 +27,20 @@ _lock = threading.Lock()
 _holders = 0
 _ours = False  # whether the freeze in place is ours to undo
 _collected = False  # whether this process collected before a freeze already
+_frozen = 0  # the objects our freeze froze (fewer later, as frozen objects die; more: someone else froze too)
 
 
 def hold() -> None:
     """One more ChatStream serves in this process; the first freezes the heap (the process's first freeze after
     a full collection)."""
-    global _holders, _ours, _collected
+    global _holders, _ours, _collected, _frozen
     with _lock:
-        if _holders == 0 and gc.isenabled():
-            _ours = gc.get_freeze_count() == 0
+        if _holders == 0 and gc.isenabled() and gc.get_freeze_count() == 0:  # a freeze of someone else's: left be
             if not _collected:
                 gc.collect()  # garbage frozen now would be kept until release(): the whole life of a server
                 _collected = True
             gc.freeze()
+            _ours, _frozen = True, gc.get_freeze_count()
         _holders += 1
 
 
@@ -50,7 +52,8 @@ def release() -> None:
             return
         _holders -= 1
         if _holders == 0 and _ours:
-            gc.unfreeze()
+            if gc.get_freeze_count() <= _frozen:  # grown: someone froze meanwhile, and unfreezing would undo theirs
+                gc.unfreeze()
             _ours = False
 
 

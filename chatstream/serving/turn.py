@@ -226,12 +226,14 @@ class AbstractRequestHandler(ABC):
                     # a batch's frames are made first, then sent back to back: the socket writes of one stream
                     # follow each other as closely as a bare server's do (the kernel then coalesces their work)
                     frames: list[tuple[str, str]] = []
+                    grew = False  # delta mode may hold new text back: a batch can grow the answer with no frame
                     for event in events:
                         if isinstance(event, FinishEvent) and state is not None:
                             state.usage = (event.prompt_tokens, event.completion_tokens)
                         if not event.text:
                             continue
                         text += event.text
+                        grew = True
                         shown = chat_prompt.replace_string(text, replacements) if replacements else text
                         if delta:
                             if len(shown) - hold > sent:
@@ -244,7 +246,7 @@ class AbstractRequestHandler(ABC):
                     for frame, showing in frames:
                         sending = showing
                         yield frame
-                    if frames:
+                    if grew:
                         chat_prompt.set_responder_last_msg(shown)
                     sending = None
             if not text:  # an answer with no token: its one (empty) chunk, as 0.3 sent it
