@@ -18,7 +18,6 @@ per-round ratios, with the mean, its 95% interval and the rounds a +-2% figure n
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import threading
 import time
@@ -74,9 +73,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
 
+    from chatstream.serving import startup_heap
+
     servers = {"on": build(args.model, None), "off": build(args.model, 0)}
-    gc.collect()
-    gc.freeze()  # as a serving ChatStream does (serving.startup_heap): no full collection walks the model's heap
+    startup_heap.hold()  # as a serving ChatStream's start does: no full collection walks the model's heap
     for label, chat_stream in servers.items():  # warm-up: the system prompt cached, as on a server that answered
         one_round(chat_stream, [f"warm{label}"])
     ratios, per_token = [], {"on": [], "off": []}
@@ -97,6 +97,7 @@ def main() -> None:
               f"{' '.join(f'{1000 * value:.2f}' for value in per_token[label])}")
     print(f"engine CPU per token, cache off / on: {statistics.median(ratios):.3f}x (per round: "
           f"{' '.join(f'{r:.2f}' for r in sorted(ratios))}; {spread(ratios)})")
+
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import math
 import os
@@ -144,9 +143,10 @@ def run_server(kind: str, port: int, clients: int, delta: bool, profile: str | N
     import uvicorn
 
     app = bare_app(delta) if kind == "bare" else chatstream_app(clients)
-    if kind == "bare":  # as ChatStream does when it starts (serving.startup_heap): neither side's collector walks
-        gc.collect()  # the torch heap both import, which a bare Starlette app would not have
-        gc.freeze()
+    if kind == "bare":  # frozen as ChatStream's start freezes it: neither side's collector walks the torch heap
+        from chatstream.serving import startup_heap  # both import, which a bare Starlette app would not have
+
+        startup_heap.hold()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws="none",
                             http="h11")
     if profile is None:

@@ -229,22 +229,19 @@ async def test_a_handler_that_raises_gets_a_500_and_frees_its_slot():
     assert messages == ["unknown_error_occurred,while process_request"]
 
 
-async def test_a_send_failure_closes_the_stream_at_once_and_keeps_the_partial_answer():
-    """The client is gone while a chunk is being sent (ASGI 2.4 servers report it so): the generator,
-    suspended at its yield, is closed right away instead of whenever the garbage collector finds it."""
-    generator = ListGenerator(["a", "b", "c"])
-    prompt = open_prompt()
-    messages = []
+async def stream_until_the_connection_breaks(generator, prompt, breaks_at):
+    """``generate`` through a ChatStreamingResponse whose ``breaks_at``-th send raises (the client is gone; ASGI 2.4
+    servers report it so): (the finish messages, the messages sent, the last being the one that broke)."""
+    messages, sent = [], []
 
     async def finished(message):
         messages.append(message)
 
     response = ChatStreamingResponse(handler_with(generator).generate(prompt, finished))
-    sent = []
 
     async def send(message):
         sent.append(message)
-        if len(sent) == 3:  # start, first chunk, then the connection breaks
+        if len(sent) == breaks_at:
             raise OSError("connection reset by peer")
 
     async def receive():
@@ -252,6 +249,15 @@ async def test_a_send_failure_closes_the_stream_at_once_and_keeps_the_partial_an
 
     with pytest.raises(ClientDisconnect):
         await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    return messages, sent
+
+
+async def test_a_send_failure_closes_the_stream_at_once_and_keeps_the_partial_answer():
+    """The client is gone while a chunk is being sent: the generator, suspended at its yield, is closed right away
+    instead of whenever the garbage collector finds it."""
+    generator = ListGenerator(["a", "b", "c"])
+    prompt = open_prompt()
+    messages, _ = await stream_until_the_connection_breaks(generator, prompt, 3)  # start, first chunk, then breaks
     assert messages == ["client_disconnected_while_streaming"] and generator.closed == 1
     assert prompt.get_responder_last_msg() == "ab"
 
@@ -262,24 +268,8 @@ async def test_a_client_that_leaves_in_the_middle_of_a_batch_keeps_the_answer_as
     generator = ListGenerator([f"w{i} " for i in range(100)])
     generator.runs_inline = True  # the driver runs it on the loop, in batches of many tokens
     prompt = open_prompt()
-    messages = []
-
-    async def finished(message):
-        messages.append(message)
-
-    response = ChatStreamingResponse(handler_with(generator).generate(prompt, finished))
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-        if len(sent) == 12:  # start, ten chunks, then the connection breaks on the eleventh
-            raise OSError("connection reset by peer")
-
-    async def receive():
-        await asyncio.sleep(3600)
-
-    with pytest.raises(ClientDisconnect):
-        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    # start, ten chunks, then the connection breaks on the eleventh
+    messages, sent = await stream_until_the_connection_breaks(generator, prompt, 12)
     assert messages == ["client_disconnected_while_streaming"] and generator.closed == 1
     assert prompt.get_responder_last_msg() == "".join(f"w{i} " for i in range(11)) == sent[-1]["body"].decode()[:-9]
 

@@ -21,7 +21,7 @@ def clean_heap(monkeypatch):
     frozen_before = gc.get_freeze_count()
     gc.unfreeze()
     monkeypatch.setattr(startup_heap, "_holders", 0)
-    monkeypatch.setattr(startup_heap, "_ours", False)
+    monkeypatch.setattr(startup_heap, "_frozen", 0)
     monkeypatch.setattr(startup_heap, "_collected", False)
     yield
     gc.unfreeze()

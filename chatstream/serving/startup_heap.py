@@ -25,36 +25,37 @@ import threading
 
 _lock = threading.Lock()
 _holders = 0
-_ours = False  # whether the freeze in place is ours to undo
 _collected = False  # whether this process collected before a freeze already
-_frozen = 0  # the objects our freeze froze (fewer later, as frozen objects die; more: someone else froze too)
+# the objects our freeze in place froze, 0 when none is ours to undo (fewer later, as frozen objects die; more:
+# someone else froze too)
+_frozen = 0
 
 
 def hold() -> None:
     """One more ChatStream serves in this process; the first freezes the heap (the process's first freeze after
     a full collection)."""
-    global _holders, _ours, _collected, _frozen
+    global _holders, _collected, _frozen
     with _lock:
         if _holders == 0 and gc.isenabled() and gc.get_freeze_count() == 0:  # a freeze of someone else's: left be
             if not _collected:
                 gc.collect()  # garbage frozen now would be kept until release(): the whole life of a server
                 _collected = True
             gc.freeze()
-            _ours, _frozen = True, gc.get_freeze_count()
+            _frozen = gc.get_freeze_count()
         _holders += 1
 
 
 def release() -> None:
     """A ChatStream stopped serving; the last one unfreezes the heap (when it froze it)."""
-    global _holders, _ours
+    global _holders, _frozen
     with _lock:
         if _holders == 0:
             return
         _holders -= 1
-        if _holders == 0 and _ours:
+        if _holders == 0 and _frozen:
             if gc.get_freeze_count() <= _frozen:  # grown: someone froze meanwhile, and unfreezing would undo theirs
                 gc.unfreeze()
-            _ours = False
+            _frozen = 0
 
 
 def holders() -> int:
